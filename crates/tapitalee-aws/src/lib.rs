@@ -1,0 +1,1 @@
+//! Tapitalee aws (in progress).

@@ -1,0 +1,185 @@
+//! An in-process store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use async_trait::async_trait;
+
+use super::DeploymentStore;
+use crate::domain::{AppName, DeploymentId};
+use crate::error::{Error, Resource, Result};
+use crate::fleet::Target;
+use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, StepRecord};
+
+/// Keeps history and locks in memory: for tests, benchmarks and single-process tools.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    deployments: BTreeMap<DeploymentId, DeploymentRecord>,
+    locks: HashMap<Target, (DeploymentId, Instant)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| Error::store("memory store poisoned by a panic", "poisoned"))?;
+        f(&mut inner)
+    }
+}
+
+fn missing(id: &DeploymentId) -> Error {
+    Error::not_found(Resource::Deployment, id.to_string(), "")
+}
+
+#[async_trait]
+impl DeploymentStore for MemoryStore {
+    async fn create(&self, record: &DeploymentRecord) -> Result<()> {
+        self.with(|inner| {
+            if inner.deployments.contains_key(&record.id) {
+                return Err(Error::store(
+                    format!("deployment {} already exists", record.id),
+                    "duplicate id",
+                ));
+            }
+            let mut record = record.clone();
+            for p in &mut record.processes {
+                p.steps.clear();
+            }
+            inner.deployments.insert(record.id, record);
+            Ok(())
+        })
+    }
+
+    async fn update_process(&self, id: &DeploymentId, process: &ProcessRecord) -> Result<()> {
+        self.with(|inner| {
+            let rec = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
+            match rec
+                .processes
+                .iter_mut()
+                .find(|p| p.process == process.process)
+            {
+                Some(p) => {
+                    let steps = std::mem::take(&mut p.steps);
+                    *p = ProcessRecord {
+                        steps,
+                        ..process.clone()
+                    };
+                }
+                None => {
+                    let mut p = process.clone();
+                    p.steps.clear();
+                    rec.processes.push(p);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()> {
+        self.with(|inner| {
+            let rec = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
+            match &step.process {
+                Some(name) => match rec.processes.iter_mut().find(|p| &p.process == name) {
+                    Some(p) => p.steps.push(step.clone()),
+                    None => rec.steps.push(step.clone()),
+                },
+                None => rec.steps.push(step.clone()),
+            }
+            Ok(())
+        })
+    }
+
+    async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()> {
+        self.with(|inner| {
+            let rec = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
+            rec.status = status;
+            rec.finished_at = status.is_final().then(SystemTime::now);
+            Ok(())
+        })
+    }
+
+    async fn get(&self, id: &DeploymentId) -> Result<Option<DeploymentRecord>> {
+        self.with(|inner| Ok(inner.deployments.get(id).cloned()))
+    }
+
+    async fn list(&self, app: &AppName, limit: usize) -> Result<Vec<DeploymentRecord>> {
+        self.with(|inner| {
+            Ok(inner
+                .deployments
+                .values()
+                .rev()
+                .filter(|r| &r.app == app)
+                .take(limit)
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.steps.clear();
+                    for p in &mut r.processes {
+                        p.steps.clear();
+                    }
+                    r
+                })
+                .collect())
+        })
+    }
+
+    async fn try_lock(
+        &self,
+        target: &Target,
+        holder: &DeploymentId,
+        lease: Duration,
+    ) -> Result<Option<DeploymentId>> {
+        self.with(|inner| {
+            let now = Instant::now();
+            match inner.locks.get(target) {
+                Some((other, until)) if other != holder && *until > now => Ok(Some(*other)),
+                _ => {
+                    inner.locks.insert(target.clone(), (*holder, now + lease));
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    async fn unlock(&self, target: &Target, holder: &DeploymentId) -> Result<()> {
+        self.with(|inner| {
+            if inner.locks.get(target).is_some_and(|(h, _)| h == holder) {
+                inner.locks.remove(target);
+            }
+            Ok(())
+        })
+    }
+
+    async fn lock_holder(&self, target: &Target) -> Result<Option<DeploymentId>> {
+        self.with(|inner| {
+            Ok(inner
+                .locks
+                .get(target)
+                .filter(|(_, until)| *until > Instant::now())
+                .map(|(h, _)| *h))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        crate::store::conformance::run_all(&MemoryStore::new()).await;
+    }
+}

@@ -1,0 +1,81 @@
+//! [`DeploymentStore`]: the deployment history and the per-process locks.
+//!
+//! Two implementations ship: [`MemoryStore`] (one process, tests, benchmarks) and
+//! [`SqliteStore`] (the embedded default: one file, shared by every `tapit` on the machine,
+//! survives restarts). Both pass the same [`conformance`] suite.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{AppName, DeploymentId};
+use crate::error::Result;
+use crate::fleet::Target;
+use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, StepRecord};
+
+pub mod conformance;
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// The deployment history and the per-process locks.
+///
+/// Locks are leases: a holder that stops renewing loses its lock when the lease ends, so a
+/// crashed deployer never blocks a process forever.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait DeploymentStore: Send + Sync + fmt::Debug + 'static {
+    /// Records a new deployment (its processes as given, their steps ignored).
+    async fn create(&self, record: &DeploymentRecord) -> Result<()>;
+
+    /// Replaces one process's record (status, revisions, state, timings; its steps are kept).
+    async fn update_process(&self, id: &DeploymentId, process: &ProcessRecord) -> Result<()>;
+
+    /// Appends a step to the audit trail.
+    async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()>;
+
+    /// Sets a deployment's overall status (and its end time when final).
+    async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()>;
+
+    /// One deployment with every process and step, or `None`.
+    async fn get(&self, id: &DeploymentId) -> Result<Option<DeploymentRecord>>;
+
+    /// An app's deployments, newest first, at most `limit`, with processes but without steps.
+    async fn list(&self, app: &AppName, limit: usize) -> Result<Vec<DeploymentRecord>>;
+
+    /// Takes or renews the lock on a process for `holder` for `lease`. Returns `None` when
+    /// `holder` now holds it, or `Some(other)` when another live deployment does.
+    async fn try_lock(
+        &self,
+        target: &Target,
+        holder: &DeploymentId,
+        lease: Duration,
+    ) -> Result<Option<DeploymentId>>;
+
+    /// Releases a lock if `holder` holds it.
+    async fn unlock(&self, target: &Target, holder: &DeploymentId) -> Result<()>;
+
+    /// The live holder of a process's lock, if any.
+    async fn lock_holder(&self, target: &Target) -> Result<Option<DeploymentId>>;
+}
+
+/// A shared store, as the engine holds it.
+pub type DynDeploymentStore = Arc<dyn DeploymentStore>;
+
+/// Conveniences on every store.
+#[async_trait]
+pub trait DeploymentStoreExt: DeploymentStore {
+    /// The app's most recent deployment, with every step.
+    async fn latest(&self, app: &AppName) -> Result<Option<DeploymentRecord>> {
+        match self.list(app, 1).await?.into_iter().next() {
+            Some(r) => self.get(&r.id).await,
+            None => Ok(None),
+        }
+    }
+}
+
+impl<S: DeploymentStore + ?Sized> DeploymentStoreExt for S {}

@@ -1,0 +1,5 @@
+//! SQLite store (placeholder).
+
+/// The embedded default store.
+#[derive(Debug)]
+pub struct SqliteStore;

@@ -1,0 +1,1 @@
+//! Tapitalee strategies (in progress).
