@@ -1,0 +1,980 @@
+//! [`InMemoryPlatform`]: a simulated platform with scripted behaviour per image.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::domain::{AppName, Digest, DockerTag, ImageRef, ProcessName};
+use crate::error::{Error, Resource, Result};
+use crate::fleet::{
+    Fleet, FleetId, FleetStatus, Instance, InstanceStatus, ProcessSpec, Release, Revision, Target,
+    TrafficWeight,
+};
+use crate::traits::deployer::{DeployMeta, Deployer};
+use crate::traits::health::{HealthProbe, HealthReport};
+use crate::traits::registry::{ImageInfo, ImageRegistry, RegistryCredentials, Secret};
+
+/// How instances of an image behave once launched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Behavior {
+    /// Time from launch to running.
+    pub start_delay: Duration,
+    /// If set, each instance exits this long after it starts running, and the platform
+    /// replaces it (a crash loop).
+    pub crash_after: Option<Duration>,
+    /// The exit code of a crash.
+    pub exit_code: i32,
+    /// The container health check never passes.
+    pub never_healthy: bool,
+    /// If set, container health flips between passing and failing with this period.
+    pub flap_period: Option<Duration>,
+    /// Whether the load balancer's target health check passes (when container health does).
+    pub lb_healthy: bool,
+}
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Behavior {
+            start_delay: Duration::from_secs(5),
+            crash_after: None,
+            exit_code: 1,
+            never_healthy: false,
+            flap_period: None,
+            lb_healthy: true,
+        }
+    }
+}
+
+impl Behavior {
+    /// Starts in 5 s and stays healthy.
+    pub fn healthy() -> Self {
+        Self::default()
+    }
+
+    /// Starts, runs for `after`, exits with code 1, and is replaced: forever.
+    pub fn crash_loop(after: Duration) -> Self {
+        Behavior {
+            crash_after: Some(after),
+            ..Self::default()
+        }
+    }
+
+    /// Runs but never passes its container health check.
+    pub fn never_healthy() -> Self {
+        Behavior {
+            never_healthy: true,
+            ..Self::default()
+        }
+    }
+
+    /// Health flips every `period`.
+    pub fn flapping(period: Duration) -> Self {
+        Behavior {
+            flap_period: Some(period),
+            ..Self::default()
+        }
+    }
+
+    /// Passes container health but fails the load balancer's check.
+    pub fn lb_unhealthy() -> Self {
+        Behavior {
+            lb_healthy: false,
+            ..Self::default()
+        }
+    }
+
+    /// The same behaviour with another start delay.
+    #[must_use]
+    pub fn start_delay(mut self, delay: Duration) -> Self {
+        self.start_delay = delay;
+        self
+    }
+}
+
+/// A platform operation, for fault injection and call recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Op {
+    Processes,
+    Current,
+    Prepare,
+    Launch,
+    Scale,
+    Route,
+    MakePrimary,
+    Retire,
+    Status,
+    Resolve,
+    ListImages,
+    DescribeImage,
+    Login,
+    Probe,
+}
+
+/// An injected failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// [`Error::Throttled`].
+    Throttle,
+    /// [`Error::Transient`].
+    Transient,
+    /// [`Error::Platform`] with this message.
+    Fail(String),
+}
+
+/// One recorded platform call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The operation.
+    pub op: Op,
+    /// The process it was about, if any.
+    pub process: Option<ProcessName>,
+    /// Its arguments, in words (e.g. "fleet-3 -> 4").
+    pub detail: String,
+    /// When it was made (tokio's clock).
+    pub at: Instant,
+}
+
+/// A fleet as the simulation sees it (for assertions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetView {
+    /// Its id.
+    pub id: FleetId,
+    /// The image tag it runs.
+    pub tag: DockerTag,
+    /// Instances asked for.
+    pub desired: u32,
+    /// Instances running now.
+    pub running: u32,
+    /// Instances running and passing health now.
+    pub healthy: u32,
+}
+
+#[derive(Debug)]
+struct SimInstance {
+    id: String,
+    launched: Instant,
+    stopped: Option<(Instant, String, i32)>,
+}
+
+#[derive(Debug)]
+struct SimFleet {
+    fleet: Fleet,
+    behavior: Behavior,
+    desired: u32,
+    instances: Vec<SimInstance>,
+    next_instance: u64,
+}
+
+#[derive(Debug)]
+struct SimProcess {
+    spec: ProcessSpec,
+    primary: Option<FleetId>,
+    fleets: BTreeMap<FleetId, SimFleet>,
+    traffic: Vec<TrafficWeight>,
+    revisions: u32,
+}
+
+#[derive(Debug, Clone)]
+struct SimImage {
+    tags: Vec<DockerTag>,
+    digest: Digest,
+    behavior: Behavior,
+    pushed_at: SystemTime,
+    size: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    apps: BTreeMap<AppName, BTreeMap<ProcessName, SimProcess>>,
+    images: HashMap<AppName, Vec<SimImage>>,
+    faults: Vec<(Op, Option<ProcessName>, Fault, u32)>,
+    calls: Vec<Call>,
+    record_calls: bool,
+    next_fleet: u64,
+    next_digest: u64,
+    latency: Duration,
+}
+
+/// A simulated platform: apps, processes, fleets of instances with scripted behaviour per
+/// image, traffic weights, an image registry, injected API faults and latency. Time is
+/// tokio's clock, so tests run on a paused clock in microseconds.
+///
+/// It implements [`Deployer`], [`ImageRegistry`] and [`HealthProbe`] (as a load-balancer
+/// target-health probe).
+#[derive(Debug, Clone)]
+pub struct InMemoryPlatform {
+    state: Arc<Mutex<State>>,
+}
+
+impl Default for InMemoryPlatform {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const MAX_STOPPED_KEPT: usize = 50;
+
+impl InMemoryPlatform {
+    /// An empty platform that records calls.
+    pub fn new() -> Self {
+        InMemoryPlatform {
+            state: Arc::new(Mutex::new(State {
+                record_calls: true,
+                ..State::default()
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock can only come from this module's own bugs; the state
+        // is still usable for a simulation.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an app with processes `(name, desired instances, load balanced)`.
+    ///
+    /// # Panics
+    /// On an invalid app or process name (this is test setup).
+    pub fn add_app(&self, app: &str, processes: &[(&str, u32, bool)]) -> AppName {
+        let app = AppName::new(app).expect("valid app name");
+        let mut state = self.lock();
+        let procs = state.apps.entry(app.clone()).or_default();
+        for (name, desired, lb) in processes {
+            let name = ProcessName::new(name).expect("valid process name");
+            procs.insert(
+                name.clone(),
+                SimProcess {
+                    spec: ProcessSpec {
+                        name,
+                        load_balanced: *lb,
+                        desired: *desired,
+                    },
+                    primary: None,
+                    fleets: BTreeMap::new(),
+                    traffic: Vec::new(),
+                    revisions: 0,
+                },
+            );
+        }
+        app
+    }
+
+    /// Pushes an image tag to the app's registry with a behaviour; returns its digest. Pushing
+    /// an existing tag moves it to a new digest.
+    ///
+    /// # Panics
+    /// On an invalid tag (this is test setup).
+    pub fn push_image(&self, app: &AppName, tag: &str, behavior: Behavior) -> Digest {
+        let tag = DockerTag::new(tag).expect("valid tag");
+        let mut state = self.lock();
+        state.next_digest += 1;
+        let digest = Digest::new(format!("sha256:{:064x}", state.next_digest)).expect("digest");
+        let images = state.images.entry(app.clone()).or_default();
+        for image in images.iter_mut() {
+            image.tags.retain(|t| t != &tag);
+        }
+        images.push(SimImage {
+            tags: vec![tag],
+            digest: digest.clone(),
+            behavior,
+            pushed_at: SystemTime::now(),
+            size: 50_000_000 + u64::try_from(images.len()).unwrap_or(0) * 1_000,
+        });
+        digest
+    }
+
+    /// Makes every process of the app run `tag` already (healthy, primary, all traffic), as if
+    /// deployed long ago: the "old version" of a test.
+    ///
+    /// # Panics
+    /// If the app or tag is unknown (this is test setup).
+    pub fn seed_release(&self, app: &AppName, tag: &str) {
+        let tag = DockerTag::new(tag).expect("valid tag");
+        let mut state = self.lock();
+        let image = state
+            .images
+            .get(app)
+            .and_then(|imgs| imgs.iter().find(|i| i.tags.contains(&tag)))
+            .cloned()
+            .expect("pushed image");
+        let repository = repository(app);
+        let now = Instant::now();
+        let names: Vec<ProcessName> = state.apps.get(app).expect("app").keys().cloned().collect();
+        for name in names {
+            state.next_fleet += 1;
+            let fleet_id = FleetId(format!("fleet-{}", state.next_fleet));
+            let proc = state
+                .apps
+                .get_mut(app)
+                .and_then(|p| p.get_mut(&name))
+                .expect("process");
+            proc.revisions += 1;
+            let fleet = Fleet {
+                id: fleet_id.clone(),
+                target: Target::new(app.clone(), name.clone()),
+                revision: Revision {
+                    id: format!("{app}-{name}:{}", proc.revisions),
+                    image: ImageRef::new(repository.clone(), tag.clone())
+                        .expect("repository")
+                        .with_digest(image.digest.clone()),
+                },
+            };
+            let desired = proc.spec.desired;
+            let mut sim = SimFleet {
+                fleet,
+                behavior: Behavior {
+                    start_delay: Duration::ZERO,
+                    ..image.behavior.clone()
+                },
+                desired: 0,
+                instances: Vec::new(),
+                next_instance: 0,
+            };
+            sim.scale_to(desired, now);
+            if proc.spec.load_balanced {
+                proc.traffic = vec![TrafficWeight {
+                    fleet: fleet_id.clone(),
+                    percent: 100,
+                }];
+            }
+            proc.primary = Some(fleet_id.clone());
+            proc.fleets.insert(fleet_id, sim);
+        }
+    }
+
+    /// Adds latency to every platform call.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Turns call recording on or off (on by default; off for benchmarks).
+    pub fn record_calls(&self, on: bool) {
+        self.lock().record_calls = on;
+    }
+
+    /// Makes the next `times` calls of `op` (for `process`, or any) fail with `fault`.
+    pub fn inject(&self, op: Op, process: Option<&str>, fault: Fault, times: u32) {
+        let process = process.map(|p| ProcessName::new(p).expect("valid process name"));
+        self.lock().faults.push((op, process, fault, times));
+    }
+
+    /// Every call recorded so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Recorded calls of one process.
+    pub fn calls_for(&self, process: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.process.as_ref().is_some_and(|p| p.as_str() == process))
+            .collect()
+    }
+
+    /// The tag a process's primary fleet runs.
+    pub fn live_tag(&self, app: &AppName, process: &str) -> Option<DockerTag> {
+        let state = self.lock();
+        let proc = state.apps.get(app)?.get(&ProcessName::new(process).ok()?)?;
+        let primary = proc.primary.as_ref()?;
+        Some(proc.fleets.get(primary)?.fleet.revision.image.tag.clone())
+    }
+
+    /// The fleets of a process now.
+    pub fn fleets(&self, app: &AppName, process: &str) -> Vec<FleetView> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let Some(proc) = ProcessName::new(process)
+            .ok()
+            .and_then(|p| state.apps.get_mut(app)?.get_mut(&p))
+        else {
+            return Vec::new();
+        };
+        proc.fleets
+            .values_mut()
+            .map(|f| {
+                f.advance(now);
+                let status = f.status(now);
+                FleetView {
+                    id: f.fleet.id.clone(),
+                    tag: f.fleet.revision.image.tag.clone(),
+                    desired: f.desired,
+                    running: status.running(),
+                    healthy: u32::try_from(
+                        status
+                            .instances
+                            .iter()
+                            .filter(|i| {
+                                matches!(
+                                    i.status,
+                                    InstanceStatus::Running {
+                                        healthy: Some(true)
+                                    }
+                                )
+                            })
+                            .count(),
+                    )
+                    .unwrap_or(u32::MAX),
+                }
+            })
+            .collect()
+    }
+
+    /// The traffic weights of a process now.
+    pub fn traffic(&self, app: &AppName, process: &str) -> Vec<TrafficWeight> {
+        let state = self.lock();
+        ProcessName::new(process)
+            .ok()
+            .and_then(|p| Some(state.apps.get(app)?.get(&p)?.traffic.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Records the call, applies latency and any injected fault.
+    async fn enter(
+        &self,
+        op: Op,
+        process: Option<&ProcessName>,
+        detail: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let (latency, fault) =
+            {
+                let mut state = self.lock();
+                if state.record_calls {
+                    let call = Call {
+                        op,
+                        process: process.cloned(),
+                        detail: detail(),
+                        at: Instant::now(),
+                    };
+                    state.calls.push(call);
+                }
+                let mut fault = None;
+                if let Some(slot) = state.faults.iter_mut().find(|(o, p, _, n)| {
+                    *o == op && *n > 0 && (p.is_none() || p.as_ref() == process)
+                }) {
+                    slot.3 -= 1;
+                    fault = Some(slot.2.clone());
+                }
+                state.faults.retain(|f| f.3 > 0);
+                (state.latency, fault)
+            };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let operation = format!("{op:?}");
+        match fault {
+            None => Ok(()),
+            Some(Fault::Throttle) => Err(Error::Throttled {
+                operation,
+                source: "Rate exceeded (injected)".into(),
+            }),
+            Some(Fault::Transient) => Err(Error::Transient {
+                operation,
+                source: "503 Service Unavailable (injected)".into(),
+            }),
+            Some(Fault::Fail(message)) => Err(Error::platform(operation, message)),
+        }
+    }
+}
+
+fn repository(app: &AppName) -> String {
+    format!("registry.local/{app}")
+}
+
+fn unknown_app(app: &AppName) -> Error {
+    Error::not_found(Resource::App, app.as_str(), "add it to the platform first")
+}
+
+fn process_mut<'a>(state: &'a mut State, target: &Target) -> Result<&'a mut SimProcess> {
+    let procs = state
+        .apps
+        .get_mut(&target.app)
+        .ok_or_else(|| unknown_app(&target.app))?;
+    let names: Vec<&str> = procs.keys().map(ProcessName::as_str).collect();
+    let hint = format!("app {} has: {}", target.app, names.join(", "));
+    procs
+        .get_mut(&target.process)
+        .ok_or_else(|| Error::not_found(Resource::Process, target.process.as_str(), hint))
+}
+
+fn fleet_mut<'a>(state: &'a mut State, fleet: &Fleet) -> Result<&'a mut SimFleet> {
+    process_mut(state, &fleet.target)?
+        .fleets
+        .get_mut(&fleet.id)
+        .ok_or_else(|| Error::not_found(Resource::Fleet, fleet.id.to_string(), "it was retired"))
+}
+
+impl SimFleet {
+    fn running_since(&self, i: &SimInstance) -> Instant {
+        i.launched + self.behavior.start_delay
+    }
+
+    /// Plays the crash loop forward to `now`: crashed instances stop and are replaced.
+    fn advance(&mut self, now: Instant) {
+        let Some(crash_after) = self.behavior.crash_after else {
+            return;
+        };
+        loop {
+            let mut replaced = Vec::new();
+            for idx in 0..self.instances.len() {
+                let i = &self.instances[idx];
+                if i.stopped.is_some() {
+                    continue;
+                }
+                let crash_at = self.running_since(i) + crash_after;
+                if crash_at <= now {
+                    let code = self.behavior.exit_code;
+                    self.instances[idx].stopped =
+                        Some((crash_at, "Essential container in task exited".into(), code));
+                    replaced.push(crash_at);
+                }
+            }
+            if replaced.is_empty() {
+                break;
+            }
+            for at in replaced {
+                self.spawn(at);
+            }
+        }
+        let stopped: Vec<usize> = (0..self.instances.len())
+            .filter(|&i| self.instances[i].stopped.is_some())
+            .collect();
+        if stopped.len() > MAX_STOPPED_KEPT {
+            let drop: Vec<usize> = stopped[..stopped.len() - MAX_STOPPED_KEPT].to_vec();
+            let mut idx = 0;
+            self.instances.retain(|_| {
+                let keep = !drop.contains(&idx);
+                idx += 1;
+                keep
+            });
+        }
+    }
+
+    fn spawn(&mut self, at: Instant) {
+        self.next_instance += 1;
+        self.instances.push(SimInstance {
+            id: format!("{}-task-{}", self.fleet.id, self.next_instance),
+            launched: at,
+            stopped: None,
+        });
+    }
+
+    fn scale_to(&mut self, count: u32, now: Instant) {
+        self.advance(now);
+        self.desired = count;
+        let live = self
+            .instances
+            .iter()
+            .filter(|i| i.stopped.is_none())
+            .count();
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        if live < count {
+            for _ in live..count {
+                self.spawn(now);
+            }
+        } else {
+            // Scale-in removes the newest instances first; they leave without counting as
+            // failures.
+            let mut excess = live - count;
+            while excess > 0 {
+                if let Some(pos) = self.instances.iter().rposition(|i| i.stopped.is_none()) {
+                    self.instances.remove(pos);
+                }
+                excess -= 1;
+            }
+        }
+    }
+
+    fn container_healthy(&self, i: &SimInstance, now: Instant) -> bool {
+        if self.behavior.never_healthy {
+            return false;
+        }
+        match self.behavior.flap_period {
+            Some(p) if !p.is_zero() => {
+                let up = now.saturating_duration_since(self.running_since(i));
+                (up.as_nanos() / p.as_nanos()) % 2 == 0
+            }
+            _ => true,
+        }
+    }
+
+    fn status(&self, now: Instant) -> FleetStatus {
+        let wall = SystemTime::now();
+        let instances = self
+            .instances
+            .iter()
+            .map(|i| {
+                let status = match &i.stopped {
+                    Some((_, reason, code)) => InstanceStatus::Stopped {
+                        reason: reason.clone(),
+                        exit_code: Some(*code),
+                    },
+                    None if self.running_since(i) > now => InstanceStatus::Pending,
+                    None => InstanceStatus::Running {
+                        healthy: Some(self.container_healthy(i, now)),
+                    },
+                };
+                let started_at = (self.running_since(i) <= now).then(|| {
+                    wall.checked_sub(now.saturating_duration_since(self.running_since(i)))
+                        .unwrap_or(wall)
+                });
+                Instance {
+                    id: i.id.clone(),
+                    status,
+                    started_at,
+                }
+            })
+            .collect();
+        FleetStatus {
+            fleet: self.fleet.id.clone(),
+            desired: self.desired,
+            instances,
+        }
+    }
+}
+
+#[async_trait]
+impl Deployer for InMemoryPlatform {
+    async fn processes(&self, app: &AppName) -> Result<Vec<ProcessSpec>> {
+        self.enter(Op::Processes, None, || app.to_string()).await?;
+        let state = self.lock();
+        let procs = state.apps.get(app).ok_or_else(|| unknown_app(app))?;
+        Ok(procs.values().map(|p| p.spec.clone()).collect())
+    }
+
+    async fn current(&self, target: &Target) -> Result<Release> {
+        self.enter(Op::Current, Some(&target.process), String::new)
+            .await?;
+        let mut state = self.lock();
+        let proc = process_mut(&mut state, target)?;
+        let fleet = proc
+            .primary
+            .as_ref()
+            .and_then(|id| proc.fleets.get(id))
+            .map(|f| f.fleet.clone());
+        let desired = match &proc.primary {
+            Some(id) => proc
+                .fleets
+                .get(id)
+                .map_or(proc.spec.desired, |f| f.desired.max(proc.spec.desired)),
+            None => proc.spec.desired,
+        };
+        Ok(Release {
+            fleet,
+            desired,
+            load_balanced: proc.spec.load_balanced,
+        })
+    }
+
+    async fn prepare(
+        &self,
+        target: &Target,
+        image: &ImageRef,
+        _meta: &DeployMeta,
+    ) -> Result<Revision> {
+        self.enter(Op::Prepare, Some(&target.process), || image.to_string())
+            .await?;
+        let mut state = self.lock();
+        let digest = image.digest.clone().ok_or_else(|| {
+            Error::invalid(
+                "image",
+                image.to_string(),
+                "must be pinned by digest; resolve it first",
+            )
+        })?;
+        let known = state
+            .images
+            .get(&target.app)
+            .is_some_and(|imgs| imgs.iter().any(|i| i.digest == digest));
+        if !known {
+            return Err(Error::not_found(
+                Resource::Image,
+                image.to_string(),
+                "push it first",
+            ));
+        }
+        let proc = process_mut(&mut state, target)?;
+        proc.revisions += 1;
+        Ok(Revision {
+            id: format!("{}-{}:{}", target.app, target.process, proc.revisions),
+            image: image.clone(),
+        })
+    }
+
+    async fn launch(&self, target: &Target, revision: &Revision, count: u32) -> Result<Fleet> {
+        self.enter(Op::Launch, Some(&target.process), || {
+            format!("{} x{count}", revision.id)
+        })
+        .await?;
+        let now = Instant::now();
+        let mut state = self.lock();
+        let behavior = revision
+            .image
+            .digest
+            .as_ref()
+            .and_then(|d| {
+                state
+                    .images
+                    .get(&target.app)?
+                    .iter()
+                    .find(|i| &i.digest == d)
+                    .map(|i| i.behavior.clone())
+            })
+            .ok_or_else(|| {
+                Error::not_found(Resource::Revision, revision.id.clone(), "prepare it first")
+            })?;
+        state.next_fleet += 1;
+        let id = FleetId(format!("fleet-{}", state.next_fleet));
+        let proc = process_mut(&mut state, target)?;
+        let fleet = Fleet {
+            id: id.clone(),
+            target: target.clone(),
+            revision: revision.clone(),
+        };
+        let mut sim = SimFleet {
+            fleet: fleet.clone(),
+            behavior,
+            desired: 0,
+            instances: Vec::new(),
+            next_instance: 0,
+        };
+        sim.scale_to(count, now);
+        proc.fleets.insert(id, sim);
+        Ok(fleet)
+    }
+
+    async fn scale(&self, fleet: &Fleet, count: u32) -> Result<()> {
+        self.enter(Op::Scale, Some(&fleet.target.process), || {
+            format!("{} -> {count}", fleet.id)
+        })
+        .await?;
+        let now = Instant::now();
+        let mut state = self.lock();
+        fleet_mut(&mut state, fleet)?.scale_to(count, now);
+        Ok(())
+    }
+
+    async fn route(&self, target: &Target, weights: &[TrafficWeight]) -> Result<()> {
+        self.enter(Op::Route, Some(&target.process), || {
+            weights
+                .iter()
+                .map(|w| format!("{}={}%", w.fleet, w.percent))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .await?;
+        let mut state = self.lock();
+        let proc = process_mut(&mut state, target)?;
+        if !proc.spec.load_balanced {
+            return Err(Error::invalid(
+                "traffic weights",
+                target.to_string(),
+                "the process has no load balancer",
+            ));
+        }
+        let total: u32 = weights.iter().map(|w| u32::from(w.percent)).sum();
+        if total != 100 {
+            return Err(Error::invalid(
+                "traffic weights",
+                format!("{weights:?}"),
+                format!("must sum to 100, not {total}"),
+            ));
+        }
+        if let Some(w) = weights.iter().find(|w| !proc.fleets.contains_key(&w.fleet)) {
+            return Err(Error::not_found(
+                Resource::Fleet,
+                w.fleet.to_string(),
+                "launch it first",
+            ));
+        }
+        proc.traffic = weights.to_vec();
+        Ok(())
+    }
+
+    async fn make_primary(&self, fleet: &Fleet) -> Result<()> {
+        self.enter(Op::MakePrimary, Some(&fleet.target.process), || {
+            fleet.id.to_string()
+        })
+        .await?;
+        let mut state = self.lock();
+        let proc = process_mut(&mut state, &fleet.target)?;
+        if !proc.fleets.contains_key(&fleet.id) {
+            return Err(Error::not_found(
+                Resource::Fleet,
+                fleet.id.to_string(),
+                "it was retired",
+            ));
+        }
+        proc.primary = Some(fleet.id.clone());
+        Ok(())
+    }
+
+    async fn retire(&self, fleet: &Fleet) -> Result<()> {
+        self.enter(Op::Retire, Some(&fleet.target.process), || {
+            fleet.id.to_string()
+        })
+        .await?;
+        let mut state = self.lock();
+        let proc = process_mut(&mut state, &fleet.target)?;
+        if proc.primary.as_ref() == Some(&fleet.id) && proc.fleets.len() > 1 {
+            return Err(Error::invalid(
+                "fleet",
+                fleet.id.to_string(),
+                "is the primary fleet; make another fleet primary before retiring it",
+            ));
+        }
+        if proc
+            .traffic
+            .iter()
+            .any(|w| w.fleet == fleet.id && w.percent > 0)
+        {
+            return Err(Error::invalid(
+                "fleet",
+                fleet.id.to_string(),
+                "still takes traffic; route its traffic away before retiring it",
+            ));
+        }
+        proc.fleets.remove(&fleet.id);
+        proc.traffic.retain(|w| w.fleet != fleet.id);
+        if proc.primary.as_ref() == Some(&fleet.id) {
+            proc.primary = None;
+        }
+        Ok(())
+    }
+
+    async fn status(&self, fleet: &Fleet) -> Result<FleetStatus> {
+        self.enter(Op::Status, Some(&fleet.target.process), || {
+            fleet.id.to_string()
+        })
+        .await?;
+        let now = Instant::now();
+        let mut state = self.lock();
+        let sim = fleet_mut(&mut state, fleet)?;
+        sim.advance(now);
+        Ok(sim.status(now))
+    }
+}
+
+#[async_trait]
+impl HealthProbe for InMemoryPlatform {
+    fn name(&self) -> &str {
+        "load-balancer"
+    }
+
+    async fn check(&self, fleet: &Fleet, status: &FleetStatus) -> Result<HealthReport> {
+        self.enter(Op::Probe, Some(&fleet.target.process), || {
+            fleet.id.to_string()
+        })
+        .await?;
+        let mut state = self.lock();
+        let proc = process_mut(&mut state, &fleet.target)?;
+        let lb = proc.spec.load_balanced;
+        let lb_healthy = proc
+            .fleets
+            .get(&fleet.id)
+            .is_none_or(|f| f.behavior.lb_healthy);
+        let running = status
+            .instances
+            .iter()
+            .filter(|i| matches!(i.status, InstanceStatus::Running { .. }));
+        let mut report = HealthReport::default();
+        for i in running {
+            if !lb || lb_healthy {
+                report.healthy += 1;
+            } else {
+                report.problems.push(format!(
+                    "target {} fails the load balancer health check",
+                    i.id
+                ));
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[async_trait]
+impl ImageRegistry for InMemoryPlatform {
+    async fn resolve(&self, app: &AppName, tag: &DockerTag) -> Result<ImageRef> {
+        self.enter(Op::Resolve, None, || format!("{app}:{tag}"))
+            .await?;
+        let state = self.lock();
+        let images = state.images.get(app);
+        let found = images.and_then(|imgs| imgs.iter().find(|i| i.tags.contains(tag)));
+        match found {
+            Some(image) => {
+                Ok(ImageRef::new(repository(app), tag.clone())?.with_digest(image.digest.clone()))
+            }
+            None => {
+                let mut tags: Vec<&str> = images
+                    .into_iter()
+                    .flatten()
+                    .rev()
+                    .flat_map(|i| i.tags.iter().map(DockerTag::as_str))
+                    .take(5)
+                    .collect();
+                tags.sort_unstable();
+                let hint = if tags.is_empty() {
+                    format!("the repository of app {app} is empty; push an image first")
+                } else {
+                    format!("recent tags: {}; see `tapit list images`", tags.join(", "))
+                };
+                Err(Error::not_found(
+                    Resource::Image,
+                    format!("{}:{tag}", repository(app)),
+                    hint,
+                ))
+            }
+        }
+    }
+
+    async fn list(&self, app: &AppName) -> Result<Vec<ImageInfo>> {
+        self.enter(Op::ListImages, None, || app.to_string()).await?;
+        let state = self.lock();
+        let images = state.images.get(app).map(Vec::as_slice).unwrap_or_default();
+        images
+            .iter()
+            .rev()
+            .map(|i| info(app, i, i.tags.first().cloned().unwrap_or_default()))
+            .collect()
+    }
+
+    async fn describe(&self, app: &AppName, tag: &DockerTag) -> Result<ImageInfo> {
+        self.enter(Op::DescribeImage, None, || format!("{app}:{tag}"))
+            .await?;
+        let state = self.lock();
+        let image = state
+            .images
+            .get(app)
+            .and_then(|imgs| imgs.iter().find(|i| i.tags.contains(tag)))
+            .ok_or_else(|| {
+                Error::not_found(
+                    Resource::Image,
+                    format!("{}:{tag}", repository(app)),
+                    "see `tapit list images`",
+                )
+            })?;
+        info(app, image, tag.clone())
+    }
+
+    async fn login(&self, app: &AppName) -> Result<RegistryCredentials> {
+        self.enter(Op::Login, None, || app.to_string()).await?;
+        Ok(RegistryCredentials {
+            endpoint: "https://registry.local".into(),
+            username: "tapit".into(),
+            password: Secret::new(format!("in-memory-token-for-{app}")),
+            expires_at: Some(SystemTime::now() + Duration::from_secs(12 * 3600)),
+        })
+    }
+}
+
+fn info(app: &AppName, image: &SimImage, tag: DockerTag) -> Result<ImageInfo> {
+    Ok(ImageInfo {
+        image: ImageRef::new(repository(app), tag)?.with_digest(image.digest.clone()),
+        tags: image.tags.clone(),
+        size_bytes: Some(image.size),
+        pushed_at: Some(image.pushed_at),
+    })
+}
