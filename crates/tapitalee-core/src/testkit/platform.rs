@@ -183,6 +183,7 @@ struct SimImage {
     tags: Vec<DockerTag>,
     digest: Digest,
     behavior: Behavior,
+    overrides: HashMap<ProcessName, Behavior>,
     pushed_at: SystemTime,
     size: u64,
 }
@@ -281,10 +282,28 @@ impl InMemoryPlatform {
             tags: vec![tag],
             digest: digest.clone(),
             behavior,
+            overrides: HashMap::new(),
             pushed_at: SystemTime::now(),
             size: 50_000_000 + u64::try_from(images.len()).unwrap_or(0) * 1_000,
         });
         digest
+    }
+
+    /// Makes one process behave differently from the others when it runs `tag` (e.g. only
+    /// the worker crash-loops on a version).
+    ///
+    /// # Panics
+    /// If the app or tag is unknown (this is test setup).
+    pub fn set_behavior(&self, app: &AppName, tag: &str, process: &str, behavior: Behavior) {
+        let tag = DockerTag::new(tag).expect("valid tag");
+        let process = ProcessName::new(process).expect("valid process name");
+        let mut state = self.lock();
+        let image = state
+            .images
+            .get_mut(app)
+            .and_then(|imgs| imgs.iter_mut().find(|i| i.tags.contains(&tag)))
+            .expect("pushed image");
+        image.overrides.insert(process, behavior);
     }
 
     /// Makes every process of the app run `tag` already (healthy, primary, all traffic), as if
@@ -328,7 +347,7 @@ impl InMemoryPlatform {
                 fleet,
                 behavior: Behavior {
                     start_delay: Duration::ZERO,
-                    ..image.behavior.clone()
+                    ..image.behavior_for(&name)
                 },
                 desired: 0,
                 instances: Vec::new(),
@@ -477,6 +496,15 @@ impl InMemoryPlatform {
             }),
             Some(Fault::Fail(message)) => Err(Error::platform(operation, message)),
         }
+    }
+}
+
+impl SimImage {
+    fn behavior_for(&self, process: &ProcessName) -> Behavior {
+        self.overrides
+            .get(process)
+            .unwrap_or(&self.behavior)
+            .clone()
     }
 }
 
@@ -721,7 +749,7 @@ impl Deployer for InMemoryPlatform {
                     .get(&target.app)?
                     .iter()
                     .find(|i| &i.digest == d)
-                    .map(|i| i.behavior.clone())
+                    .map(|i| i.behavior_for(&target.process))
             })
             .ok_or_else(|| {
                 Error::not_found(Resource::Revision, revision.id.clone(), "prepare it first")

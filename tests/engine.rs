@@ -1,0 +1,939 @@
+//! Engine behaviour on the in-memory platform, on tokio's paused clock: independence of
+//! processes, partial success, per-process rollback, all-or-nothing, locks, gates, abort,
+//! history, and refusal of bad input before anything changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tapitalee::testkit::{AllAtOnce, Behavior, Fault, InMemoryPlatform, Op};
+use tapitalee::*;
+use tokio::time::Instant;
+
+struct Fixture {
+    platform: InMemoryPlatform,
+    app: AppName,
+}
+
+/// An app with a web process (3, load-balanced), a worker (2) and a scheduler (1), all
+/// running `v1`, and a healthy `v2` pushed.
+fn fixture() -> Fixture {
+    let platform = InMemoryPlatform::new();
+    let app = platform.add_app(
+        "shop",
+        &[
+            ("default", 3, true),
+            ("worker", 2, false),
+            ("scheduler", 1, false),
+        ],
+    );
+    platform.push_image(&app, "v1", Behavior::healthy());
+    platform.seed_release(&app, "v1");
+    platform.push_image(&app, "v2", Behavior::healthy());
+    Fixture { platform, app }
+}
+
+impl Fixture {
+    fn engine(&self) -> EngineBuilder {
+        Engine::builder()
+            .deployer(Arc::new(self.platform.clone()))
+            .registry(Arc::new(self.platform.clone()))
+            .default_strategy(Arc::new(AllAtOnce))
+    }
+
+    fn tags(&self) -> Vec<(String, String)> {
+        ["default", "worker", "scheduler"]
+            .iter()
+            .map(|p| {
+                let tag = self.platform.live_tag(&self.app, p).map(|t| t.to_string());
+                (p.to_string(), tag.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    fn assert_tags(&self, expected: &[(&str, &str)]) {
+        let tags = self.tags();
+        for (p, t) in expected {
+            let got = tags
+                .iter()
+                .find(|(name, _)| name == p)
+                .map(|(_, t)| t.as_str());
+            assert_eq!(got, Some(*t), "process {p} should run {t}; all: {tags:?}");
+        }
+    }
+
+    /// Every process runs exactly one fleet, at its desired size, taking all traffic.
+    fn assert_settled(&self) {
+        for (p, desired) in [("default", 3), ("worker", 2), ("scheduler", 1)] {
+            let fleets = self.platform.fleets(&self.app, p);
+            assert_eq!(
+                fleets.len(),
+                1,
+                "process {p} should run one fleet: {fleets:?}"
+            );
+            assert_eq!(fleets[0].desired, desired, "process {p}: {fleets:?}");
+            assert_eq!(fleets[0].running, desired, "process {p}: {fleets:?}");
+        }
+        let traffic = self.platform.traffic(&self.app, "default");
+        assert_eq!(traffic.len(), 1, "{traffic:?}");
+        assert_eq!(traffic[0].percent, 100);
+    }
+}
+
+fn tag(t: &str) -> DockerTag {
+    t.parse().expect("tag")
+}
+
+fn status_of<'a>(record: &'a DeploymentRecord, process: &str) -> &'a ProcessStatus {
+    &record
+        .processes
+        .iter()
+        .find(|p| p.process.as_str() == process)
+        .expect("process in record")
+        .status
+}
+
+#[tokio::test(start_paused = true)]
+async fn whole_app_deploy_succeeds_and_retires_old_fleets() {
+    let fx = fixture();
+    let engine = fx.engine().build().unwrap();
+    let request = DeployRequest::new()
+        .docker_tag(tag("v2"))
+        .initiator("john.doe".parse().unwrap());
+    let record = engine
+        .deploy(&fx.app, request)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    assert_eq!(record.processes.len(), 3);
+    assert!(
+        record
+            .processes
+            .iter()
+            .all(|p| p.status == ProcessStatus::Succeeded)
+    );
+    fx.assert_tags(&[("default", "v2"), ("worker", "v2"), ("scheduler", "v2")]);
+    fx.assert_settled();
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_process_rolls_back_alone_leaving_mixed_versions() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "worker",
+        Behavior::crash_loop(Duration::from_secs(3)),
+    );
+    let engine = fx.engine().build().unwrap();
+    let record = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Partial);
+    assert_eq!(status_of(&record, "default"), &ProcessStatus::Succeeded);
+    assert_eq!(status_of(&record, "scheduler"), &ProcessStatus::Succeeded);
+    match status_of(&record, "worker") {
+        ProcessStatus::RolledBack { reason } => {
+            assert!(reason.contains("instance failure"), "{reason}");
+            assert!(reason.contains("exit code 1"), "{reason}");
+        }
+        other => panic!("worker should have rolled back, got {other}"),
+    }
+    fx.assert_tags(&[("default", "v2"), ("worker", "v1"), ("scheduler", "v2")]);
+    fx.assert_settled();
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_or_nothing_rolls_back_the_successful_processes_too() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "worker",
+        Behavior::crash_loop(Duration::from_secs(3)),
+    );
+    let engine = fx.engine().build().unwrap();
+    let request = DeployRequest::new()
+        .docker_tag(tag("v2"))
+        .rollback_policy(RollbackPolicy::AllOrNothing);
+    let record = engine
+        .deploy(&fx.app, request)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Failed);
+    for p in ["default", "scheduler"] {
+        match status_of(&record, p) {
+            ProcessStatus::RolledBack { reason } => {
+                assert!(
+                    reason.contains("all-or-nothing") && reason.contains("worker"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{p} should have rolled back, got {other}"),
+        }
+    }
+    fx.assert_tags(&[("default", "v1"), ("worker", "v1"), ("scheduler", "v1")]);
+    fx.assert_settled();
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_or_nothing_finalizes_when_everything_succeeds() {
+    let fx = fixture();
+    let engine = fx.engine().build().unwrap();
+    let request = DeployRequest::new()
+        .docker_tag(tag("v2"))
+        .rollback_policy(RollbackPolicy::AllOrNothing);
+    let record = engine
+        .deploy(&fx.app, request)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    fx.assert_tags(&[("default", "v2"), ("worker", "v2"), ("scheduler", "v2")]);
+    fx.assert_settled();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_process_does_not_hold_back_the_others() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "default",
+        Behavior::healthy().start_delay(Duration::from_secs(120)),
+    );
+    let engine = fx.engine().build().unwrap();
+    let mut handle = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap();
+    let events = handle.events();
+    let record = handle.wait().await.unwrap();
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    let finished: Vec<String> = events
+        .filter_map(|e| async move {
+            matches!(e.kind, EventKind::ProcessFinished { .. })
+                .then(|| e.process.map(|p| p.to_string()).unwrap_or_default())
+        })
+        .collect()
+        .await;
+    assert_eq!(
+        finished.last().map(String::as_str),
+        Some("default"),
+        "{finished:?}"
+    );
+    assert_eq!(finished.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_loop_fails_fast_not_at_the_deadline() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "scheduler",
+        Behavior::crash_loop(Duration::from_secs(2)),
+    );
+    let engine = fx.engine().build().unwrap();
+    let started = Instant::now();
+    let record = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .process("scheduler".parse().unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(record.status, DeploymentStatus::Failed);
+    assert!(
+        took < Duration::from_secs(60),
+        "a crash loop must trip the failure threshold quickly, took {took:?}"
+    );
+    match status_of(&record, "scheduler") {
+        ProcessStatus::RolledBack { reason } => {
+            assert!(reason.contains("threshold of 3"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_threshold_is_configurable() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "scheduler",
+        Behavior::crash_loop(Duration::from_secs(2)),
+    );
+    let gate = HealthGate {
+        failure_threshold: Some(6),
+        ..HealthGate::default()
+    };
+    let engine = fx.engine().health_gate(gate).build().unwrap();
+    let record = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .process("scheduler".parse().unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    match status_of(&record, "scheduler") {
+        ProcessStatus::RolledBack { reason } => {
+            assert!(reason.contains("threshold of 6"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_healthy_fleet_hits_the_progress_deadline() {
+    let fx = fixture();
+    fx.platform
+        .set_behavior(&fx.app, "v2", "worker", Behavior::never_healthy());
+    let gate = HealthGate {
+        progress_deadline: Duration::from_secs(90),
+        ..HealthGate::default()
+    };
+    let engine = fx.engine().health_gate(gate).build().unwrap();
+    let started = Instant::now();
+    let record = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .process("worker".parse().unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(90) && took < Duration::from_secs(120),
+        "{took:?}"
+    );
+    match status_of(&record, "worker") {
+        ProcessStatus::RolledBack { reason } => {
+            assert!(reason.contains("no progress within 1m 30s"), "{reason}");
+            assert!(reason.contains("fails its health check"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    fx.assert_tags(&[("worker", "v1")]);
+    fx.assert_settled();
+}
+
+#[tokio::test(start_paused = true)]
+async fn flapping_health_never_satisfies_the_minimum_healthy_time() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "worker",
+        Behavior::flapping(Duration::from_secs(4)),
+    );
+    let gate = HealthGate {
+        progress_deadline: Duration::from_secs(60),
+        ..HealthGate::default()
+    };
+    let engine = fx.engine().health_gate(gate).build().unwrap();
+    let record = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .process("worker".parse().unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            status_of(&record, "worker"),
+            ProcessStatus::RolledBack { .. }
+        ),
+        "{record:?}"
+    );
+    fx.assert_tags(&[("worker", "v1")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_balancer_health_is_part_of_the_gate() {
+    let fx = fixture();
+    fx.platform
+        .set_behavior(&fx.app, "v2", "default", Behavior::lb_unhealthy());
+    let probe = ContainerHealth.and(fx.platform.clone());
+    let gate = HealthGate {
+        progress_deadline: Duration::from_secs(60),
+        ..HealthGate::default()
+    };
+    let engine = fx
+        .engine()
+        .probe(Arc::new(probe))
+        .health_gate(gate)
+        .build()
+        .unwrap();
+    let record = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Partial);
+    match status_of(&record, "default") {
+        ProcessStatus::RolledBack { reason } => {
+            assert!(reason.contains("load balancer health check"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+    fx.assert_tags(&[("default", "v1"), ("worker", "v2")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locked_process_is_refused_with_the_holder_id() {
+    let fx = fixture();
+    let engine = fx.engine().build().unwrap();
+    let first = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap();
+    let second = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v1"))
+                .process("worker".parse().unwrap()),
+        )
+        .await;
+    match second {
+        Err(Error::Locked {
+            process, holder, ..
+        }) => {
+            assert_eq!(process, "worker");
+            assert_eq!(holder, first.id());
+            let message = Error::Locked {
+                app: "shop".into(),
+                process,
+                holder,
+            }
+            .to_string();
+            assert!(message.contains(&first.id().to_string()), "{message}");
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    // The refused request changed nothing and left no lock behind.
+    let record = first.wait().await.unwrap();
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    fx.assert_tags(&[("worker", "v2")]);
+    let again = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v1"))
+                .process("worker".parse().unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(again.status, DeploymentStatus::Succeeded);
+    fx.assert_tags(&[("worker", "v1"), ("default", "v2")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locked_process_can_be_waited_for_within_a_bound() {
+    let fx = fixture();
+    let engine = fx.engine().build().unwrap();
+    let first = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap();
+    let first_id = first.id();
+    let waiter = {
+        let engine = engine.clone();
+        let app = fx.app.clone();
+        tokio::spawn(async move {
+            let request = DeployRequest::new()
+                .docker_tag(tag("v1"))
+                .process("worker".parse().unwrap())
+                .lock_wait(Duration::from_secs(300));
+            engine.deploy(&app, request).await?.wait().await
+        })
+    };
+    let first = first.wait().await.unwrap();
+    assert_eq!(first.status, DeploymentStatus::Succeeded);
+    let second = waiter.await.unwrap().unwrap();
+    assert_ne!(second.id, first_id);
+    assert_eq!(second.status, DeploymentStatus::Succeeded);
+    fx.assert_tags(&[("worker", "v1"), ("default", "v2")]);
+
+    // A bounded wait that runs out is refused with the holder's id.
+    let slow = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap();
+    let request = DeployRequest::new()
+        .docker_tag(tag("v1"))
+        .process("worker".parse().unwrap())
+        .lock_wait(Duration::from_secs(3));
+    match engine.deploy(&fx.app, request).await {
+        Err(Error::Locked { holder, .. }) => assert_eq!(holder, slow.id()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    slow.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_mid_way_rolls_every_process_back() {
+    let fx = fixture();
+    for p in ["default", "worker", "scheduler"] {
+        fx.platform.set_behavior(
+            &fx.app,
+            "v2",
+            p,
+            Behavior::healthy().start_delay(Duration::from_secs(60)),
+        );
+    }
+    let engine = fx.engine().build().unwrap();
+    let handle = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        fx.platform.fleets(&fx.app, "worker").len(),
+        2,
+        "new fleet launched"
+    );
+    handle.abort("stop requested by john.doe");
+    let record = handle.wait().await.unwrap();
+    assert_eq!(record.status, DeploymentStatus::Failed);
+    for p in &record.processes {
+        match &p.status {
+            ProcessStatus::RolledBack { reason } => {
+                assert!(reason.contains("stop requested by john.doe"), "{reason}")
+            }
+            other => panic!("{}: {other}", p.process),
+        }
+    }
+    fx.assert_tags(&[("default", "v1"), ("worker", "v1"), ("scheduler", "v1")]);
+    fx.assert_settled();
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_cancels_processes_not_started_yet() {
+    let fx = fixture();
+    let engine = fx.engine().concurrency(1).build().unwrap();
+    let handle = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    handle.abort("changed my mind");
+    let record = handle.wait().await.unwrap();
+    let not_started = record
+        .processes
+        .iter()
+        .filter(|p| matches!(p.status, ProcessStatus::NotStarted { .. }))
+        .count();
+    assert_eq!(not_started, 2, "{record:?}");
+    fx.assert_tags(&[("default", "v1"), ("worker", "v1"), ("scheduler", "v1")]);
+    fx.assert_settled();
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_bounded() {
+    let fx = fixture();
+    let engine = fx.engine().concurrency(1).build().unwrap();
+    engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let launches: Vec<Instant> = fx
+        .platform
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == Op::Launch)
+        .map(|c| c.at)
+        .collect();
+    assert_eq!(launches.len(), 3);
+    for pair in launches.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_secs(15),
+            "with concurrency 1 a process starts after the previous one ends"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_holds_every_process_until_promote() {
+    let fx = fixture();
+    let engine = fx.engine().build().unwrap();
+    let handle = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap();
+    handle.pause();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(
+        !fx.platform.calls().iter().any(|c| c.op == Op::Launch),
+        "paused before the first step: nothing launched"
+    );
+    handle.promote();
+    let record = handle.wait().await.unwrap();
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_platform_errors_while_polling_are_ridden_out() {
+    let fx = fixture();
+    fx.platform
+        .inject(Op::Status, Some("worker"), Fault::Throttle, 3);
+    fx.platform
+        .inject(Op::Status, Some("default"), Fault::Transient, 2);
+    let engine = fx.engine().build().unwrap();
+    let record = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_platform_call_rolls_back_that_process_only() {
+    let fx = fixture();
+    fx.platform.inject(
+        Op::Route,
+        Some("default"),
+        Fault::Fail("listener rule limit reached".into()),
+        1,
+    );
+    let engine = fx.engine().build().unwrap();
+    let record = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Partial);
+    match status_of(&record, "default") {
+        ProcessStatus::RolledBack { reason } => {
+            assert!(reason.contains("listener rule limit reached"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+    fx.assert_tags(&[("default", "v1"), ("worker", "v2"), ("scheduler", "v2")]);
+    fx.assert_settled();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_prepare_leaves_the_process_untouched() {
+    let fx = fixture();
+    fx.platform.inject(
+        Op::Prepare,
+        Some("worker"),
+        Fault::Fail("task definition limit".into()),
+        1,
+    );
+    let engine = fx.engine().build().unwrap();
+    let record = engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    match status_of(&record, "worker") {
+        ProcessStatus::NotStarted { reason } => {
+            assert!(reason.contains("task definition limit"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(record.status, DeploymentStatus::Partial);
+    assert!(
+        !fx.platform
+            .calls_for("worker")
+            .iter()
+            .any(|c| c.op == Op::Launch)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_failure_is_reported_as_such() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "worker",
+        Behavior::crash_loop(Duration::from_secs(3)),
+    );
+    fx.platform.inject(
+        Op::Retire,
+        Some("worker"),
+        Fault::Fail("access denied".into()),
+        1,
+    );
+    let engine = fx.engine().build().unwrap();
+    let record = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .process("worker".parse().unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    match status_of(&record, "worker") {
+        ProcessStatus::RollbackFailed { reason } => {
+            assert!(
+                reason.contains("instance failure") && reason.contains("access denied"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other}"),
+    }
+    // The old version still serves: its capacity was restored before the retire failed.
+    fx.assert_tags(&[("worker", "v1")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_deploy_of_a_process_without_a_release() {
+    let platform = InMemoryPlatform::new();
+    let app = platform.add_app("fresh", &[("default", 2, true), ("worker", 1, false)]);
+    platform.push_image(&app, "v1", Behavior::healthy());
+    let engine = Engine::builder()
+        .deployer(Arc::new(platform.clone()))
+        .registry(Arc::new(platform.clone()))
+        .default_strategy(Arc::new(AllAtOnce))
+        .build()
+        .unwrap();
+    let record = engine
+        .deploy(&app, DeployRequest::new().docker_tag(tag("v1")))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    assert_eq!(platform.live_tag(&app, "default").unwrap().as_str(), "v1");
+    assert_eq!(platform.fleets(&app, "default")[0].running, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_input_is_refused_before_anything_changes() {
+    let fx = fixture();
+    let engine = fx.engine().build().unwrap();
+
+    match engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new().process("wrker".parse().unwrap()),
+        )
+        .await
+    {
+        Err(
+            e @ Error::NotFound {
+                resource: Resource::Process,
+                ..
+            },
+        ) => {
+            let m = e.to_string();
+            assert!(
+                m.contains("\"wrker\"") && m.contains("default, scheduler, worker"),
+                "{m}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    match engine
+        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v9")))
+        .await
+    {
+        Err(
+            e @ Error::NotFound {
+                resource: Resource::Image,
+                ..
+            },
+        ) => {
+            let m = e.to_string();
+            assert!(m.contains("v9") && m.contains("tapit list images"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let ghost = AppName::new("ghost").unwrap();
+    assert!(matches!(
+        engine.deploy(&ghost, DeployRequest::new()).await,
+        Err(Error::NotFound {
+            resource: Resource::App,
+            ..
+        })
+    ));
+
+    let strategy_for_unknown = DeployRequest::new()
+        .docker_tag(tag("v2"))
+        .strategy_for("web".parse().unwrap(), Arc::new(AllAtOnce));
+    assert!(matches!(
+        engine.deploy(&fx.app, strategy_for_unknown).await,
+        Err(Error::NotFound {
+            resource: Resource::Process,
+            ..
+        })
+    ));
+
+    // `latest` is the default tag, and it was never pushed.
+    assert!(matches!(
+        engine.deploy(&fx.app, DeployRequest::new()).await,
+        Err(Error::NotFound {
+            resource: Resource::Image,
+            ..
+        })
+    ));
+
+    #[derive(Debug)]
+    struct NeedsLoadBalancer;
+    #[async_trait::async_trait]
+    impl Strategy for NeedsLoadBalancer {
+        fn name(&self) -> &str {
+            "needs-lb"
+        }
+        fn validate(&self, process: &ProcessSpec) -> Result<()> {
+            if process.load_balanced {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    "strategy",
+                    "needs-lb",
+                    format!("process {} has no load balancer", process.name),
+                ))
+            }
+        }
+        async fn run(&self, _: &mut Rollout) -> Result<()> {
+            unreachable!("refused before running")
+        }
+    }
+    let refused = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .strategy(Arc::new(NeedsLoadBalancer)),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidInput { .. })),
+        "{refused:?}"
+    );
+
+    let changes = fx
+        .platform
+        .calls()
+        .into_iter()
+        .filter(|c| !matches!(c.op, Op::Processes | Op::Resolve))
+        .count();
+    assert_eq!(changes, 0, "refused requests must not touch the platform");
+    assert!(
+        engine.list(&fx.app, 10).await.unwrap().is_empty(),
+        "nor the history"
+    );
+
+    assert!("v1 2".parse::<DockerTag>().is_err());
+    assert!("John\nDoe".parse::<Initiator>().is_err());
+    assert!(matches!(
+        Engine::builder().build(),
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        fx.engine().concurrency(0).build(),
+        Err(Error::InvalidInput { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn history_records_every_step_with_audit_fields() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "worker",
+        Behavior::crash_loop(Duration::from_secs(3)),
+    );
+    let engine = fx.engine().build().unwrap();
+    let request = DeployRequest::new()
+        .docker_tag(tag("v2"))
+        .initiator("github-actions".parse().unwrap());
+    let handle = engine.deploy(&fx.app, request).await.unwrap();
+    let id = handle.id();
+    handle.wait().await.unwrap();
+
+    let latest = engine.latest(&fx.app).await.unwrap().expect("a deployment");
+    assert_eq!(latest.id, id);
+    assert_eq!(latest.initiator.as_str(), "github-actions");
+    assert_eq!(latest.image.tag.as_str(), "v2");
+    assert!(latest.image.digest.is_some());
+    assert_eq!(latest.status, DeploymentStatus::Partial);
+    assert!(latest.finished_at.is_some());
+    let worker = latest.process(&"worker".parse().unwrap()).unwrap();
+    assert!(worker.from.is_some() && worker.to.is_some());
+    assert!(worker.started_at.is_some() && worker.finished_at.is_some());
+    let messages: Vec<&str> = worker.steps.iter().map(|s| s.message.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("launched new fleet")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("rolling back")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("retired new fleet")),
+        "{messages:?}"
+    );
+    assert!(
+        latest
+            .steps
+            .iter()
+            .any(|s| s.message.starts_with("deploying"))
+    );
+    let list = engine.list(&fx.app, 10).await.unwrap();
+    assert_eq!(list.len(), 1);
+}
