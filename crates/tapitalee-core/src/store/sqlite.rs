@@ -252,7 +252,7 @@ fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| corrupt(what, s, e))
 }
 
-fn parse<T>(what: &str, s: &str, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+fn parse<'a, T>(what: &str, s: &'a str, f: impl FnOnce(&'a str) -> Result<T>) -> Result<T> {
     f(s).map_err(|e| corrupt(what, s, e))
 }
 
