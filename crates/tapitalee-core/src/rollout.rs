@@ -644,6 +644,14 @@ impl Rollout {
         result
     }
 
+    /// Polls the new fleet's health once, without waiting: how many of its instances pass the
+    /// probe right now. For a strategy that must know a fleet is healthy *at this moment*
+    /// (e.g. just before routing traffic to it after a long manual pause).
+    pub async fn check_candidate(&self) -> Result<crate::traits::health::HealthReport> {
+        let fleet = self.fleet(Role::Candidate)?;
+        Ok(self.poll(&fleet).await?.1)
+    }
+
     async fn poll(
         &self,
         fleet: &Fleet,
