@@ -336,3 +336,70 @@ pub async fn step_messages(w: &World) -> Vec<String> {
 pub fn is_rolled_back(p: &ProcessRecord) -> bool {
     matches!(p.status, ProcessStatus::RolledBack { .. })
 }
+
+/// An analysis that replays measurements (then repeats the last one), counting calls.
+#[derive(Debug)]
+pub struct Scripted {
+    script: Mutex<std::collections::VecDeque<Measurement>>,
+    last: Mutex<Measurement>,
+    pub calls: std::sync::atomic::AtomicU32,
+}
+
+impl Scripted {
+    pub fn new(script: &[&str]) -> Arc<Self> {
+        let parse = |s: &&str| match *s {
+            "pass" => Measurement::Pass {
+                detail: "ok".into(),
+            },
+            "fail" => Measurement::Fail {
+                detail: "error rate 9%".into(),
+            },
+            _ => Measurement::Inconclusive {
+                detail: "no data".into(),
+            },
+        };
+        let script: std::collections::VecDeque<Measurement> = script.iter().map(parse).collect();
+        let last = script.back().cloned().unwrap_or(Measurement::Pass {
+            detail: "ok".into(),
+        });
+        Arc::new(Scripted {
+            script: Mutex::new(script),
+            last: Mutex::new(last),
+            calls: Default::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl Analysis for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    async fn measure(&self, _target: &AnalysisTarget) -> Result<Measurement> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let next = self.script.lock().unwrap().pop_front();
+        Ok(next.unwrap_or_else(|| self.last.lock().unwrap().clone()))
+    }
+}
+
+/// Every snapshot's traffic points only at fleets with healthy instances.
+pub fn assert_traffic_on_healthy(w: &World) {
+    for s in w.checked.snapshots() {
+        for t in &s.traffic {
+            if t.percent > 0 {
+                let f = s
+                    .fleets
+                    .iter()
+                    .find(|f| f.id == t.fleet)
+                    .expect("routed fleet exists");
+                assert!(
+                    f.healthy > 0,
+                    "{}% of traffic on an unhealthy fleet after {}: {s:?}",
+                    t.percent,
+                    s.op
+                );
+            }
+        }
+    }
+}
