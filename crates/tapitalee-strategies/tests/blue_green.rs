@@ -42,7 +42,10 @@ async fn full_fleet_switch_bake_and_delay() {
     assert_eq!(post.calls.load(Ordering::SeqCst), 3);
     // Bake 300 s (the analysis's 120 s inside it) + 30 s delay, plus start and health time.
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(330) && took < Duration::from_secs(360), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(330) && took < Duration::from_secs(360),
+        "{took:?}"
+    );
     // The old fleet stays at full size until it is retired.
     for s in w.checked.snapshots().iter().filter(|s| s.op != "retire") {
         assert_eq!(s.fleet("v1").map(|f| f.desired), Some(3), "{s:?}");
@@ -63,7 +66,11 @@ async fn preview_then_full_size_after_manual_promotion() {
     let waiter = tokio::spawn(h.wait());
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(!waiter.is_finished(), "waits for promote()");
-    let v2 = w.fleets().into_iter().find(|f| f.tag.as_str() == "v2").unwrap();
+    let v2 = w
+        .fleets()
+        .into_iter()
+        .find(|f| f.tag.as_str() == "v2")
+        .unwrap();
     assert_eq!((v2.desired, v2.healthy), (1, 1));
     assert_eq!(w.traffic_on("v1"), 100);
     control.promote();
@@ -100,7 +107,9 @@ async fn post_promotion_failure_switches_back() {
         .unwrap();
     let p = w.deploy(Arc::new(bg)).await;
     match &p.status {
-        ProcessStatus::RolledBack { reason } => assert!(reason.contains("post-promotion"), "{reason}"),
+        ProcessStatus::RolledBack { reason } => {
+            assert!(reason.contains("post-promotion"), "{reason}")
+        }
         s => panic!("{s:?}"),
     }
     w.assert_restored(true);
@@ -143,7 +152,10 @@ async fn fails_at_every_step_and_rolls_back() {
             w.assert_restored(lb);
             assert_traffic_on_healthy(&w);
             for s in w.checked.snapshots() {
-                assert!(s.fleet("v1").is_some_and(|f| f.healthy == 3), "change {k}: {s:?}");
+                assert!(
+                    s.fleet("v1").is_some_and(|f| f.healthy == 3),
+                    "change {k}: {s:?}"
+                );
             }
             assert!(failed.elapsed() <= failed - started + Duration::from_secs(1));
         }
@@ -156,7 +168,11 @@ async fn abort_during_bake_switches_back() {
     let mut h = w.start(bg()).await;
     on_step(&mut h, "bake for", 1, |c| c.abort("bake looked bad"));
     let rec = h.wait().await.unwrap();
-    assert!(is_rolled_back(&rec.processes[0]), "{:?}", rec.processes[0].status);
+    assert!(
+        is_rolled_back(&rec.processes[0]),
+        "{:?}",
+        rec.processes[0].status
+    );
     let routes: Vec<u32> = w
         .checked
         .snapshots()
@@ -189,6 +205,10 @@ async fn first_deploy_and_promote_full_at_the_gate() {
     control.promote_full();
     let rec = waiter.await.unwrap().unwrap();
     assert_eq!(rec.processes[0].status, ProcessStatus::Succeeded);
-    assert!(t.elapsed() < Duration::from_secs(60), "bake skipped: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "bake skipped: {:?}",
+        t.elapsed()
+    );
     w.assert_promoted(true);
 }
