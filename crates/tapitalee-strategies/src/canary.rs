@@ -305,8 +305,9 @@ impl Strategy for Canary {
     }
 }
 
-/// Brings the canary to the size and traffic share of `weight` and `scale`. Capacity first when
-/// traffic grows; traffic first when it shrinks.
+/// Brings the canary to the size and traffic share of `weight` and `scale`: capacity (healthy)
+/// before traffic when it grows, traffic before capacity when it shrinks, and a fresh health
+/// check before any traffic lands on it.
 async fn apply(
     rollout: &mut Rollout,
     desired: u32,
@@ -320,21 +321,15 @@ async fn apply(
     if rollout.candidate().is_none() || count > current {
         rollout.launch(count).await?;
         rollout.wait_candidate_healthy(count).await?;
-        if routes {
-            rollout.route(weight).await?;
+    }
+    if routes {
+        if weight > 0 {
+            // The canary may have changed since it was last judged (a long pause, a crash).
+            ensure_healthy_now(rollout, count).await?;
         }
-    } else if count == current {
-        if routes {
-            if weight > rollout.state().candidate_weight {
-                // The canary may have changed since it was last judged (a long pause).
-                ensure_healthy_now(rollout, count).await?;
-            }
-            rollout.route(weight).await?;
-        }
-    } else {
-        if routes {
-            rollout.route(weight).await?;
-        }
+        rollout.route(weight).await?;
+    }
+    if count < current {
         rollout.scale_candidate(count).await?;
     }
     Ok(())

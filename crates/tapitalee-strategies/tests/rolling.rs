@@ -46,12 +46,6 @@ fn assert_bounds(w: &World, b: Bounds) {
                 s.fleets
             );
         }
-        for t in &s.traffic {
-            if t.percent > 0 {
-                let f = s.fleets.iter().find(|f| f.id == t.fleet).unwrap();
-                assert!(f.healthy > 0, "traffic on an unhealthy fleet: {s:?}");
-            }
-        }
     }
 }
 
@@ -70,6 +64,7 @@ async fn rolls_in_batches_within_bounds() {
         assert_eq!(p.status, ProcessStatus::Succeeded, "{d} {s} {u}");
         w.assert_promoted(lb);
         assert_bounds(&w, strategy.bounds(d));
+        assert_traffic_on_healthy(&w);
         let batches = step_messages(&w)
             .await
             .iter()

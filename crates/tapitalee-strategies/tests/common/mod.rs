@@ -383,9 +383,15 @@ impl Analysis for Scripted {
     }
 }
 
-/// Every snapshot's traffic points only at fleets with healthy instances.
+/// At every traffic change, traffic points only at fleets with healthy instances at that moment
+/// (a fleet may crash later while holding traffic; the health gate then catches it).
 pub fn assert_traffic_on_healthy(w: &World) {
-    for s in w.checked.snapshots() {
+    for s in w
+        .checked
+        .snapshots()
+        .into_iter()
+        .filter(|s| s.op == "route")
+    {
         for t in &s.traffic {
             if t.percent > 0 {
                 let f = s
