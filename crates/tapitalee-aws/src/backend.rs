@@ -1,0 +1,226 @@
+//! [`AwsBackend`]: the SDK clients, the call layer, the shared poller and the counters; every
+//! trait implementation of the crate is a cheap handle on one of these.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_credential_types::Credentials;
+use tapitalee_core::{DeploymentId, Error, Result, Revision, Target};
+
+use crate::cloudwatch::{AlarmAnalysis, MetricAnalysis, MetricQuery};
+use crate::config::AwsConfig;
+use crate::ecr::EcrRegistry;
+use crate::ecs::EcsDeployer;
+use crate::elb::TargetHealth;
+use crate::logs::CloudWatchLogs;
+use crate::metrics::{ApiCalls, CallCounter, CountingInterceptor};
+use crate::poller::Poller;
+use crate::retry::CallLayer;
+use crate::taskdef::TaskDefCache;
+use crate::throttle::RateLimiter;
+
+/// The SDK clients of one backend.
+#[derive(Debug, Clone)]
+pub(crate) struct Clients {
+    pub(crate) ecs: aws_sdk_ecs::Client,
+    pub(crate) ecr: aws_sdk_ecr::Client,
+    pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub(crate) logs: aws_sdk_cloudwatchlogs::Client,
+    pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
+}
+
+/// What every handle of a backend shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: AwsConfig,
+    pub(crate) clients: Clients,
+    pub(crate) layer: CallLayer,
+    pub(crate) counter: CallCounter,
+    pub(crate) poller: Poller,
+    pub(crate) task_defs: TaskDefCache,
+    /// The deployment each process is being deployed by (set by `prepare`), for attributing
+    /// API calls.
+    deployments: Mutex<HashMap<Target, DeploymentId>>,
+    /// The revision each process ran when its deployment started (`current`), the target of
+    /// an ECS-controller rollback.
+    stables: Mutex<HashMap<Target, Revision>>,
+}
+
+impl Shared {
+    pub(crate) fn deployment_of(&self, target: &Target) -> Option<DeploymentId> {
+        self.deployments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .copied()
+    }
+
+    pub(crate) fn stable_of(&self, target: &Target) -> Option<Revision> {
+        self.stables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .cloned()
+    }
+
+    pub(crate) fn set_stable(&self, target: &Target, revision: Revision) {
+        self.stables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.clone(), revision);
+    }
+
+    pub(crate) fn set_deployment(&self, target: &Target, deployment: DeploymentId) {
+        self.deployments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.clone(), deployment);
+    }
+}
+
+/// The AWS backend: ECS (Fargate), ECR, ELBv2 and CloudWatch behind Tapitalee's traits.
+///
+/// One backend holds one set of SDK clients, one rate limiter, one batched poller and one
+/// call counter; the handles it gives out ([`deployer`](Self::deployer),
+/// [`registry`](Self::registry), …) share them, so every deployment in flight polls through
+/// the same batches and stays under the same rate limits.
+#[derive(Debug, Clone)]
+pub struct AwsBackend {
+    shared: Arc<Shared>,
+}
+
+impl AwsBackend {
+    /// Connects: loads the SDK configuration (region, credentials, endpoint) from `config` and
+    /// the environment. Makes no API call.
+    pub async fn connect(config: AwsConfig) -> Result<Self> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .app_name(
+                aws_config::AppName::new("tapitalee")
+                    .map_err(|e| Error::platform("configure the AWS SDK", e.to_string()))?,
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(c) = &config.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.expose(),
+                c.session_token.as_ref().map(|t| t.expose().to_owned()),
+                None,
+                "tapitalee-static",
+            ));
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(Error::invalid(
+                "AWS region",
+                "",
+                "is not set; set AWS_REGION or call AwsConfigBuilder::region(\"us-east-1\")",
+            ));
+        }
+        let counter = CallCounter::default();
+        let counting = CountingInterceptor {
+            counter: counter.clone(),
+        };
+        let clients = Clients {
+            ecs: aws_sdk_ecs::Client::from_conf(
+                aws_sdk_ecs::config::Builder::from(&sdk)
+                    .interceptor(counting.clone())
+                    .build(),
+            ),
+            ecr: aws_sdk_ecr::Client::from_conf(
+                aws_sdk_ecr::config::Builder::from(&sdk)
+                    .interceptor(counting.clone())
+                    .build(),
+            ),
+            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&sdk)
+                    .interceptor(counting.clone())
+                    .build(),
+            ),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(
+                aws_sdk_cloudwatchlogs::config::Builder::from(&sdk)
+                    .interceptor(counting.clone())
+                    .build(),
+            ),
+            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                    .interceptor(counting)
+                    .build(),
+            ),
+        };
+        Ok(Self::with_clients(config, clients, counter))
+    }
+
+    /// A backend over prepared clients (whose interceptors feed `counter`).
+    pub(crate) fn with_clients(config: AwsConfig, clients: Clients, counter: CallCounter) -> Self {
+        let layer = CallLayer {
+            limiter: RateLimiter::new(config.rates.clone()),
+            retry: config.retry,
+        };
+        let poller = Poller::new(clients.ecs.clone(), layer.clone(), config.poll_window);
+        AwsBackend {
+            shared: Arc::new(Shared {
+                config,
+                clients,
+                layer,
+                counter,
+                poller,
+                task_defs: TaskDefCache::default(),
+                deployments: Mutex::new(HashMap::new()),
+                stables: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &AwsConfig {
+        &self.shared.config
+    }
+
+    /// The ECS [`Deployer`](tapitalee_core::Deployer).
+    pub fn deployer(&self) -> EcsDeployer {
+        EcsDeployer::new(self.shared.clone())
+    }
+
+    /// The ECR [`ImageRegistry`](tapitalee_core::ImageRegistry).
+    pub fn registry(&self) -> EcrRegistry {
+        EcrRegistry::new(self.shared.clone())
+    }
+
+    /// The load balancer target health [`HealthProbe`](tapitalee_core::HealthProbe).
+    pub fn target_health(&self) -> TargetHealth {
+        TargetHealth::new(self.shared.clone())
+    }
+
+    /// CloudWatch Logs of processes (`tapit show logs`).
+    pub fn logs(&self) -> CloudWatchLogs {
+        CloudWatchLogs::new(self.shared.clone())
+    }
+
+    /// An [`Analysis`](tapitalee_core::Analysis) gate on CloudWatch alarms: fails while any is
+    /// in ALARM, passes when all are OK.
+    pub fn alarm_analysis(
+        &self,
+        name: impl Into<String>,
+        alarm_names: impl IntoIterator<Item = impl Into<String>>,
+    ) -> AlarmAnalysis {
+        AlarmAnalysis::new(self.shared.clone(), name.into(), alarm_names)
+    }
+
+    /// An [`Analysis`](tapitalee_core::Analysis) gate on a CloudWatch metric query.
+    pub fn metric_analysis(&self, query: MetricQuery) -> MetricAnalysis {
+        MetricAnalysis::new(self.shared.clone(), query)
+    }
+
+    /// Every API call this backend made so far, per operation and per deployment.
+    pub fn api_calls(&self) -> ApiCalls {
+        self.shared.counter.snapshot()
+    }
+}

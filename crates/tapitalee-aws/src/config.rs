@@ -1,0 +1,507 @@
+//! Configuration: where AWS is, which credentials, and how each app's processes map to ECS
+//! services, load balancers and networks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tapitalee_core::{AppName, Error, ProcessName, Resource, Result, Secret};
+
+use crate::retry::RetryPolicy;
+use crate::throttle::RateLimits;
+
+/// Static credentials (for emulators and tests; production uses the default chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key; never printed.
+    pub secret_access_key: Secret,
+    /// A session token, if any; never printed.
+    pub session_token: Option<Secret>,
+}
+
+impl StaticCredentials {
+    /// Credentials from a key pair.
+    pub fn new(access_key_id: impl Into<String>, secret_access_key: Secret) -> Self {
+        StaticCredentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key,
+            session_token: None,
+        }
+    }
+}
+
+/// Where a process's tasks run (awsvpc): needed to create task sets when no live one exists
+/// to copy it from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Subnet ids.
+    pub subnets: Vec<String>,
+    /// Security group ids.
+    pub security_groups: Vec<String>,
+    /// Whether tasks get a public IP.
+    pub assign_public_ip: bool,
+}
+
+/// The load balancer in front of a web process: an ALB listener (or one of its rules)
+/// forwarding to a pair of target groups. Each task set is attached to one of the pair; a
+/// deployment launches the new task set on the group the live one does not use, so the pair
+/// alternates blue/green.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancerConfig {
+    /// The listener ARN.
+    pub listener_arn: String,
+    /// A listener rule ARN: when set, its forward action is weighted instead of the
+    /// listener's default action.
+    pub rule_arn: Option<String>,
+    /// The two target groups (ARNs).
+    pub target_groups: [String; 2],
+    /// The container receiving traffic (default: the process's main container).
+    pub container_name: Option<String>,
+    /// Its port.
+    pub container_port: i32,
+}
+
+impl LoadBalancerConfig {
+    /// A listener forwarding to two target groups, to `container_port` of the main container.
+    pub fn new(
+        listener_arn: impl Into<String>,
+        blue_target_group: impl Into<String>,
+        green_target_group: impl Into<String>,
+        container_port: i32,
+    ) -> Self {
+        LoadBalancerConfig {
+            listener_arn: listener_arn.into(),
+            rule_arn: None,
+            target_groups: [blue_target_group.into(), green_target_group.into()],
+            container_name: None,
+            container_port,
+        }
+    }
+
+    /// Weights this listener rule's forward action instead of the default action.
+    #[must_use]
+    pub fn rule(mut self, rule_arn: impl Into<String>) -> Self {
+        self.rule_arn = Some(rule_arn.into());
+        self
+    }
+
+    /// The container receiving traffic.
+    #[must_use]
+    pub fn container_name(mut self, name: impl Into<String>) -> Self {
+        self.container_name = Some(name.into());
+        self
+    }
+}
+
+/// One process of an app: its ECS cluster and service, and what ECS needs to launch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// The process name (`default`, `worker`, …).
+    pub name: ProcessName,
+    /// The ECS cluster name or ARN.
+    pub cluster: String,
+    /// The ECS service name.
+    pub service: String,
+    /// The container whose image a deployment changes (default: the task definition's first
+    /// essential container).
+    pub container: Option<String>,
+    /// The task definition family to start from when the service runs nothing yet (default:
+    /// the service's own task definition).
+    pub task_family: Option<String>,
+    /// The load balancer, for web processes.
+    pub load_balancer: Option<LoadBalancerConfig>,
+    /// The network for new task sets when there is no live one to copy.
+    pub network: Option<NetworkConfig>,
+}
+
+impl ProcessConfig {
+    /// A process running as `service` in `cluster`.
+    pub fn new(name: ProcessName, cluster: impl Into<String>, service: impl Into<String>) -> Self {
+        ProcessConfig {
+            name,
+            cluster: cluster.into(),
+            service: service.into(),
+            container: None,
+            task_family: None,
+            load_balancer: None,
+            network: None,
+        }
+    }
+
+    /// The container whose image deployments change.
+    #[must_use]
+    pub fn container(mut self, name: impl Into<String>) -> Self {
+        self.container = Some(name.into());
+        self
+    }
+
+    /// The task definition family to start from when nothing runs yet.
+    #[must_use]
+    pub fn task_family(mut self, family: impl Into<String>) -> Self {
+        self.task_family = Some(family.into());
+        self
+    }
+
+    /// Fronts the process with a load balancer.
+    #[must_use]
+    pub fn load_balancer(mut self, lb: LoadBalancerConfig) -> Self {
+        self.load_balancer = Some(lb);
+        self
+    }
+
+    /// The network for new task sets.
+    #[must_use]
+    pub fn network(mut self, network: NetworkConfig) -> Self {
+        self.network = Some(network);
+        self
+    }
+}
+
+/// An app: its ECR repository and its processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppConfig {
+    /// The app name.
+    pub name: AppName,
+    /// The ECR repository name (not URI) holding its images.
+    pub repository: String,
+    /// Its processes.
+    pub processes: Vec<ProcessConfig>,
+}
+
+impl AppConfig {
+    /// An app whose images live in the ECR repository `repository`.
+    pub fn new(name: AppName, repository: impl Into<String>) -> Self {
+        AppConfig {
+            name,
+            repository: repository.into(),
+            processes: Vec::new(),
+        }
+    }
+
+    /// Adds a process.
+    #[must_use]
+    pub fn process(mut self, process: ProcessConfig) -> Self {
+        self.processes.push(process);
+        self
+    }
+
+    /// A process by name, or [`Error::NotFound`] listing the app's processes.
+    pub fn get(&self, process: &ProcessName) -> Result<&ProcessConfig> {
+        self.processes
+            .iter()
+            .find(|p| &p.name == process)
+            .ok_or_else(|| {
+                Error::not_found(
+                    Resource::Process,
+                    process.as_str(),
+                    format!("app {} has: {}", self.name, self.process_names()),
+                )
+            })
+    }
+
+    fn process_names(&self) -> String {
+        self.processes
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The AWS backend's configuration. Build with [`AwsConfig::builder`] or
+/// [`AwsConfig::from_env`].
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint_url: Option<String>,
+    pub(crate) credentials: Option<StaticCredentials>,
+    pub(crate) apps: BTreeMap<AppName, AppConfig>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) rates: RateLimits,
+    pub(crate) poll_window: Duration,
+}
+
+impl AwsConfig {
+    /// A builder with nothing set: credentials come from the default chain unless given.
+    pub fn builder() -> AwsConfigBuilder {
+        AwsConfigBuilder::default()
+    }
+
+    /// A builder primed from the environment: `AWS_REGION` (or `AWS_DEFAULT_REGION`) and
+    /// `AWS_ENDPOINT_URL` (an emulator). Credentials come from the default chain (environment,
+    /// profile, SSO, container or instance role).
+    pub fn from_env() -> AwsConfigBuilder {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        AwsConfigBuilder {
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            endpoint_url: var("AWS_ENDPOINT_URL"),
+            ..AwsConfigBuilder::default()
+        }
+    }
+
+    /// An app's configuration, or [`Error::NotFound`] listing the configured apps.
+    pub fn app(&self, app: &AppName) -> Result<&AppConfig> {
+        self.apps.get(app).ok_or_else(|| {
+            let known = self
+                .apps
+                .keys()
+                .map(AppName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            Error::not_found(
+                Resource::App,
+                app.as_str(),
+                if known.is_empty() {
+                    "no app is configured; add one with AwsConfigBuilder::app".to_owned()
+                } else {
+                    format!("configured apps: {known}")
+                },
+            )
+        })
+    }
+
+    /// The region in force, if set explicitly.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// The endpoint override, if any.
+    pub fn endpoint_url(&self) -> Option<&str> {
+        self.endpoint_url.as_deref()
+    }
+}
+
+/// Builds an [`AwsConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct AwsConfigBuilder {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    credentials: Option<StaticCredentials>,
+    apps: Vec<AppConfig>,
+    retry: RetryPolicy,
+    rates: RateLimits,
+    poll_window: Duration,
+}
+
+impl Default for AwsConfigBuilder {
+    fn default() -> Self {
+        AwsConfigBuilder {
+            region: None,
+            endpoint_url: None,
+            credentials: None,
+            apps: Vec::new(),
+            retry: RetryPolicy::default(),
+            rates: RateLimits::ecs_defaults(),
+            poll_window: Duration::from_millis(50),
+        }
+    }
+}
+
+impl AwsConfigBuilder {
+    /// The AWS region, e.g. `us-east-1`.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sends every request to this endpoint (an emulator such as moto), e.g.
+    /// `http://127.0.0.1:5000`.
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Uses these credentials instead of the default chain.
+    pub fn credentials(mut self, credentials: StaticCredentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Adds an app.
+    pub fn app(mut self, app: AppConfig) -> Self {
+        self.apps.push(app);
+        self
+    }
+
+    /// How throttled and transient failures are retried.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Client-side rate limits per API operation (default: under ECS's documented sustained
+    /// rates).
+    pub fn rate_limits(mut self, rates: RateLimits) -> Self {
+        self.rates = rates;
+        self
+    }
+
+    /// How long the shared poller waits to gather requests into one round (default 50 ms).
+    pub fn poll_batch_window(mut self, window: Duration) -> Self {
+        self.poll_window = window;
+        self
+    }
+
+    /// The configuration, or [`Error::InvalidInput`] naming the bad value.
+    pub fn build(self) -> Result<AwsConfig> {
+        if let Some(url) = &self.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::invalid(
+                "endpoint URL",
+                url,
+                "must start with http:// or https:// (e.g. http://127.0.0.1:5000)",
+            ));
+        }
+        if let Some(region) = &self.region
+            && (region.is_empty() || region.contains(char::is_whitespace))
+        {
+            return Err(Error::invalid(
+                "AWS region",
+                region,
+                "must be a region code such as us-east-1",
+            ));
+        }
+        let mut apps = BTreeMap::new();
+        for app in self.apps {
+            validate_app(&app)?;
+            let name = app.name.clone();
+            if apps.insert(name.clone(), app).is_some() {
+                return Err(Error::invalid(
+                    "app",
+                    name.as_str(),
+                    "is configured twice; merge its processes into one AppConfig",
+                ));
+            }
+        }
+        Ok(AwsConfig {
+            region: self.region,
+            endpoint_url: self.endpoint_url,
+            credentials: self.credentials,
+            apps,
+            retry: self.retry,
+            rates: self.rates,
+            poll_window: self.poll_window,
+        })
+    }
+}
+
+fn validate_app(app: &AppConfig) -> Result<()> {
+    if app.repository.is_empty() || app.repository.contains(char::is_whitespace) {
+        return Err(Error::invalid(
+            "ECR repository",
+            &app.repository,
+            format!(
+                "app {} needs its ECR repository name, e.g. \"{}\"",
+                app.name, app.name
+            ),
+        ));
+    }
+    if app.processes.is_empty() {
+        return Err(Error::invalid(
+            "app",
+            app.name.as_str(),
+            "has no process; add one with AppConfig::process",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for p in &app.processes {
+        if !seen.insert(&p.name) {
+            return Err(Error::invalid(
+                "process",
+                p.name.as_str(),
+                format!("is configured twice in app {}", app.name),
+            ));
+        }
+        for (what, v) in [("ECS cluster", &p.cluster), ("ECS service", &p.service)] {
+            if v.is_empty() {
+                return Err(Error::invalid(
+                    what,
+                    v,
+                    format!("process {}/{} needs one", app.name, p.name),
+                ));
+            }
+        }
+        if let Some(lb) = &p.load_balancer {
+            if lb.target_groups[0] == lb.target_groups[1] {
+                return Err(Error::invalid(
+                    "target group pair",
+                    &lb.target_groups[0],
+                    "a load-balanced process needs two different target groups (blue and green)",
+                ));
+            }
+            if !(1..=65535).contains(&lb.container_port) {
+                return Err(Error::invalid(
+                    "container port",
+                    lb.container_port.to_string(),
+                    "must be 1-65535",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> ProcessName {
+        ProcessName::new(s).unwrap()
+    }
+
+    #[test]
+    fn unknown_process_lists_the_known_ones() {
+        let app = AppConfig::new(AppName::new("myapp").unwrap(), "myapp")
+            .process(ProcessConfig::new(name("default"), "c", "web"))
+            .process(ProcessConfig::new(name("worker"), "c", "worker"));
+        let e = app.get(&name("wrker")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "process \"wrker\" not found (app myapp has: default, worker)"
+        );
+    }
+
+    #[test]
+    fn builder_refuses_bad_values() {
+        let app = || AppConfig::new(AppName::new("myapp").unwrap(), "myapp");
+        let e = AwsConfig::builder()
+            .endpoint_url("127.0.0.1:5000")
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("http://"), "{e}");
+        let e = AwsConfig::builder().app(app()).build().unwrap_err();
+        assert!(e.to_string().contains("has no process"), "{e}");
+        let lb = LoadBalancerConfig::new("l", "tg", "tg", 80);
+        let e = AwsConfig::builder()
+            .app(app().process(ProcessConfig::new(name("default"), "c", "s").load_balancer(lb)))
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("two different target groups"), "{e}");
+        let cfg = AwsConfig::builder()
+            .region("us-east-1")
+            .app(app().process(ProcessConfig::new(name("default"), "c", "s")))
+            .build()
+            .unwrap();
+        let e = cfg.app(&AppName::new("other").unwrap()).unwrap_err();
+        assert!(e.to_string().contains("configured apps: myapp"), "{e}");
+    }
+
+    #[test]
+    fn debug_redacts_credentials() {
+        let cfg = AwsConfig::builder()
+            .credentials(StaticCredentials {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: Secret::new("wJalrXUtnFEMI-very-secret"),
+                session_token: Some(Secret::new("session-token-secret")),
+            })
+            .build()
+            .unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(!shown.contains("session-token-secret"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+}

@@ -1,0 +1,704 @@
+//! [`EcsDeployer`]: ECS services as Tapitalee's [`Deployer`].
+//!
+//! One deployer serves every process of every configured app, and picks the path per service
+//! from its deployment controller (the engine holds a single deployer, and an app commonly
+//! mixes a load-balanced web service on `EXTERNAL` with workers on the default `ECS`
+//! controller):
+//!
+//! - `EXTERNAL` (this module): full strategy control. A fleet is a task set; `launch`,
+//!   `scale`, `make_primary` and `retire` are `CreateTaskSet`, `UpdateTaskSet`,
+//!   `UpdateServicePrimaryTaskSet` and `DeleteTaskSet`; `route` weights the listener's
+//!   forward action between the process's two target groups.
+//! - `ECS` ([`ecs_native`](crate::ecs_native)): ECS runs the rollout (rolling update, or the
+//!   native blue-green the service is configured with); a fleet is the service's tasks of one
+//!   task definition, and success is judged by that deployment's own rollout state.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_ecs::types::{LaunchType, LoadBalancer, Scale, ScaleUnit};
+use tapitalee_core::{
+    AppName, DeployMeta, Deployer, Error, Fleet, FleetId, FleetStatus, ImageRef, Instance,
+    InstanceStatus, ProcessSpec, Release, Resource, Result, Revision, Target, TrafficWeight,
+};
+
+use crate::backend::Shared;
+use crate::config::ProcessConfig;
+use crate::error::unexpected;
+use crate::model::{Controller, ServiceInfo, TaskInfo, TaskSetInfo};
+use crate::poller::ServiceKey;
+
+/// ECS as a [`Deployer`]. Get one from [`AwsBackend::deployer`](crate::AwsBackend::deployer).
+#[derive(Clone)]
+pub struct EcsDeployer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EcsDeployer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EcsDeployer").finish_non_exhaustive()
+    }
+}
+
+/// The percent of a service's desired count that makes ECS run `count` tasks: ECS computes
+/// `ceil(desired * percent / 100)`, so the percent is rounded down to two decimals.
+pub(crate) fn scale_percent(count: u32, desired: u32) -> f64 {
+    if desired == 0 || count >= desired {
+        return if count == 0 { 0.0 } else { 100.0 };
+    }
+    let hundredths = u64::from(count) * 10_000 / u64::from(desired);
+    hundredths as f64 / 100.0
+}
+
+impl EcsDeployer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        EcsDeployer { shared }
+    }
+
+    pub(crate) fn process(&self, target: &Target) -> Result<ProcessConfig> {
+        Ok(self
+            .shared
+            .config
+            .app(&target.app)?
+            .get(&target.process)?
+            .clone())
+    }
+
+    pub(crate) async fn service(&self, target: &Target) -> Result<(ProcessConfig, ServiceInfo)> {
+        let p = self.process(target)?;
+        let info = self
+            .shared
+            .poller
+            .service(ServiceKey::new(&p.cluster, &p.service))
+            .await?;
+        if info.controller == Controller::CodeDeploy {
+            return Err(Error::invalid(
+                "deployment controller",
+                "CODE_DEPLOY",
+                format!(
+                    "service {} of {target} uses CodeDeploy, which Tapitalee does not drive; \
+                     switch it to the EXTERNAL or ECS controller",
+                    p.service
+                ),
+            ));
+        }
+        Ok((p, info))
+    }
+
+    pub(crate) async fn revision_of(
+        &self,
+        target: &Target,
+        td: &str,
+        p: &ProcessConfig,
+    ) -> Result<Revision> {
+        let def = self
+            .shared
+            .task_def(td, self.shared.deployment_of(target))
+            .await?;
+        Ok(Revision {
+            id: td.to_owned(),
+            image: def.image(p.container.as_deref())?,
+        })
+    }
+
+    /// Converts tasks to instances: running (with container health), pending, or stopped by a
+    /// failure. Tasks stopped on purpose (scale-in, deployment) are left out: they are gone,
+    /// not failed.
+    pub(crate) fn instances(tasks: &[TaskInfo], health_check: bool) -> Vec<Instance> {
+        tasks
+            .iter()
+            .filter_map(|t| {
+                let status = if t.desired_status == "STOPPED" || t.last_status == "STOPPED" {
+                    if !is_failure(t) {
+                        return None;
+                    }
+                    InstanceStatus::Stopped {
+                        reason: t
+                            .stopped_reason
+                            .clone()
+                            .or_else(|| t.stop_code.clone())
+                            .unwrap_or_else(|| "stopped".into()),
+                        exit_code: t.exit_code,
+                    }
+                } else if t.last_status == "RUNNING" {
+                    match t.health.as_deref() {
+                        Some("HEALTHY") => InstanceStatus::Running {
+                            healthy: Some(true),
+                        },
+                        Some("UNHEALTHY") => InstanceStatus::Running {
+                            healthy: Some(false),
+                        },
+                        _ if health_check => InstanceStatus::Pending,
+                        _ => InstanceStatus::Running { healthy: None },
+                    }
+                } else {
+                    InstanceStatus::Pending
+                };
+                Some(Instance {
+                    id: t.arn.clone(),
+                    status,
+                    started_at: t.started_at,
+                })
+            })
+            .collect()
+    }
+
+    // ---- EXTERNAL controller: task sets -------------------------------------------------
+
+    fn release_task_set(info: &ServiceInfo) -> Option<&TaskSetInfo> {
+        info.task_sets.iter().find(|t| t.status == "PRIMARY")
+    }
+
+    async fn ts_current(
+        &self,
+        target: &Target,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+    ) -> Result<Release> {
+        let fleet = match Self::release_task_set(info) {
+            Some(ts) => Some(Fleet {
+                id: FleetId(ts.arn.clone()),
+                target: target.clone(),
+                revision: self.revision_of(target, &ts.task_definition, p).await?,
+            }),
+            None => None,
+        };
+        Ok(Release {
+            fleet,
+            desired: u32::try_from(info.desired).unwrap_or(0),
+            load_balanced: p.load_balancer.is_some(),
+        })
+    }
+
+    async fn ts_launch(
+        &self,
+        target: &Target,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+        revision: &Revision,
+        count: u32,
+    ) -> Result<Fleet> {
+        let desired = u32::try_from(info.desired).unwrap_or(0);
+        check_count(target, &p.service, count, desired)?;
+        let primary = Self::release_task_set(info);
+        let network = match primary
+            .and_then(|t| t.network.clone())
+            .or_else(|| info.network.clone())
+        {
+            Some(n) => n,
+            None => match &p.network {
+                Some(n) => network_from_config(n)?,
+                None => {
+                    return Err(Error::invalid(
+                        "network",
+                        &p.service,
+                        format!(
+                            "{target} has no live task set to copy the network from; set \
+                             ProcessConfig::network (subnets and security groups)"
+                        ),
+                    ));
+                }
+            },
+        };
+        let mut load_balancers = Vec::new();
+        if let Some(lb) = &p.load_balancer {
+            let used: Vec<&str> = info
+                .task_sets
+                .iter()
+                .filter(|t| t.status != "DRAINING")
+                .filter_map(|t| t.target_group())
+                .collect();
+            let tg = lb
+                .target_groups
+                .iter()
+                .find(|tg| !used.contains(&tg.as_str()))
+                .ok_or_else(|| {
+                    Error::platform(
+                        "CreateTaskSet",
+                        format!(
+                            "both target groups of {target} are in use by task sets; retire the \
+                             old new fleet first (a previous deployment may have left one)"
+                        ),
+                    )
+                })?;
+            let container = match &lb.container_name {
+                Some(c) => c.clone(),
+                None => {
+                    let def = self
+                        .shared
+                        .task_def(&revision.id, self.shared.deployment_of(target))
+                        .await?;
+                    def.main_container(p.container.as_deref())?
+                        .name()
+                        .unwrap_or_default()
+                        .to_owned()
+                }
+            };
+            load_balancers.push(
+                LoadBalancer::builder()
+                    .target_group_arn(tg)
+                    .container_name(container)
+                    .container_port(lb.container_port)
+                    .build(),
+            );
+        }
+        let deployment = self.shared.deployment_of(target);
+        let ecs = &self.shared.clients.ecs;
+        let percent = scale_percent(count, desired);
+        let out = self
+            .shared
+            .layer
+            .call("CreateTaskSet", deployment, || {
+                ecs.create_task_set()
+                    .cluster(&p.cluster)
+                    .service(&p.service)
+                    .task_definition(&revision.id)
+                    .network_configuration(network.clone())
+                    .set_load_balancers(Some(load_balancers.clone()))
+                    .launch_type(info.launch_type.clone().unwrap_or(LaunchType::Fargate))
+                    .set_platform_version(info.platform_version.clone())
+                    .scale(
+                        Scale::builder()
+                            .value(percent)
+                            .unit(ScaleUnit::Percent)
+                            .build(),
+                    )
+                    .set_external_id(deployment.map(|d| d.to_string()))
+                    .send()
+            })
+            .await
+            .map_err(|e| {
+                e.not_found_as(
+                    Resource::Process,
+                    &p.service,
+                    "fix ProcessConfig's cluster and service",
+                )
+            })?;
+        let arn = out
+            .task_set()
+            .and_then(|t| t.task_set_arn())
+            .ok_or_else(|| unexpected("CreateTaskSet", "no task set ARN in the answer"))?;
+        tracing::info!(%target, task_set = arn, count, percent, "created task set");
+        Ok(Fleet {
+            id: FleetId(arn.to_owned()),
+            target: target.clone(),
+            revision: revision.clone(),
+        })
+    }
+
+    async fn ts_scale(
+        &self,
+        fleet: &Fleet,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+        count: u32,
+    ) -> Result<()> {
+        let desired = u32::try_from(info.desired).unwrap_or(0);
+        check_count(&fleet.target, &p.service, count, desired)?;
+        let percent = scale_percent(count, desired);
+        let ecs = &self.shared.clients.ecs;
+        self.shared
+            .layer
+            .call(
+                "UpdateTaskSet",
+                self.shared.deployment_of(&fleet.target),
+                || {
+                    ecs.update_task_set()
+                        .cluster(&p.cluster)
+                        .service(&p.service)
+                        .task_set(&fleet.id.0)
+                        .scale(
+                            Scale::builder()
+                                .value(percent)
+                                .unit(ScaleUnit::Percent)
+                                .build(),
+                        )
+                        .send()
+                },
+            )
+            .await
+            .map_err(|e| fleet_gone(e, fleet))?;
+        Ok(())
+    }
+
+    async fn ts_make_primary(&self, fleet: &Fleet, p: &ProcessConfig) -> Result<()> {
+        let ecs = &self.shared.clients.ecs;
+        self.shared
+            .layer
+            .call(
+                "UpdateServicePrimaryTaskSet",
+                self.shared.deployment_of(&fleet.target),
+                || {
+                    ecs.update_service_primary_task_set()
+                        .cluster(&p.cluster)
+                        .service(&p.service)
+                        .primary_task_set(&fleet.id.0)
+                        .send()
+                },
+            )
+            .await
+            .map_err(|e| fleet_gone(e, fleet))?;
+        Ok(())
+    }
+
+    async fn ts_retire(&self, fleet: &Fleet, p: &ProcessConfig) -> Result<()> {
+        let ecs = &self.shared.clients.ecs;
+        let result = self
+            .shared
+            .layer
+            .call(
+                "DeleteTaskSet",
+                self.shared.deployment_of(&fleet.target),
+                || {
+                    ecs.delete_task_set()
+                        .cluster(&p.cluster)
+                        .service(&p.service)
+                        .task_set(&fleet.id.0)
+                        .force(true)
+                        .send()
+                },
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.code.as_deref() == Some("TaskSetNotFoundException") => {
+                tracing::debug!(fleet = %fleet.id, "task set already gone");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn ts_status(
+        &self,
+        fleet: &Fleet,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+    ) -> Result<FleetStatus> {
+        let ts = info
+            .task_sets
+            .iter()
+            .find(|t| t.arn == fleet.id.0 || t.id == fleet.id.0)
+            .ok_or_else(|| {
+                Error::not_found(
+                    Resource::Fleet,
+                    fleet.id.0.clone(),
+                    format!("service {} has no such task set (retired?)", p.service),
+                )
+            })?;
+        let tasks = self
+            .shared
+            .poller
+            .tasks(ServiceKey::new(&p.cluster, &p.service))
+            .await?;
+        let mine: Vec<TaskInfo> = tasks
+            .into_iter()
+            .filter(|t| t.started_by.as_deref() == Some(ts.id.as_str()))
+            .collect();
+        let def = self
+            .shared
+            .task_def(
+                &ts.task_definition,
+                self.shared.deployment_of(&fleet.target),
+            )
+            .await?;
+        Ok(FleetStatus {
+            fleet: fleet.id.clone(),
+            desired: u32::try_from(ts.computed_desired).unwrap_or(0),
+            instances: Self::instances(&mine, def.has_health_check()),
+        })
+    }
+
+    async fn ts_route(
+        &self,
+        target: &Target,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+        weights: &[TrafficWeight],
+    ) -> Result<()> {
+        let lb = p.load_balancer.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "traffic weight",
+                format!("{weights:?}"),
+                format!("process {target} has no load balancer configured (ProcessConfig::load_balancer)"),
+            )
+        })?;
+        let mut split = [0u8; 2];
+        for w in weights {
+            let ts = info
+                .task_sets
+                .iter()
+                .find(|t| t.arn == w.fleet.0 || t.id == w.fleet.0)
+                .ok_or_else(|| {
+                    Error::not_found(
+                        Resource::Fleet,
+                        w.fleet.0.clone(),
+                        format!("service {} has no such task set", p.service),
+                    )
+                })?;
+            let tg = ts.target_group().unwrap_or_default();
+            let i = lb.target_groups.iter().position(|g| g == tg).ok_or_else(|| {
+                Error::platform(
+                    "route traffic",
+                    format!(
+                        "task set {} is attached to target group {tg:?}, which is not one of the \
+                         configured pair {:?}",
+                        w.fleet, lb.target_groups
+                    ),
+                )
+            })?;
+            split[i] = split[i].saturating_add(w.percent);
+        }
+        crate::elb::set_weights(&self.shared, self.shared.deployment_of(target), lb, split).await
+    }
+}
+
+fn network_from_config(
+    n: &crate::config::NetworkConfig,
+) -> Result<aws_sdk_ecs::types::NetworkConfiguration> {
+    use aws_sdk_ecs::types::{AssignPublicIp, AwsVpcConfiguration, NetworkConfiguration};
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(n.subnets.clone()))
+        .set_security_groups(Some(n.security_groups.clone()))
+        .assign_public_ip(if n.assign_public_ip {
+            AssignPublicIp::Enabled
+        } else {
+            AssignPublicIp::Disabled
+        })
+        .build()
+        .map_err(|e| Error::invalid("network", format!("{n:?}"), e.to_string()))?;
+    Ok(NetworkConfiguration::builder()
+        .awsvpc_configuration(vpc)
+        .build())
+}
+
+fn check_count(target: &Target, service: &str, count: u32, desired: u32) -> Result<()> {
+    if count > desired {
+        return Err(Error::invalid(
+            "instance count",
+            count.to_string(),
+            format!(
+                "task sets of {target} scale as a percent of service {service}'s desired count \
+                 ({desired}); ask for at most {desired}, or raise the service's desired count"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn fleet_gone(e: crate::error::AwsError, fleet: &Fleet) -> Error {
+    let hint = "the task set no longer exists (retired?)".to_owned();
+    if e.code.as_deref() == Some("TaskSetNotFoundException") {
+        Error::not_found(Resource::Fleet, fleet.id.0.clone(), hint)
+    } else {
+        e.into()
+    }
+}
+
+/// Whether a stopped task failed (as opposed to being stopped on purpose).
+pub(crate) fn is_failure(t: &TaskInfo) -> bool {
+    if matches!(
+        t.stop_code.as_deref(),
+        Some("EssentialContainerExited" | "TaskFailedToStart")
+    ) {
+        return true;
+    }
+    if t.exit_code.is_some_and(|c| c != 0) {
+        return true;
+    }
+    t.stopped_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("health check") || r.contains("failed"))
+}
+
+#[async_trait]
+impl Deployer for EcsDeployer {
+    async fn processes(&self, app: &AppName) -> Result<Vec<ProcessSpec>> {
+        let cfg = self.shared.config.app(app)?;
+        let keys: Vec<ServiceKey> = cfg
+            .processes
+            .iter()
+            .map(|p| ServiceKey::new(&p.cluster, &p.service))
+            .collect();
+        let infos = self.shared.poller.services(&keys).await?;
+        Ok(cfg
+            .processes
+            .iter()
+            .zip(infos)
+            .map(|(p, info)| ProcessSpec {
+                name: p.name.clone(),
+                // Only task sets let us split traffic; ECS-controller services shift it alone.
+                load_balanced: info.controller == Controller::External && p.load_balancer.is_some(),
+                desired: u32::try_from(info.desired).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn current(&self, target: &Target) -> Result<Release> {
+        let (p, info) = self.service(target).await?;
+        let release = match info.controller {
+            Controller::External => self.ts_current(target, &p, &info).await?,
+            _ => self.native_current(target, &p, &info).await?,
+        };
+        if let Some(r) = release.revision() {
+            self.shared.set_stable(target, r.clone());
+        }
+        Ok(release)
+    }
+
+    async fn prepare(
+        &self,
+        target: &Target,
+        image: &ImageRef,
+        meta: &DeployMeta,
+    ) -> Result<Revision> {
+        self.shared.set_deployment(target, meta.deployment);
+        let (p, info) = self.service(target).await?;
+        let live = match info.controller {
+            Controller::External => {
+                Self::release_task_set(&info).map(|t| t.task_definition.clone())
+            }
+            _ => info
+                .deployments
+                .iter()
+                .find(|d| d.status == "PRIMARY")
+                .map(|d| d.task_definition.clone()),
+        };
+        let base = live
+            .or(info.task_definition.clone())
+            .or(p.task_family.clone())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "task definition",
+                    &p.service,
+                    format!(
+                        "{target} runs nothing yet and has no task definition to copy; set \
+                         ProcessConfig::task_family"
+                    ),
+                )
+            })?;
+        let def = self.shared.task_def(&base, Some(meta.deployment)).await?;
+        self.shared
+            .register_copy(&def, p.container.as_deref(), image, meta)
+            .await
+    }
+
+    async fn launch(&self, target: &Target, revision: &Revision, count: u32) -> Result<Fleet> {
+        let (p, info) = self.service(target).await?;
+        match info.controller {
+            Controller::External => self.ts_launch(target, &p, &info, revision, count).await,
+            _ => self.native_launch(target, &p, &info, revision).await,
+        }
+    }
+
+    async fn scale(&self, fleet: &Fleet, count: u32) -> Result<()> {
+        let (p, info) = self.service(&fleet.target).await?;
+        match info.controller {
+            Controller::External => self.ts_scale(fleet, &p, &info, count).await,
+            _ => self.native_scale(fleet, &p, &info, count).await,
+        }
+    }
+
+    async fn route(&self, target: &Target, weights: &[TrafficWeight]) -> Result<()> {
+        let (p, info) = self.service(target).await?;
+        match info.controller {
+            Controller::External => self.ts_route(target, &p, &info, weights).await,
+            _ => Err(Error::invalid(
+                "traffic weight",
+                format!("{weights:?}"),
+                format!(
+                    "service {} of {target} uses the ECS deployment controller, which shifts \
+                     traffic itself; use the EXTERNAL controller for weighted routing",
+                    p.service
+                ),
+            )),
+        }
+    }
+
+    async fn make_primary(&self, fleet: &Fleet) -> Result<()> {
+        let (p, info) = self.service(&fleet.target).await?;
+        match info.controller {
+            Controller::External => self.ts_make_primary(fleet, &p).await,
+            _ => self.native_make_primary(fleet, &p, &info).await,
+        }
+    }
+
+    async fn retire(&self, fleet: &Fleet) -> Result<()> {
+        let (p, info) = self.service(&fleet.target).await?;
+        match info.controller {
+            Controller::External => self.ts_retire(fleet, &p).await,
+            _ => self.native_retire(fleet, &p, &info).await,
+        }
+    }
+
+    async fn status(&self, fleet: &Fleet) -> Result<FleetStatus> {
+        let (p, info) = self.service(&fleet.target).await?;
+        match info.controller {
+            Controller::External => self.ts_status(fleet, &p, &info).await,
+            _ => self.native_status(fleet, &p, &info).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ECS runs `ceil(desired * percent / 100)` tasks.
+    fn ecs_count(desired: u32, percent: f64) -> u32 {
+        (f64::from(desired) * percent / 100.0).ceil() as u32
+    }
+
+    #[test]
+    fn percent_gives_exactly_the_count() {
+        for desired in 1..=500 {
+            for count in 0..=desired {
+                let p = scale_percent(count, desired);
+                assert!((0.0..=100.0).contains(&p));
+                assert_eq!(ecs_count(desired, p), count, "{count}/{desired} -> {p}");
+            }
+        }
+    }
+
+    fn task(last: &str, desired: &str) -> TaskInfo {
+        TaskInfo {
+            arn: "arn:task/1".into(),
+            started_by: Some("ecs-svc/1".into()),
+            task_definition: None,
+            last_status: last.into(),
+            desired_status: desired.into(),
+            health: None,
+            stop_code: None,
+            stopped_reason: None,
+            exit_code: None,
+            started_at: None,
+            ip: None,
+        }
+    }
+
+    #[test]
+    fn crashed_tasks_count_as_failures_and_scale_in_does_not() {
+        let mut crashed = task("STOPPED", "STOPPED");
+        crashed.stop_code = Some("EssentialContainerExited".into());
+        crashed.stopped_reason = Some("Essential container in task exited".into());
+        crashed.exit_code = Some(137);
+        let mut scaled_in = task("STOPPED", "STOPPED");
+        scaled_in.stop_code = Some("ServiceSchedulerInitiated".into());
+        scaled_in.stopped_reason = Some("Scaling activity initiated by deployment".into());
+        scaled_in.exit_code = Some(0);
+        let mut unknown_health = task("RUNNING", "RUNNING");
+        unknown_health.health = Some("UNKNOWN".into());
+        let got = EcsDeployer::instances(&[crashed, scaled_in, unknown_health.clone()], true);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].status,
+            InstanceStatus::Stopped {
+                reason: "Essential container in task exited".into(),
+                exit_code: Some(137)
+            }
+        );
+        assert_eq!(got[1].status, InstanceStatus::Pending);
+        let got = EcsDeployer::instances(&[unknown_health], false);
+        assert_eq!(got[0].status, InstanceStatus::Running { healthy: None });
+    }
+}

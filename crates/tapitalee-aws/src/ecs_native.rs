@@ -1,0 +1,321 @@
+//! The ECS-controller path of [`EcsDeployer`](crate::EcsDeployer): ECS runs the rollout
+//! itself (`UpdateService`: a rolling update, or the native blue-green the service is
+//! configured with); Tapitalee gates it and rolls it back.
+//!
+//! Why a path inside the one deployer rather than a separate `Deployer`: the engine holds one
+//! deployer for all processes, and apps mix controllers. Here a fleet is the service's tasks of
+//! ONE task definition (its id is the task definition ARN), which survives ECS replacing its
+//! internal deployment ids during a rollback.
+//!
+//! Success is judged by the deployment's own rollout state, never by `running == desired`:
+//! a circuit-breaker rollback also ends with every task running (the old ones). While the
+//! deployment is `IN_PROGRESS`, at most `desired - 1` of its tasks are reported healthy, so
+//! a gate waiting for the full count passes only once ECS says `COMPLETED`; `FAILED`, or the
+//! deployment disappearing, is a [`Error::HealthFailed`] naming ECS's reason.
+//!
+//! Operations: `launch` = `UpdateService(taskDefinition)`; `scale` of the new fleet is ECS's
+//! business (no call); asking the old fleet for capacity, `make_primary` of the old fleet, or
+//! `retire` of the new one rolls back: `StopServiceDeployment(ROLLBACK)` while the rollout is
+//! in progress, else `UpdateService` with the previous task definition.
+
+use aws_sdk_ecs::types::StopServiceDeploymentStopType;
+use tapitalee_core::{
+    Error, Fleet, FleetId, FleetStatus, InstanceStatus, Release, Result, Revision, Target,
+};
+
+use crate::config::ProcessConfig;
+use crate::ecs::EcsDeployer;
+use crate::model::{DeploymentInfo, ServiceInfo};
+use crate::poller::ServiceKey;
+
+fn primary(info: &ServiceInfo) -> Option<&DeploymentInfo> {
+    info.deployments.iter().find(|d| d.status == "PRIMARY")
+}
+
+impl EcsDeployer {
+    pub(crate) async fn native_current(
+        &self,
+        target: &Target,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+    ) -> Result<Release> {
+        let fleet = match primary(info) {
+            Some(d) if !d.task_definition.is_empty() => Some(Fleet {
+                id: FleetId(d.task_definition.clone()),
+                target: target.clone(),
+                revision: self.revision_of(target, &d.task_definition, p).await?,
+            }),
+            _ => None,
+        };
+        Ok(Release {
+            fleet,
+            desired: u32::try_from(info.desired).unwrap_or(0),
+            load_balanced: false,
+        })
+    }
+
+    pub(crate) async fn native_launch(
+        &self,
+        target: &Target,
+        p: &ProcessConfig,
+        _info: &ServiceInfo,
+        revision: &Revision,
+    ) -> Result<Fleet> {
+        self.update_service(target, p, &revision.id).await?;
+        Ok(Fleet {
+            id: FleetId(revision.id.clone()),
+            target: target.clone(),
+            revision: revision.clone(),
+        })
+    }
+
+    pub(crate) async fn native_scale(
+        &self,
+        fleet: &Fleet,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+        count: u32,
+    ) -> Result<()> {
+        let is_primary = primary(info).is_some_and(|d| d.task_definition == fleet.revision.id);
+        if is_primary || count == 0 {
+            tracing::debug!(fleet = %fleet.id, count, "ECS sizes its own deployments; nothing to do");
+            return Ok(());
+        }
+        // Capacity for a revision that is not the service's: only a rollback gives it.
+        self.roll_back_to(&fleet.target, p, info, &fleet.revision)
+            .await
+    }
+
+    pub(crate) async fn native_make_primary(
+        &self,
+        fleet: &Fleet,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+    ) -> Result<()> {
+        if primary(info).is_some_and(|d| d.task_definition == fleet.revision.id) {
+            return Ok(());
+        }
+        self.roll_back_to(&fleet.target, p, info, &fleet.revision)
+            .await
+    }
+
+    pub(crate) async fn native_retire(
+        &self,
+        fleet: &Fleet,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+    ) -> Result<()> {
+        if !primary(info).is_some_and(|d| d.task_definition == fleet.revision.id) {
+            // Not the service's revision: ECS drains (or drained) its tasks itself.
+            return Ok(());
+        }
+        match self.shared.stable_of(&fleet.target) {
+            Some(stable) if stable.id != fleet.revision.id => {
+                self.roll_back_to(&fleet.target, p, info, &stable).await
+            }
+            _ => Err(Error::platform(
+                "retire",
+                format!(
+                    "{} is the only revision service {} runs and there is no previous one to \
+                     return to; deploy the previous tag again",
+                    fleet.revision.id, p.service
+                ),
+            )),
+        }
+    }
+
+    pub(crate) async fn native_status(
+        &self,
+        fleet: &Fleet,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+    ) -> Result<FleetStatus> {
+        let mut ours: Vec<&DeploymentInfo> = info
+            .deployments
+            .iter()
+            .filter(|d| d.task_definition == fleet.revision.id)
+            .collect();
+        ours.sort_by_key(|d| d.status != "PRIMARY");
+        let Some(d) = ours.first() else {
+            let why = self.rollback_reason(&fleet.target, p).await;
+            return Err(Error::HealthFailed {
+                process: fleet.target.process.to_string(),
+                reason: format!(
+                    "the ECS deployment of {} is no longer active on service {} (rolled back or \
+                     replaced){why}",
+                    fleet.revision.id, p.service
+                ),
+            });
+        };
+        if d.rollout_state.as_deref() == Some("FAILED") {
+            return Err(Error::HealthFailed {
+                process: fleet.target.process.to_string(),
+                reason: format!(
+                    "ECS marked deployment {} of service {} FAILED: {}",
+                    d.id,
+                    p.service,
+                    d.rollout_reason.as_deref().unwrap_or("no reason given")
+                ),
+            });
+        }
+        let tasks = self
+            .shared
+            .poller
+            .tasks(ServiceKey::new(&p.cluster, &p.service))
+            .await?;
+        let mine: Vec<_> = tasks
+            .into_iter()
+            .filter(|t| {
+                t.started_by.as_deref() == Some(d.id.as_str())
+                    || t.task_definition.as_deref() == Some(fleet.revision.id.as_str())
+            })
+            .collect();
+        let def = self
+            .shared
+            .task_def(&fleet.revision.id, self.shared.deployment_of(&fleet.target))
+            .await?;
+        let mut instances = Self::instances(&mine, def.has_health_check());
+        let desired = u32::try_from(d.desired).unwrap_or(0);
+        let completed = d.rollout_state.as_deref() == Some("COMPLETED");
+        if !completed && d.status == "PRIMARY" {
+            // Not done until ECS says so: keep the healthy count below the desired one.
+            let mut allowed = desired.saturating_sub(1);
+            for i in &mut instances {
+                if matches!(i.status, InstanceStatus::Running { healthy } if healthy != Some(false))
+                {
+                    if allowed == 0 {
+                        i.status = InstanceStatus::Pending;
+                    } else {
+                        allowed -= 1;
+                    }
+                }
+            }
+        }
+        Ok(FleetStatus {
+            fleet: fleet.id.clone(),
+            desired,
+            instances,
+        })
+    }
+
+    async fn update_service(
+        &self,
+        target: &Target,
+        p: &ProcessConfig,
+        task_definition: &str,
+    ) -> Result<()> {
+        let ecs = &self.shared.clients.ecs;
+        self.shared
+            .layer
+            .call("UpdateService", self.shared.deployment_of(target), || {
+                ecs.update_service()
+                    .cluster(&p.cluster)
+                    .service(&p.service)
+                    .task_definition(task_definition)
+                    .send()
+            })
+            .await?;
+        tracing::info!(%target, revision = task_definition, "updated service");
+        Ok(())
+    }
+
+    /// Returns the service to `revision`: stops the in-progress deployment with a rollback
+    /// when there is one, else redeploys `revision`.
+    async fn roll_back_to(
+        &self,
+        target: &Target,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+        revision: &Revision,
+    ) -> Result<()> {
+        let in_progress = primary(info).is_some_and(|d| {
+            d.rollout_state.as_deref() == Some("IN_PROGRESS") && d.task_definition != revision.id
+        });
+        if in_progress {
+            match self.stop_in_progress(target, p).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%target, error = %e, "StopServiceDeployment failed; redeploying the previous revision instead")
+                }
+            }
+        }
+        self.update_service(target, p, &revision.id).await
+    }
+
+    /// `StopServiceDeployment(ROLLBACK)` on the service's in-progress deployment, if any.
+    async fn stop_in_progress(&self, target: &Target, p: &ProcessConfig) -> Result<bool> {
+        let ecs = &self.shared.clients.ecs;
+        let deployment = self.shared.deployment_of(target);
+        let out = self
+            .shared
+            .layer
+            .call("ListServiceDeployments", deployment, || {
+                ecs.list_service_deployments()
+                    .cluster(&p.cluster)
+                    .service(&p.service)
+                    .status(aws_sdk_ecs::types::ServiceDeploymentStatus::InProgress)
+                    .send()
+            })
+            .await?;
+        let Some(arn) = out
+            .service_deployments()
+            .iter()
+            .max_by_key(|b| b.created_at().map(|t| t.secs()))
+            .and_then(|b| b.service_deployment_arn())
+        else {
+            return Ok(false);
+        };
+        self.shared
+            .layer
+            .call("StopServiceDeployment", deployment, || {
+                ecs.stop_service_deployment()
+                    .service_deployment_arn(arn)
+                    .stop_type(StopServiceDeploymentStopType::Rollback)
+                    .send()
+            })
+            .await?;
+        tracing::info!(%target, service_deployment = arn, "stopped deployment with rollback");
+        Ok(true)
+    }
+
+    /// ECS's words on the latest rollback of the service, best effort, as ": …" or "".
+    async fn rollback_reason(&self, target: &Target, p: &ProcessConfig) -> String {
+        let ecs = &self.shared.clients.ecs;
+        let out = self
+            .shared
+            .layer
+            .call(
+                "ListServiceDeployments",
+                self.shared.deployment_of(target),
+                || {
+                    ecs.list_service_deployments()
+                        .cluster(&p.cluster)
+                        .service(&p.service)
+                        .max_results(5)
+                        .send()
+                },
+            )
+            .await;
+        match out {
+            Ok(out) => out
+                .service_deployments()
+                .iter()
+                .max_by_key(|b| b.created_at().map(|t| t.secs()))
+                .map(|b| {
+                    format!(
+                        "; latest service deployment: {}{}",
+                        b.status().map_or("unknown", |s| s.as_str()),
+                        b.status_reason()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not list service deployments");
+                String::new()
+            }
+        }
+    }
+}

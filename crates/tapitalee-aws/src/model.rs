@@ -1,0 +1,173 @@
+//! Plain snapshots of the ECS objects the backend reasons about, converted from SDK types once
+//! (the poller's answers). Crate-private: no SDK type leaves the crate.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_ecs::types as ecs;
+use aws_smithy_types::DateTime;
+
+/// Which deployment controller a service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Controller {
+    /// Task sets driven by us.
+    External,
+    /// ECS's own deployments (`UpdateService`).
+    Ecs,
+    /// CodeDeploy: not supported.
+    CodeDeploy,
+}
+
+/// An ECS service, as `DescribeServices` reported it.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceInfo {
+    pub(crate) desired: i32,
+    pub(crate) controller: Controller,
+    pub(crate) task_definition: Option<String>,
+    pub(crate) network: Option<ecs::NetworkConfiguration>,
+    pub(crate) launch_type: Option<ecs::LaunchType>,
+    pub(crate) platform_version: Option<String>,
+    pub(crate) task_sets: Vec<TaskSetInfo>,
+    pub(crate) deployments: Vec<DeploymentInfo>,
+}
+
+/// A task set of an EXTERNAL-controller service.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskSetInfo {
+    pub(crate) id: String,
+    pub(crate) arn: String,
+    pub(crate) status: String,
+    pub(crate) task_definition: String,
+    pub(crate) computed_desired: i32,
+    pub(crate) load_balancers: Vec<ecs::LoadBalancer>,
+    pub(crate) network: Option<ecs::NetworkConfiguration>,
+}
+
+impl TaskSetInfo {
+    pub(crate) fn target_group(&self) -> Option<&str> {
+        self.load_balancers
+            .iter()
+            .find_map(|lb| lb.target_group_arn())
+    }
+}
+
+/// A deployment of an ECS-controller service.
+#[derive(Debug, Clone)]
+pub(crate) struct DeploymentInfo {
+    pub(crate) id: String,
+    pub(crate) status: String,
+    pub(crate) task_definition: String,
+    pub(crate) desired: i32,
+    pub(crate) rollout_state: Option<String>,
+    pub(crate) rollout_reason: Option<String>,
+}
+
+/// One task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaskInfo {
+    pub(crate) arn: String,
+    pub(crate) started_by: Option<String>,
+    pub(crate) task_definition: Option<String>,
+    pub(crate) last_status: String,
+    pub(crate) desired_status: String,
+    pub(crate) health: Option<String>,
+    pub(crate) stop_code: Option<String>,
+    pub(crate) stopped_reason: Option<String>,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) started_at: Option<SystemTime>,
+    pub(crate) ip: Option<String>,
+}
+
+pub(crate) fn system_time(t: Option<&DateTime>) -> Option<SystemTime> {
+    let t = t?;
+    let secs = u64::try_from(t.secs()).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(u64::from(t.subsec_nanos())))
+}
+
+impl From<&ecs::Service> for ServiceInfo {
+    fn from(s: &ecs::Service) -> Self {
+        let controller = match s.deployment_controller().map(|c| c.r#type()) {
+            Some(ecs::DeploymentControllerType::External) => Controller::External,
+            Some(ecs::DeploymentControllerType::CodeDeploy) => Controller::CodeDeploy,
+            _ => Controller::Ecs,
+        };
+        ServiceInfo {
+            desired: s.desired_count(),
+            controller,
+            task_definition: s.task_definition().map(str::to_owned),
+            network: s.network_configuration().cloned(),
+            launch_type: s.launch_type().cloned(),
+            platform_version: s.platform_version().map(str::to_owned),
+            task_sets: s.task_sets().iter().map(TaskSetInfo::from).collect(),
+            deployments: s.deployments().iter().map(DeploymentInfo::from).collect(),
+        }
+    }
+}
+
+impl From<&ecs::TaskSet> for TaskSetInfo {
+    fn from(t: &ecs::TaskSet) -> Self {
+        TaskSetInfo {
+            id: t.id().unwrap_or_default().to_owned(),
+            arn: t.task_set_arn().unwrap_or_default().to_owned(),
+            status: t.status().unwrap_or_default().to_owned(),
+            task_definition: t.task_definition().unwrap_or_default().to_owned(),
+            computed_desired: t.computed_desired_count(),
+            load_balancers: t.load_balancers().to_vec(),
+            network: t.network_configuration().cloned(),
+        }
+    }
+}
+
+impl From<&ecs::Deployment> for DeploymentInfo {
+    fn from(d: &ecs::Deployment) -> Self {
+        DeploymentInfo {
+            id: d.id().unwrap_or_default().to_owned(),
+            status: d.status().unwrap_or_default().to_owned(),
+            task_definition: d.task_definition().unwrap_or_default().to_owned(),
+            desired: d.desired_count(),
+            rollout_state: d.rollout_state().map(|s| s.as_str().to_owned()),
+            rollout_reason: d.rollout_state_reason().map(str::to_owned),
+        }
+    }
+}
+
+impl From<&ecs::Task> for TaskInfo {
+    fn from(t: &ecs::Task) -> Self {
+        // The exit code that explains a stop: the first non-zero one, else the first known.
+        let codes: Vec<i32> = t
+            .containers()
+            .iter()
+            .filter_map(|c| c.exit_code())
+            .collect();
+        let exit_code = codes
+            .iter()
+            .copied()
+            .find(|c| *c != 0)
+            .or(codes.first().copied());
+        let ip = t
+            .containers()
+            .iter()
+            .flat_map(|c| c.network_interfaces())
+            .find_map(|n| n.private_ipv4_address())
+            .or_else(|| {
+                t.attachments()
+                    .iter()
+                    .flat_map(|a| a.details())
+                    .find(|kv| kv.name() == Some("privateIPv4Address"))
+                    .and_then(|kv| kv.value())
+            })
+            .map(str::to_owned);
+        TaskInfo {
+            arn: t.task_arn().unwrap_or_default().to_owned(),
+            started_by: t.started_by().map(str::to_owned),
+            task_definition: t.task_definition_arn().map(str::to_owned),
+            last_status: t.last_status().unwrap_or_default().to_owned(),
+            desired_status: t.desired_status().unwrap_or_default().to_owned(),
+            health: t.health_status().map(|h| h.as_str().to_owned()),
+            stop_code: t.stop_code().map(|c| c.as_str().to_owned()),
+            stopped_reason: t.stopped_reason().map(str::to_owned),
+            exit_code,
+            started_at: system_time(t.started_at()),
+            ip,
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Task definitions: reading them (cached: a revision never changes) and registering a copy of
+//! the live one with only the image changed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_ecs::types::{
+    ContainerDefinition, LogDriver, Tag, TaskDefinition, TaskDefinitionField,
+};
+use tapitalee_core::{DeployMeta, DeploymentId, Error, ImageRef, Resource, Result, Revision};
+
+use crate::backend::Shared;
+use crate::error::unexpected;
+
+/// Tag keys Tapitalee puts on the revisions it registers.
+pub(crate) const TAG_DEPLOYMENT: &str = "tapitalee:deployment";
+pub(crate) const TAG_INITIATOR: &str = "tapitalee:initiator";
+pub(crate) const TAG_IMAGE: &str = "tapitalee:image";
+
+/// A described task definition and its tags.
+#[derive(Debug)]
+pub(crate) struct TaskDef {
+    pub(crate) def: TaskDefinition,
+    pub(crate) tags: Vec<Tag>,
+}
+
+impl TaskDef {
+    pub(crate) fn arn(&self) -> &str {
+        self.def.task_definition_arn().unwrap_or_default()
+    }
+
+    /// The container a deployment changes: the configured one, else the first essential one.
+    pub(crate) fn main_container(&self, configured: Option<&str>) -> Result<&ContainerDefinition> {
+        let containers = self.def.container_definitions();
+        let found = match configured {
+            Some(name) => containers.iter().find(|c| c.name() == Some(name)),
+            None => containers
+                .iter()
+                .find(|c| c.essential() != Some(false))
+                .or(containers.first()),
+        };
+        found.ok_or_else(|| {
+            let names: Vec<&str> = containers.iter().filter_map(|c| c.name()).collect();
+            Error::not_found(
+                Resource::Revision,
+                format!("{} container {}", self.arn(), configured.unwrap_or("(any)")),
+                format!(
+                    "its containers are: {}; fix ProcessConfig::container",
+                    names.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// The image the main container runs.
+    pub(crate) fn image(&self, configured: Option<&str>) -> Result<ImageRef> {
+        let c = self.main_container(configured)?;
+        let image = c.image().unwrap_or_default();
+        image.parse().map_err(|e| {
+            Error::platform(
+                "read the live task definition",
+                format!("container {:?} of {} runs {image:?}, which is not an image reference Tapitalee understands: {e}", c.name().unwrap_or_default(), self.arn()),
+            )
+        })
+    }
+
+    /// Whether any container defines a health check (so "UNKNOWN" health means "not yet").
+    pub(crate) fn has_health_check(&self) -> bool {
+        self.def
+            .container_definitions()
+            .iter()
+            .any(|c| c.health_check().is_some())
+    }
+
+    /// The `awslogs` group, stream prefix and container name of the main container.
+    pub(crate) fn awslogs(
+        &self,
+        configured: Option<&str>,
+    ) -> Result<(String, Option<String>, String)> {
+        let c = self.main_container(configured)?;
+        let name = c.name().unwrap_or_default().to_owned();
+        let log = c
+            .log_configuration()
+            .filter(|l| *l.log_driver() == LogDriver::Awslogs)
+            .and_then(|l| l.options());
+        let group = log
+            .and_then(|o| o.get("awslogs-group"))
+            .cloned()
+            .ok_or_else(|| {
+                Error::platform(
+                    "find the process's logs",
+                    format!(
+                        "container {name:?} of {} does not log to CloudWatch Logs; give it an \
+                     awslogs log configuration with awslogs-group",
+                        self.arn()
+                    ),
+                )
+            })?;
+        let prefix = log.and_then(|o| o.get("awslogs-stream-prefix")).cloned();
+        Ok((group, prefix, name))
+    }
+}
+
+/// Described task definitions by ARN.
+#[derive(Debug, Default)]
+pub(crate) struct TaskDefCache {
+    map: Mutex<HashMap<String, Arc<TaskDef>>>,
+}
+
+impl Shared {
+    /// A task definition (ARN, or family for its latest revision), cached by ARN.
+    pub(crate) async fn task_def(
+        &self,
+        name: &str,
+        deployment: Option<DeploymentId>,
+    ) -> Result<Arc<TaskDef>> {
+        if let Some(td) = self
+            .task_defs
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(td.clone());
+        }
+        let ecs = &self.clients.ecs;
+        let out = self
+            .layer
+            .call("DescribeTaskDefinition", deployment, || {
+                ecs.describe_task_definition()
+                    .task_definition(name)
+                    .include(TaskDefinitionField::Tags)
+                    .send()
+            })
+            .await
+            .map_err(|e| {
+                e.not_found_as(
+                    Resource::Revision,
+                    name,
+                    "register the task definition, or fix ProcessConfig::task_family",
+                )
+            })?;
+        let def = out.task_definition().cloned().ok_or_else(|| {
+            unexpected(
+                "DescribeTaskDefinition",
+                format!("no task definition {name}"),
+            )
+        })?;
+        let td = Arc::new(TaskDef {
+            def,
+            tags: out.tags().to_vec(),
+        });
+        let arn = td.arn().to_owned();
+        if arn == name || name.contains(':') && name.starts_with("arn:") {
+            self.task_defs
+                .map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(arn, td.clone());
+        }
+        Ok(td)
+    }
+
+    /// Registers a copy of `base` whose main container runs `image` (by digest), tagged with
+    /// the deployment and its initiator.
+    pub(crate) async fn register_copy(
+        &self,
+        base: &TaskDef,
+        container: Option<&str>,
+        image: &ImageRef,
+        meta: &DeployMeta,
+    ) -> Result<Revision> {
+        if image.digest.is_none() {
+            return Err(Error::invalid(
+                "image",
+                image.to_string(),
+                "must be resolved to a digest before a revision is prepared \
+                 (ImageRegistry::resolve); a tag can move, a digest cannot",
+            ));
+        }
+        let main = base.main_container(container)?.name().map(str::to_owned);
+        let pinned = image.pinned();
+        let containers: Vec<ContainerDefinition> = base
+            .def
+            .container_definitions()
+            .iter()
+            .map(|c| {
+                if c.name().map(str::to_owned) == main {
+                    let mut c = c.clone();
+                    c.image = Some(pinned.clone());
+                    c
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        let mut tags: Vec<Tag> = base
+            .tags
+            .iter()
+            .filter(|t| !matches!(t.key(), Some(TAG_DEPLOYMENT | TAG_INITIATOR | TAG_IMAGE)))
+            .cloned()
+            .collect();
+        for (k, v) in [
+            (TAG_DEPLOYMENT, meta.deployment.to_string()),
+            (TAG_INITIATOR, tag_value(meta.initiator.as_str())),
+            (TAG_IMAGE, tag_value(&image.to_string())),
+        ] {
+            tags.push(Tag::builder().key(k).value(v).build());
+        }
+        let d = &base.def;
+        let family = d.family().ok_or_else(|| {
+            unexpected(
+                "DescribeTaskDefinition",
+                "the live task definition has no family",
+            )
+        })?;
+        let ecs = &self.clients.ecs;
+        let out = self
+            .layer
+            .call("RegisterTaskDefinition", Some(meta.deployment), || {
+                ecs.register_task_definition()
+                    .family(family)
+                    .set_task_role_arn(d.task_role_arn().map(str::to_owned))
+                    .set_execution_role_arn(d.execution_role_arn().map(str::to_owned))
+                    .set_network_mode(d.network_mode().cloned())
+                    .set_container_definitions(Some(containers.clone()))
+                    .set_volumes(non_empty(d.volumes()))
+                    .set_requires_compatibilities(non_empty(d.requires_compatibilities()))
+                    .set_cpu(d.cpu().map(str::to_owned))
+                    .set_memory(d.memory().map(str::to_owned))
+                    .set_tags(Some(tags.clone()))
+                    .set_pid_mode(d.pid_mode().cloned())
+                    .set_ipc_mode(d.ipc_mode().cloned())
+                    .set_proxy_configuration(d.proxy_configuration().cloned())
+                    .set_inference_accelerators(non_empty(d.inference_accelerators()))
+                    .set_ephemeral_storage(d.ephemeral_storage().cloned())
+                    .set_runtime_platform(d.runtime_platform().cloned())
+                    .send()
+            })
+            .await?;
+        let arn = out
+            .task_definition()
+            .and_then(|t| t.task_definition_arn())
+            .ok_or_else(|| unexpected("RegisterTaskDefinition", "no ARN in the answer"))?
+            .to_owned();
+        tracing::info!(revision = %arn, image = %image, "registered task definition");
+        Ok(Revision {
+            id: arn,
+            image: image.clone(),
+        })
+    }
+}
+
+fn non_empty<T: Clone>(v: &[T]) -> Option<Vec<T>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+/// An ECS tag value: at most 256 of letters, digits, spaces and `_ . : / = + - @`.
+pub(crate) fn tag_value(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(256)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_values_are_sanitized() {
+        assert_eq!(
+            tag_value("github-actions[bot] (run 42)"),
+            "github-actions_bot_ _run 42_"
+        );
+        assert_eq!(tag_value("john.doe@example.com"), "john.doe@example.com");
+        assert_eq!(tag_value(&"x".repeat(300)).len(), 256);
+    }
+}

@@ -1,0 +1,1 @@
+//! Scripted-response tests (aws-smithy-mocks).
