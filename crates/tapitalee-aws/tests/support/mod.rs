@@ -1,0 +1,184 @@
+//! Test support: one moto server per test binary on 127.0.0.1, and fixtures in it.
+//!
+//! Never real AWS: every client points at the local moto endpoint with fake credentials.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tapitalee_aws::{
+    AppConfig, AwsBackend, AwsConfig, LoadBalancerConfig, NetworkConfig, ProcessConfig,
+    RateLimits, RetryPolicy, StaticCredentials,
+};
+use tapitalee_core::{AppName, ProcessName, Secret};
+
+/// A running moto server.
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port on loopback")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The test binary's moto server, started on first use. It is stopped when the test process
+/// exits (a watcher shell kills it once our pid is gone).
+pub fn moto() -> &'static Moto {
+    MOTO.get_or_init(|| {
+        let found = Command::new("sh")
+            .args(["-c", "command -v moto_server"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "moto_server is not installed; these tests need the AWS emulator: install it: \
+             pip install 'moto[server]'"
+        );
+        let port = free_port();
+        let script = format!(
+            "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+             while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
+            pid = std::process::id()
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on 127.0.0.1:{port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    })
+}
+
+/// What the fixture created.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub prefix: String,
+    pub json: serde_json::Value,
+}
+
+impl Fixture {
+    pub fn s(&self, key: &str) -> String {
+        self.json[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("fixture has no {key}"))
+            .to_owned()
+    }
+
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.json[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("fixture has no {key}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn app(&self) -> AppName {
+        AppName::new(&self.prefix).unwrap()
+    }
+}
+
+/// Creates an app's resources (ECR images, a cluster, an EXTERNAL web service with a live task
+/// set behind a listener and two target groups, an ECS-controller worker, a log group) under
+/// `prefix`, with the Python fixture script (boto3 comes with moto).
+pub fn fixture(prefix: &str) -> Fixture {
+    let m = moto();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fixture.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([&m.endpoint, prefix])
+        .output()
+        .expect("run python3 tests/support/fixture.py");
+    assert!(
+        out.status.success(),
+        "fixture failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Fixture {
+        prefix: prefix.to_owned(),
+        json: serde_json::from_slice(&out.stdout).expect("fixture prints JSON"),
+    }
+}
+
+/// The configuration of the fixture's app against moto.
+pub fn config(f: &Fixture) -> AwsConfig {
+    let tgs = f.list("target_groups");
+    let app = AppConfig::new(f.app(), f.s("repository"))
+        .process(
+            ProcessConfig::new(
+                ProcessName::new("default").unwrap(),
+                f.s("cluster"),
+                f.s("web_service"),
+            )
+            .load_balancer(LoadBalancerConfig::new(
+                f.s("listener"),
+                &tgs[0],
+                &tgs[1],
+                8080,
+            ))
+            .network(NetworkConfig {
+                subnets: f.list("subnets"),
+                security_groups: f.list("security_groups"),
+                assign_public_ip: false,
+            }),
+        )
+        .process(ProcessConfig::new(
+            ProcessName::new("worker").unwrap(),
+            f.s("cluster"),
+            f.s("worker_service"),
+        ));
+    AwsConfig::builder()
+        .region("us-east-1")
+        .endpoint_url(&moto().endpoint)
+        .credentials(StaticCredentials::new("testing", Secret::new("testing")))
+        .rate_limits(RateLimits::unlimited())
+        .retry(RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        })
+        .poll_batch_window(Duration::from_millis(5))
+        .app(app)
+        .build()
+        .unwrap()
+}
+
+pub async fn backend(f: &Fixture) -> AwsBackend {
+    AwsBackend::connect(config(f)).await.unwrap()
+}
+
+/// A raw SDK configuration against moto, for checking what the backend did.
+pub async fn sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&moto().endpoint)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await
+}
