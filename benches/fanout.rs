@@ -1,1 +1,181 @@
-fn main() {}
+//! Fan-out benchmark of the engine on the in-memory platform.
+//!
+//! - `engine_overhead/N`: a whole-app deploy of N processes with instant platform calls: the
+//!   engine's own cost per process (locks, history, events, health gate, strategy steps).
+//! - `latency_10ms/N`: the same with 10 ms of latency on every platform call, against the
+//!   ideal critical path (one process's sequence of calls × 10 ms, since processes run
+//!   concurrently). The ratio and the peak heap are printed after each group.
+//!
+//! Run: `cargo bench --bench fanout`
+
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tapitalee::testkit::{AllAtOnce, Behavior, InMemoryPlatform};
+use tapitalee::{AppName, DeployRequest, DeploymentStatus, Engine, HealthGate, MemoryStore};
+
+/// Counts live and peak heap bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only adds atomic bookkeeping.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const LATENCY: Duration = Duration::from_millis(10);
+
+fn process_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("p{i}")).collect()
+}
+
+/// A platform with `n` processes of one instance each, running v1, with v2 pushed; an engine
+/// deploying with unbounded concurrency, instant health (no start delay, no minimum healthy
+/// time) so only the engine and the platform calls are measured.
+fn setup(n: usize, latency: Duration) -> (InMemoryPlatform, AppName, Engine) {
+    let platform = InMemoryPlatform::new();
+    platform.record_calls(false);
+    let names = process_names(n);
+    let specs: Vec<(&str, u32, bool)> = names.iter().map(|s| (s.as_str(), 1, false)).collect();
+    let app = platform.add_app("bench", &specs);
+    let instant = Behavior::healthy().start_delay(Duration::ZERO);
+    platform.push_image(&app, "v1", instant.clone());
+    platform.seed_release(&app, "v1");
+    platform.push_image(&app, "v2", instant);
+    platform.set_latency(latency);
+    let engine = Engine::builder()
+        .deployer(Arc::new(platform.clone()))
+        .registry(Arc::new(platform.clone()))
+        .store(Arc::new(MemoryStore::new()))
+        .default_strategy(Arc::new(AllAtOnce))
+        .health_gate(HealthGate {
+            min_healthy_time: Duration::ZERO,
+            poll_interval: Duration::from_millis(1),
+            ..HealthGate::default()
+        })
+        .concurrency(n.max(1))
+        .build()
+        .expect("engine");
+    (platform, app, engine)
+}
+
+async fn deploy(engine: &Engine, app: &AppName, tag: &str) {
+    let record = engine
+        .deploy(app, DeployRequest::new().docker_tag(tag.parse().expect("tag")))
+        .await
+        .expect("deploy")
+        .wait()
+        .await
+        .expect("wait");
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+}
+
+/// Platform calls on one process's path: the two app-level calls (processes, resolve) plus
+/// the process's own sequential calls, counted from a recorded single-process run.
+fn critical_path_calls(runtime: &tokio::runtime::Runtime) -> usize {
+    let (platform, app, engine) = setup(1, Duration::ZERO);
+    platform.record_calls(true);
+    runtime.block_on(deploy(&engine, &app, "v2"));
+    platform.calls().len()
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sizes = [1usize, 100, 1000];
+
+    let mut group = c.benchmark_group("engine_overhead");
+    group.sample_size(20);
+    for &n in &sizes {
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (_platform, app, engine) = setup(n, Duration::ZERO);
+                    let start = Instant::now();
+                    runtime.block_on(deploy(&engine, &app, "v2"));
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+
+    let calls = critical_path_calls(&runtime);
+    let ideal = LATENCY * u32::try_from(calls).expect("few calls");
+    let mut summary = Vec::new();
+    let mut group = c.benchmark_group("latency_10ms");
+    group.sample_size(10);
+    for &n in &sizes {
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (_platform, app, engine) = setup(n, LATENCY);
+                    let base = LIVE.load(Ordering::Relaxed);
+                    PEAK.store(base, Ordering::Relaxed);
+                    let start = Instant::now();
+                    runtime.block_on(deploy(&engine, &app, "v2"));
+                    let took = start.elapsed();
+                    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+                    summary.push((n, took, peak));
+                    total += took;
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+
+    println!();
+    println!("critical path: {calls} platform calls x {LATENCY:?} = {ideal:?} (ideal wall time)");
+    println!("processes | median wall | x ideal | peak heap during deploy");
+    for &n in &sizes {
+        let mut runs: Vec<(Duration, usize)> = summary
+            .iter()
+            .filter(|(m, _, _)| *m == n)
+            .map(|(_, t, p)| (*t, *p))
+            .collect();
+        runs.sort();
+        let (median, _) = runs[runs.len() / 2];
+        let peak = runs.iter().map(|(_, p)| *p).max().unwrap_or(0);
+        println!(
+            "{n:>9} | {:>11.1?} | {:>7.3} | {:>6.1} MiB",
+            median,
+            median.as_secs_f64() / ideal.as_secs_f64(),
+            peak as f64 / (1024.0 * 1024.0)
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -14,15 +15,17 @@ use crate::error::{Error, Result};
 macro_rules! string_newtype {
     ($(#[$meta:meta])* $name:ident, $validate:path) => {
         $(#[$meta])*
+        ///
+        /// Cloning is cheap: the text is shared, not copied.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps a value.
             pub fn new(value: impl AsRef<str>) -> Result<Self> {
                 let value = value.as_ref();
                 $validate(value)?;
-                Ok(Self(value.to_owned()))
+                Ok(Self(Arc::from(value)))
             }
 
             /// The value as a string slice.
@@ -262,21 +265,21 @@ string_newtype!(
 
 impl Default for DockerTag {
     fn default() -> Self {
-        DockerTag("latest".to_owned())
+        DockerTag(Arc::from("latest"))
     }
 }
 
 impl ProcessName {
     /// The web process, `default`.
     pub fn default_process() -> Self {
-        ProcessName("default".to_owned())
+        ProcessName(Arc::from("default"))
     }
 }
 
 impl Initiator {
     /// The initiator recorded when none is given.
     pub fn unknown() -> Self {
-        Initiator("unknown".to_owned())
+        Initiator(Arc::from("unknown"))
     }
 }
 
@@ -459,7 +462,7 @@ mod tests {
         assert!(AppName::new("").is_err());
         assert!(AppName::new("a-").is_err());
         assert!(AppName::new("my_app").is_err());
-        assert!(AppName::new(&"a".repeat(64)).is_err());
+        assert!(AppName::new("a".repeat(64)).is_err());
         assert!(ProcessName::new("9lives").is_err());
     }
 

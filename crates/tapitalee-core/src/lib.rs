@@ -6,7 +6,7 @@
 //!
 //! Platforms implement [`Deployer`], [`HealthProbe`] and [`ImageRegistry`]; strategies
 //! implement [`Strategy`] over a [`Rollout`]. History and locks live in a
-//! [`DeploymentStore`](store::DeploymentStore).
+//! [`store::DeploymentStore`].
 
 mod control;
 pub mod domain;

@@ -563,7 +563,7 @@ struct Driver {
 /// How a process's run phase ended.
 enum RunOutcome {
     /// Finished (succeeded or rolled back) — final.
-    Done(ProcessRecord),
+    Done(Box<ProcessRecord>),
     /// The strategy succeeded; under all-or-nothing, the rollout waits for the verdict.
     Ready(Box<Rollout>, DynStrategy),
 }
@@ -627,7 +627,7 @@ impl Driver {
                 source: Some(Box::new(e)),
             })?;
             match outcome {
-                RunOutcome::Done(p) => record.processes[index] = p,
+                RunOutcome::Done(p) => record.processes[index] = *p,
                 RunOutcome::Ready(rollout, strategy) => ready.push((index, rollout, strategy)),
             }
         }
@@ -750,7 +750,12 @@ impl ProcessJob {
         };
         let _permit = match semaphore.acquire_owned().await {
             Ok(p) => p,
-            Err(_) => return RunOutcome::Done(not_started(record, "engine shutting down".into())),
+            Err(_) => {
+                return RunOutcome::Done(Box::new(not_started(
+                    record,
+                    "engine shutting down".into(),
+                )));
+            }
         };
         let rx = control.subscribe();
         drop(control);
@@ -758,7 +763,7 @@ impl ProcessJob {
         if let Some(reason) = aborted {
             let record = not_started(record, format!("aborted before it started: {reason}"));
             finish(&shared, &record).await;
-            return RunOutcome::Done(record);
+            return RunOutcome::Done(Box::new(record));
         }
         let target = Target::new(app, plan.spec.name.clone());
         record.status = ProcessStatus::Running;
@@ -776,7 +781,7 @@ impl ProcessJob {
                 let record =
                     not_started(record, format!("could not prepare the new revision: {e}"));
                 finish(&shared, &record).await;
-                return RunOutcome::Done(record);
+                return RunOutcome::Done(Box::new(record));
             }
         };
         let desired = if current.fleet.is_some() {
@@ -828,10 +833,10 @@ impl ProcessJob {
                     .await;
                 RunOutcome::Ready(Box::new(rollout), plan.strategy)
             }
-            Ok(()) => RunOutcome::Done(finalize(&mut rollout, &plan.strategy).await),
+            Ok(()) => RunOutcome::Done(Box::new(finalize(&mut rollout, &plan.strategy).await)),
             Err(e) => {
                 roll_back(&mut rollout, &plan.strategy, e.to_string()).await;
-                RunOutcome::Done(rollout.record().clone())
+                RunOutcome::Done(Box::new(rollout.record().clone()))
             }
         }
     }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 
 use super::DeploymentStore;
-use crate::domain::{AppName, DeploymentId};
+use crate::domain::{AppName, DeploymentId, ProcessName};
 use crate::error::{Error, Resource, Result};
 use crate::fleet::Target;
 use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, StepRecord};
@@ -22,7 +22,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    deployments: BTreeMap<DeploymentId, DeploymentRecord>,
+    deployments: BTreeMap<DeploymentId, Entry>,
     locks: HashMap<Target, (DeploymentId, Instant)>,
 }
 
@@ -41,6 +41,21 @@ impl MemoryStore {
     }
 }
 
+/// A deployment and the position of each of its processes, so updates are O(1) even for
+/// apps of thousands of processes.
+#[derive(Debug)]
+struct Entry {
+    record: DeploymentRecord,
+    index: HashMap<ProcessName, usize>,
+}
+
+impl Entry {
+    fn process_mut(&mut self, name: &ProcessName) -> Option<&mut ProcessRecord> {
+        let at = *self.index.get(name)?;
+        self.record.processes.get_mut(at)
+    }
+}
+
 fn missing(id: &DeploymentId) -> Error {
     Error::not_found(Resource::Deployment, id.to_string(), "")
 }
@@ -56,22 +71,20 @@ impl DeploymentStore for MemoryStore {
                 ));
             }
             let mut record = record.clone();
-            for p in &mut record.processes {
+            let mut index = HashMap::with_capacity(record.processes.len());
+            for (at, p) in record.processes.iter_mut().enumerate() {
                 p.steps.clear();
+                index.insert(p.process.clone(), at);
             }
-            inner.deployments.insert(record.id, record);
+            inner.deployments.insert(record.id, Entry { record, index });
             Ok(())
         })
     }
 
     async fn update_process(&self, id: &DeploymentId, process: &ProcessRecord) -> Result<()> {
         self.with(|inner| {
-            let rec = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
-            match rec
-                .processes
-                .iter_mut()
-                .find(|p| p.process == process.process)
-            {
+            let entry = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
+            match entry.process_mut(&process.process) {
                 Some(p) => {
                     let steps = std::mem::take(&mut p.steps);
                     *p = ProcessRecord {
@@ -82,7 +95,9 @@ impl DeploymentStore for MemoryStore {
                 None => {
                     let mut p = process.clone();
                     p.steps.clear();
-                    rec.processes.push(p);
+                    let at = entry.record.processes.len();
+                    entry.index.insert(p.process.clone(), at);
+                    entry.record.processes.push(p);
                 }
             }
             Ok(())
@@ -91,13 +106,10 @@ impl DeploymentStore for MemoryStore {
 
     async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()> {
         self.with(|inner| {
-            let rec = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
-            match &step.process {
-                Some(name) => match rec.processes.iter_mut().find(|p| &p.process == name) {
-                    Some(p) => p.steps.push(step.clone()),
-                    None => rec.steps.push(step.clone()),
-                },
-                None => rec.steps.push(step.clone()),
+            let entry = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
+            match step.process.as_ref().and_then(|name| entry.process_mut(name)) {
+                Some(p) => p.steps.push(step.clone()),
+                None => entry.record.steps.push(step.clone()),
             }
             Ok(())
         })
@@ -105,7 +117,7 @@ impl DeploymentStore for MemoryStore {
 
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()> {
         self.with(|inner| {
-            let rec = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
+            let rec = &mut inner.deployments.get_mut(id).ok_or_else(|| missing(id))?.record;
             rec.status = status;
             rec.finished_at = status.is_final().then(SystemTime::now);
             Ok(())
@@ -113,7 +125,7 @@ impl DeploymentStore for MemoryStore {
     }
 
     async fn get(&self, id: &DeploymentId) -> Result<Option<DeploymentRecord>> {
-        self.with(|inner| Ok(inner.deployments.get(id).cloned()))
+        self.with(|inner| Ok(inner.deployments.get(id).map(|e| e.record.clone())))
     }
 
     async fn list(&self, app: &AppName, limit: usize) -> Result<Vec<DeploymentRecord>> {
@@ -122,6 +134,7 @@ impl DeploymentStore for MemoryStore {
                 .deployments
                 .values()
                 .rev()
+                .map(|e| &e.record)
                 .filter(|r| &r.app == app)
                 .take(limit)
                 .map(|r| {

@@ -521,11 +521,14 @@ fn process_mut<'a>(state: &'a mut State, target: &Target) -> Result<&'a mut SimP
         .apps
         .get_mut(&target.app)
         .ok_or_else(|| unknown_app(&target.app))?;
-    let names: Vec<&str> = procs.keys().map(ProcessName::as_str).collect();
-    let hint = format!("app {} has: {}", target.app, names.join(", "));
+    if !procs.contains_key(&target.process) {
+        let names: Vec<&str> = procs.keys().map(ProcessName::as_str).collect();
+        let hint = format!("app {} has: {}", target.app, names.join(", "));
+        return Err(Error::not_found(Resource::Process, target.process.as_str(), hint));
+    }
     procs
         .get_mut(&target.process)
-        .ok_or_else(|| Error::not_found(Resource::Process, target.process.as_str(), hint))
+        .ok_or_else(|| Error::not_found(Resource::Process, target.process.as_str(), ""))
 }
 
 fn fleet_mut<'a>(state: &'a mut State, fleet: &Fleet) -> Result<&'a mut SimFleet> {
