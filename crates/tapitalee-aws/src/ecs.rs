@@ -245,6 +245,14 @@ impl EcsDeployer {
         let deployment = self.shared.deployment_of(target);
         let ecs = &self.shared.clients.ecs;
         let percent = scale_percent(count, desired);
+        // Like the live task set, else like the service, else Fargate.
+        let launch_type = primary
+            .and_then(|t| t.launch_type.clone())
+            .or_else(|| info.launch_type.clone())
+            .unwrap_or(LaunchType::Fargate);
+        let platform_version = primary
+            .and_then(|t| t.platform_version.clone())
+            .or_else(|| info.platform_version.clone());
         let out = self
             .shared
             .layer
@@ -255,8 +263,8 @@ impl EcsDeployer {
                     .task_definition(&revision.id)
                     .network_configuration(network.clone())
                     .set_load_balancers(Some(load_balancers.clone()))
-                    .launch_type(info.launch_type.clone().unwrap_or(LaunchType::Fargate))
-                    .set_platform_version(info.platform_version.clone())
+                    .launch_type(launch_type.clone())
+                    .set_platform_version(platform_version.clone())
                     .scale(
                         Scale::builder()
                             .value(percent)
@@ -361,7 +369,7 @@ impl EcsDeployer {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.code.as_deref() == Some("TaskSetNotFoundException") => {
+            Err(e) if task_set_gone(&e) => {
                 tracing::debug!(fleet = %fleet.id, "task set already gone");
                 Ok(())
             }
@@ -486,9 +494,18 @@ fn check_count(target: &Target, service: &str, count: u32, desired: u32) -> Resu
     Ok(())
 }
 
+/// `TaskSetNotFoundException` (moto: a `ClientException` saying so).
+fn task_set_gone(e: &crate::error::AwsError) -> bool {
+    match e.code.as_deref() {
+        Some("TaskSetNotFoundException") => true,
+        Some("ClientException") => e.message.contains("task set does not exist"),
+        _ => false,
+    }
+}
+
 fn fleet_gone(e: crate::error::AwsError, fleet: &Fleet) -> Error {
     let hint = "the task set no longer exists (retired?)".to_owned();
-    if e.code.as_deref() == Some("TaskSetNotFoundException") {
+    if task_set_gone(&e) {
         Error::not_found(Resource::Fleet, fleet.id.0.clone(), hint)
     } else {
         e.into()

@@ -40,6 +40,8 @@ pub(crate) struct TaskSetInfo {
     pub(crate) computed_desired: i32,
     pub(crate) load_balancers: Vec<ecs::LoadBalancer>,
     pub(crate) network: Option<ecs::NetworkConfiguration>,
+    pub(crate) launch_type: Option<ecs::LaunchType>,
+    pub(crate) platform_version: Option<String>,
 }
 
 impl TaskSetInfo {
@@ -113,6 +115,8 @@ impl From<&ecs::TaskSet> for TaskSetInfo {
             computed_desired: t.computed_desired_count(),
             load_balancers: t.load_balancers().to_vec(),
             network: t.network_configuration().cloned(),
+            launch_type: t.launch_type().cloned(),
+            platform_version: t.platform_version().map(str::to_owned),
         }
     }
 }

@@ -25,7 +25,11 @@ async fn resolves_lists_describes_and_logs_in() {
         .await
         .unwrap_err();
     match &missing {
-        Error::NotFound { resource, name, hint } => {
+        Error::NotFound {
+            resource,
+            name,
+            hint,
+        } => {
             assert_eq!(*resource, Resource::Image);
             assert!(name.ends_with(":v9"), "{name}");
             assert!(hint.contains("push it first"), "{hint}");
@@ -36,7 +40,10 @@ async fn resolves_lists_describes_and_logs_in() {
     let images = registry.list(&app).await.unwrap();
     assert_eq!(images.len(), 2, "{images:?}");
     // Newest first: v2 (also tagged latest) was pushed after v1.
-    assert!(images[0].tags.iter().any(|t| t.as_str() == "v2"), "{images:?}");
+    assert!(
+        images[0].tags.iter().any(|t| t.as_str() == "v2"),
+        "{images:?}"
+    );
     assert!(images[0].tags.iter().any(|t| t.as_str() == "latest"));
     assert!(images[0].pushed_at >= images[1].pushed_at);
     assert_ne!(images[0].digest(), images[1].digest());

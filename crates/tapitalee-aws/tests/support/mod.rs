@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tapitalee_aws::{
-    AppConfig, AwsBackend, AwsConfig, LoadBalancerConfig, NetworkConfig, ProcessConfig,
-    RateLimits, RetryPolicy, StaticCredentials,
+    AppConfig, AwsBackend, AwsConfig, LoadBalancerConfig, NetworkConfig, ProcessConfig, RateLimits,
+    RetryPolicy, StaticCredentials,
 };
 use tapitalee_core::{AppName, ProcessName, Secret};
 
@@ -48,9 +48,12 @@ pub fn moto() -> &'static Moto {
         );
         let port = free_port();
         let script = format!(
-            "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+            "moto_server -H 127.0.0.1 -p {port} >{log} 2>&1 & m=$!; \
              while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
-            pid = std::process::id()
+            pid = std::process::id(),
+            log = std::env::temp_dir()
+                .join(format!("tapitalee-moto-{port}.log"))
+                .display()
         );
         Command::new("sh")
             .args(["-c", &script])
