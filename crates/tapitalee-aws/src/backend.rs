@@ -179,6 +179,11 @@ impl AwsBackend {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn shared_for_tests(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &AwsConfig {
         &self.shared.config

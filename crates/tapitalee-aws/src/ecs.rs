@@ -41,12 +41,19 @@ impl std::fmt::Debug for EcsDeployer {
 }
 
 /// The percent of a service's desired count that makes ECS run `count` tasks: ECS computes
-/// `ceil(desired * percent / 100)`, so the percent is rounded down to two decimals.
+/// `ceil(desired * percent / 100)` in floating point, so the percent is rounded down to two
+/// decimals, and further while that arithmetic would round up past the count.
 pub(crate) fn scale_percent(count: u32, desired: u32) -> f64 {
     if desired == 0 || count >= desired {
         return if count == 0 { 0.0 } else { 100.0 };
     }
-    let hundredths = u64::from(count) * 10_000 / u64::from(desired);
+    let mut hundredths = u64::from(count) * 10_000 / u64::from(desired);
+    // Floating point can land just above the count (64.4% of 250 = 161.00000000000003, which
+    // ECS rounds up to 162): step down until ECS's own arithmetic gives the count.
+    let ecs_count = |h: u64| (f64::from(desired) * (h as f64 / 100.0) / 100.0).ceil();
+    while hundredths > 0 && ecs_count(hundredths) > f64::from(count) {
+        hundredths -= 1;
+    }
     hundredths as f64 / 100.0
 }
 

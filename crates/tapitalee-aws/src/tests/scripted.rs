@@ -1,0 +1,555 @@
+use aws_sdk_ecs::Client as Ecs;
+use aws_sdk_ecs::operation::describe_services::{DescribeServicesError, DescribeServicesOutput};
+use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput;
+use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
+use aws_sdk_ecs::operation::list_service_deployments::ListServiceDeploymentsOutput;
+use aws_sdk_ecs::operation::list_tasks::ListTasksOutput;
+use aws_sdk_ecs::operation::stop_service_deployment::StopServiceDeploymentOutput;
+use aws_sdk_ecs::types::{
+    Container, ContainerDefinition, Deployment, DeploymentController, DeploymentControllerType,
+    DeploymentRolloutState, DesiredStatus, HealthStatus, Scale, Service, ServiceDeploymentBrief,
+    ServiceDeploymentStatus, Task, TaskDefinition, TaskSet, TaskStopCode,
+};
+use aws_smithy_mocks::{Rule, mock};
+use aws_smithy_types::error::ErrorMetadata;
+use tapitalee_core::{
+    AppName, Deployer, Error, Fleet, FleetId, ImageRef, InstanceStatus, ProcessName, Revision,
+    Target,
+};
+
+use super::scripted;
+use crate::config::{AppConfig, ProcessConfig};
+
+const OLD_TD: &str = "arn:aws:ecs:us-east-1:1:task-definition/worker:1";
+const NEW_TD: &str = "arn:aws:ecs:us-east-1:1:task-definition/worker:2";
+
+fn app(n: usize) -> AppConfig {
+    let mut a = AppConfig::new(AppName::new("myapp").unwrap(), "myapp");
+    for i in 0..n {
+        a = a.process(ProcessConfig::new(
+            ProcessName::new(format!("p{i}")).unwrap(),
+            "c",
+            format!("s{i}"),
+        ));
+    }
+    a
+}
+
+fn target(p: &str) -> Target {
+    Target::new(AppName::new("myapp").unwrap(), ProcessName::new(p).unwrap())
+}
+
+fn fleet(p: &str, id: &str, td: &str) -> Fleet {
+    Fleet {
+        id: FleetId(id.into()),
+        target: target(p),
+        revision: Revision {
+            id: td.into(),
+            image: "repo/app:v2".parse::<ImageRef>().unwrap(),
+        },
+    }
+}
+
+fn deployment(
+    id: &str,
+    status: &str,
+    td: &str,
+    state: DeploymentRolloutState,
+    reason: &str,
+) -> Deployment {
+    Deployment::builder()
+        .id(id)
+        .status(status)
+        .task_definition(td)
+        .desired_count(2)
+        .rollout_state(state)
+        .rollout_state_reason(reason)
+        .build()
+}
+
+fn ecs_service(
+    name: &str,
+    controller: DeploymentControllerType,
+    deployments: Vec<Deployment>,
+) -> Service {
+    Service::builder()
+        .service_name(name)
+        .service_arn(format!("arn:aws:ecs:us-east-1:1:service/c/{name}"))
+        .status("ACTIVE")
+        .desired_count(2)
+        .deployment_controller(
+            DeploymentController::builder()
+                .r#type(controller)
+                .build()
+                .unwrap(),
+        )
+        .set_deployments(Some(deployments))
+        .build()
+}
+
+fn services_rule(services: Vec<Service>) -> Rule {
+    mock!(Ecs::describe_services).then_output(move || {
+        DescribeServicesOutput::builder()
+            .set_services(Some(services.clone()))
+            .build()
+    })
+}
+
+fn task_def_rule() -> Rule {
+    mock!(Ecs::describe_task_definition).then_compute_output(|req| {
+        DescribeTaskDefinitionOutput::builder()
+            .task_definition(
+                TaskDefinition::builder()
+                    .task_definition_arn(req.task_definition().unwrap_or_default())
+                    .family("worker")
+                    .container_definitions(
+                        ContainerDefinition::builder()
+                            .name("worker")
+                            .image("repo/app:v1")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    })
+}
+
+fn running(arn: &str, started_by: &str, td: &str, health: HealthStatus) -> Task {
+    Task::builder()
+        .task_arn(arn)
+        .started_by(started_by)
+        .task_definition_arn(td)
+        .last_status("RUNNING")
+        .desired_status("RUNNING")
+        .health_status(health)
+        .build()
+}
+
+fn tasks_rules(tasks: Vec<Task>) -> Vec<Rule> {
+    let arns: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| t.task_arn().map(str::to_owned))
+        .collect();
+    let running: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.desired_status() == Some("RUNNING"))
+        .filter_map(|t| t.task_arn().map(str::to_owned))
+        .collect();
+    let stopped: Vec<String> = arns
+        .iter()
+        .filter(|a| !running.contains(a))
+        .cloned()
+        .collect();
+    vec![
+        mock!(Ecs::list_tasks)
+            .match_requests(|r| r.desired_status() == Some(&DesiredStatus::Running))
+            .then_output(move || {
+                ListTasksOutput::builder()
+                    .set_task_arns(Some(running.clone()))
+                    .build()
+            }),
+        mock!(Ecs::list_tasks)
+            .match_requests(|r| r.desired_status() == Some(&DesiredStatus::Stopped))
+            .then_output(move || {
+                ListTasksOutput::builder()
+                    .set_task_arns(Some(stopped.clone()))
+                    .build()
+            }),
+        mock!(Ecs::describe_tasks).then_output(move || {
+            DescribeTasksOutput::builder()
+                .set_tasks(Some(tasks.clone()))
+                .build()
+        }),
+    ]
+}
+
+fn refs(rules: &[Rule]) -> Vec<&Rule> {
+    rules.iter().collect()
+}
+
+#[tokio::test]
+async fn describe_services_calls_per_poll_round_are_ceil_n_over_10() {
+    for n in [1usize, 10, 25] {
+        let rule = mock!(Ecs::describe_services).then_compute_output(|req| {
+            DescribeServicesOutput::builder()
+                .set_services(Some(
+                    req.services()
+                        .iter()
+                        .map(|s| ecs_service(s, DeploymentControllerType::Ecs, vec![]))
+                        .collect(),
+                ))
+                .build()
+        });
+        let backend = scripted(vec![app(n)], &[&rule], &[], &[]);
+        let specs = backend
+            .deployer()
+            .processes(&AppName::new("myapp").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(specs.len(), n);
+        assert!(specs.iter().all(|s| s.desired == 2));
+        assert_eq!(
+            backend.api_calls().count("DescribeServices"),
+            n.div_ceil(10) as u64,
+            "{n} services"
+        );
+        // Every request of every caller in the window shares the round.
+        let d = backend.deployer();
+        let before = backend.api_calls();
+        let targets: Vec<Target> = (0..n).map(|i| target(&format!("p{i}"))).collect();
+        futures::future::join_all(targets.iter().map(|t| d.current(t))).await;
+        let delta = backend.api_calls().since(&before);
+        assert_eq!(
+            delta.get("DescribeServices").copied(),
+            Some(n.div_ceil(10) as u64),
+            "{n}: {delta:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ecs_rollout_in_progress_then_completed() {
+    let in_progress = services_rule(vec![ecs_service(
+        "s0",
+        DeploymentControllerType::Ecs,
+        vec![
+            deployment(
+                "ecs-svc/2",
+                "PRIMARY",
+                NEW_TD,
+                DeploymentRolloutState::InProgress,
+                "in progress",
+            ),
+            deployment(
+                "ecs-svc/1",
+                "ACTIVE",
+                OLD_TD,
+                DeploymentRolloutState::Completed,
+                "",
+            ),
+        ],
+    )]);
+    let tasks = tasks_rules(vec![
+        running("t1", "ecs-svc/2", NEW_TD, HealthStatus::Healthy),
+        running("t2", "ecs-svc/2", NEW_TD, HealthStatus::Healthy),
+        running("t0", "ecs-svc/1", OLD_TD, HealthStatus::Healthy),
+    ]);
+    let td = task_def_rule();
+    let mut rules = vec![&in_progress, &td];
+    rules.extend(refs(&tasks));
+    let backend = scripted(vec![app(1)], &rules, &[], &[]);
+    let new = fleet("p0", NEW_TD, NEW_TD);
+    let status = backend.deployer().status(&new).await.unwrap();
+    // Both new tasks run, but ECS has not said COMPLETED: at most desired - 1 count.
+    assert_eq!(status.desired, 2);
+    assert_eq!(status.instances.len(), 2);
+    assert_eq!(status.running(), 1, "{status:?}");
+
+    let completed = services_rule(vec![ecs_service(
+        "s0",
+        DeploymentControllerType::Ecs,
+        vec![deployment(
+            "ecs-svc/2",
+            "PRIMARY",
+            NEW_TD,
+            DeploymentRolloutState::Completed,
+            "done",
+        )],
+    )]);
+    let mut rules = vec![&completed, &td];
+    rules.extend(refs(&tasks));
+    let backend = scripted(vec![app(1)], &rules, &[], &[]);
+    let status = backend.deployer().status(&new).await.unwrap();
+    assert_eq!(status.running(), 2, "{status:?}");
+}
+
+#[tokio::test]
+async fn circuit_breaker_rollback_fails_the_fleet_though_all_tasks_run() {
+    // ECS rolled back: our deployment FAILED, the old one is PRIMARY and fully running.
+    let failed = services_rule(vec![ecs_service(
+        "s0",
+        DeploymentControllerType::Ecs,
+        vec![
+            deployment(
+                "ecs-svc/3",
+                "PRIMARY",
+                OLD_TD,
+                DeploymentRolloutState::InProgress,
+                "rolling back",
+            ),
+            deployment(
+                "ecs-svc/2",
+                "ACTIVE",
+                NEW_TD,
+                DeploymentRolloutState::Failed,
+                "ECS deployment circuit breaker: tasks failed to start.",
+            ),
+        ],
+    )]);
+    let backend = scripted(vec![app(1)], &[&failed], &[], &[]);
+    let e = backend
+        .deployer()
+        .status(&fleet("p0", NEW_TD, NEW_TD))
+        .await
+        .unwrap_err();
+    match &e {
+        Error::HealthFailed { reason, .. } => {
+            assert!(reason.contains("circuit breaker"), "{reason}")
+        }
+        other => panic!("expected HealthFailed, got {other:?}"),
+    }
+
+    // Later the failed deployment is gone altogether; running == desired on the old revision.
+    let gone = services_rule(vec![ecs_service(
+        "s0",
+        DeploymentControllerType::Ecs,
+        vec![deployment(
+            "ecs-svc/3",
+            "PRIMARY",
+            OLD_TD,
+            DeploymentRolloutState::Completed,
+            "",
+        )],
+    )]);
+    let list = mock!(Ecs::list_service_deployments).then_output(|| {
+        ListServiceDeploymentsOutput::builder()
+            .service_deployments(
+                ServiceDeploymentBrief::builder()
+                    .service_deployment_arn("arn:sd/2")
+                    .status(ServiceDeploymentStatus::RollbackSuccessful)
+                    .status_reason("circuit breaker")
+                    .build(),
+            )
+            .build()
+    });
+    let backend = scripted(vec![app(1)], &[&gone, &list], &[], &[]);
+    let e = backend
+        .deployer()
+        .status(&fleet("p0", NEW_TD, NEW_TD))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::HealthFailed { .. }), "{e}");
+    assert!(e.to_string().contains("ROLLBACK_SUCCESSFUL"), "{e}");
+    assert!(!e.is_retryable());
+}
+
+#[tokio::test]
+async fn retiring_an_in_progress_ecs_rollout_stops_it_with_rollback() {
+    let svc = services_rule(vec![ecs_service(
+        "s0",
+        DeploymentControllerType::Ecs,
+        vec![deployment(
+            "ecs-svc/2",
+            "PRIMARY",
+            NEW_TD,
+            DeploymentRolloutState::InProgress,
+            "",
+        )],
+    )]);
+    let list = mock!(Ecs::list_service_deployments)
+        .match_requests(|r| r.status() == [ServiceDeploymentStatus::InProgress])
+        .then_output(|| {
+            ListServiceDeploymentsOutput::builder()
+                .service_deployments(
+                    ServiceDeploymentBrief::builder()
+                        .service_deployment_arn("arn:sd/2")
+                        .build(),
+                )
+                .build()
+        });
+    let stop = mock!(Ecs::stop_service_deployment)
+        .match_requests(|r| {
+            r.service_deployment_arn() == Some("arn:sd/2")
+                && r.stop_type()
+                    == Some(&aws_sdk_ecs::types::StopServiceDeploymentStopType::Rollback)
+        })
+        .then_output(|| StopServiceDeploymentOutput::builder().build());
+    let backend = scripted(vec![app(1)], &[&svc, &list, &stop], &[], &[]);
+    let d = backend.deployer();
+    backend
+        .shared_for_tests()
+        .set_stable(&target("p0"), fleet("p0", OLD_TD, OLD_TD).revision);
+    d.retire(&fleet("p0", NEW_TD, NEW_TD)).await.unwrap();
+    assert_eq!(stop.num_calls(), 1);
+    assert_eq!(backend.api_calls().count("UpdateService"), 0);
+}
+
+#[tokio::test]
+async fn crash_looping_tasks_are_stopped_instances_with_exit_codes() {
+    let ts = TaskSet::builder()
+        .id("ecs-svc/9")
+        .task_set_arn("arn:aws:ecs:us-east-1:1:task-set/c/s0/ecs-svc/9")
+        .status("ACTIVE")
+        .task_definition(NEW_TD)
+        .computed_desired_count(2)
+        .scale(Scale::builder().value(100.0).build())
+        .build();
+    let svc = services_rule(vec![
+        ecs_service("s0", DeploymentControllerType::External, vec![]).to_builder_with_task_set(ts),
+    ]);
+    let crashed = |arn: &str, code: i32| {
+        Task::builder()
+            .task_arn(arn)
+            .started_by("ecs-svc/9")
+            .task_definition_arn(NEW_TD)
+            .last_status("STOPPED")
+            .desired_status("STOPPED")
+            .stop_code(TaskStopCode::EssentialContainerExited)
+            .stopped_reason("Essential container in task exited")
+            .containers(Container::builder().name("worker").exit_code(code).build())
+            .build()
+    };
+    let tasks = tasks_rules(vec![
+        crashed("t1", 1),
+        crashed("t2", 137),
+        Task::builder()
+            .task_arn("t3")
+            .started_by("ecs-svc/9")
+            .last_status("PROVISIONING")
+            .desired_status("RUNNING")
+            .build(),
+        running("t-other", "ecs-svc/1", OLD_TD, HealthStatus::Healthy),
+    ]);
+    let td = task_def_rule();
+    let mut rules = vec![&svc, &td];
+    rules.extend(refs(&tasks));
+    let backend = scripted(vec![app(1)], &rules, &[], &[]);
+    let f = fleet(
+        "p0",
+        "arn:aws:ecs:us-east-1:1:task-set/c/s0/ecs-svc/9",
+        NEW_TD,
+    );
+    let status = backend.deployer().status(&f).await.unwrap();
+    assert_eq!(status.desired, 2);
+    assert_eq!(status.stopped(), 2, "{status:?}");
+    assert_eq!(
+        status.instances.len(),
+        3,
+        "the other task set's task is not ours"
+    );
+    assert!(status.instances.iter().any(|i| i.status
+        == InstanceStatus::Stopped {
+            reason: "Essential container in task exited".into(),
+            exit_code: Some(137)
+        }));
+    let report = tapitalee_core::HealthProbe::check(&tapitalee_core::ContainerHealth, &f, &status)
+        .await
+        .unwrap();
+    assert_eq!(report.healthy, 0);
+    assert!(
+        report.problems.iter().any(|p| p.contains("exit code 1")),
+        "{report:?}"
+    );
+}
+
+fn throttled() -> DescribeServicesError {
+    DescribeServicesError::generic(
+        ErrorMetadata::builder()
+            .code("ThrottlingException")
+            .message("Rate exceeded")
+            .build(),
+    )
+}
+
+#[tokio::test]
+async fn throttling_bursts_are_retried_and_counted() {
+    let svc = ecs_service("s0", DeploymentControllerType::Ecs, vec![]);
+    let rule = mock!(Ecs::describe_services)
+        .sequence()
+        .error(throttled)
+        .times(3)
+        .output(move || {
+            DescribeServicesOutput::builder()
+                .services(svc.clone())
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let backend = scripted(vec![app(1)], &[&rule], &[], &[]);
+    let specs = backend
+        .deployer()
+        .processes(&AppName::new("myapp").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(specs.len(), 1);
+    assert_eq!(backend.api_calls().count("DescribeServices"), 4);
+
+    // A burst longer than the retry budget surfaces as a retryable Throttled error.
+    let always = mock!(Ecs::describe_services).then_error(throttled);
+    let backend = scripted(vec![app(1)], &[&always], &[], &[]);
+    let e = backend
+        .deployer()
+        .processes(&AppName::new("myapp").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Throttled { .. }), "{e}");
+    assert!(e.is_retryable());
+    assert!(e.to_string().contains("DescribeServices"), "{e}");
+    assert_eq!(
+        backend.api_calls().count("DescribeServices"),
+        5,
+        "bounded: 5 attempts"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported_as_transient() {
+    let svc = ecs_service("s0", DeploymentControllerType::Ecs, vec![]);
+    let rule = mock!(Ecs::describe_services)
+        .sequence()
+        .http_status(503, None)
+        .times(2)
+        .output(move || {
+            DescribeServicesOutput::builder()
+                .services(svc.clone())
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let backend = scripted(vec![app(1)], &[&rule], &[], &[]);
+    backend
+        .deployer()
+        .processes(&AppName::new("myapp").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(backend.api_calls().count("DescribeServices"), 3);
+
+    let always = mock!(Ecs::describe_services)
+        .sequence()
+        .http_status(500, Some("<html>Internal Server Error</html>".into()))
+        .repeatedly()
+        .build();
+    let backend = scripted(vec![app(1)], &[&always], &[], &[]);
+    let e = backend
+        .deployer()
+        .processes(&AppName::new("myapp").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Transient { .. }), "{e}");
+    assert!(e.is_retryable());
+}
+
+#[tokio::test]
+async fn a_missing_service_names_the_fix() {
+    let rule =
+        mock!(Ecs::describe_services).then_output(|| DescribeServicesOutput::builder().build());
+    let backend = scripted(vec![app(1)], &[&rule], &[], &[]);
+    let e = backend.deployer().current(&target("p0")).await.unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.contains("\"s0\"") && shown.contains("ProcessConfig"),
+        "{shown}"
+    );
+}
+
+trait WithTaskSet {
+    fn to_builder_with_task_set(self, ts: TaskSet) -> Service;
+}
+
+impl WithTaskSet for Service {
+    fn to_builder_with_task_set(self, ts: TaskSet) -> Service {
+        let mut s = self;
+        s.task_sets = Some(vec![ts]);
+        s
+    }
+}
