@@ -12,7 +12,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -22,8 +22,10 @@ use tapitalee::{AppName, DeployRequest, DeploymentStatus, Engine, HealthGate, Me
 /// Counts live and peak heap bytes.
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+/// Counting costs two contended atomics per allocation: on only while memory is measured.
+static COUNTING: AtomicBool = AtomicBool::new(false);
 
 // SAFETY: forwards to the system allocator; only adds atomic bookkeeping.
 #[allow(unsafe_code)]
@@ -31,8 +33,9 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
+            let size = isize::try_from(layout.size()).unwrap_or(isize::MAX);
+            let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
             PEAK.fetch_max(live, Ordering::Relaxed);
         }
         p
@@ -41,7 +44,12 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(
+                isize::try_from(layout.size()).unwrap_or(0),
+                Ordering::Relaxed,
+            );
+        }
     }
 }
 
@@ -86,7 +94,10 @@ fn setup(n: usize, latency: Duration) -> (InMemoryPlatform, AppName, Engine) {
 
 async fn deploy(engine: &Engine, app: &AppName, tag: &str) {
     let record = engine
-        .deploy(app, DeployRequest::new().docker_tag(tag.parse().expect("tag")))
+        .deploy(
+            app,
+            DeployRequest::new().docker_tag(tag.parse().expect("tag")),
+        )
         .await
         .expect("deploy")
         .wait()
@@ -141,12 +152,15 @@ fn bench(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let (_platform, app, engine) = setup(n, LATENCY);
-                    let base = LIVE.load(Ordering::Relaxed);
-                    PEAK.store(base, Ordering::Relaxed);
+                    // Net heap growth from here; frees of older blocks count negative.
+                    LIVE.store(0, Ordering::Relaxed);
+                    PEAK.store(0, Ordering::Relaxed);
+                    COUNTING.store(true, Ordering::Relaxed);
                     let start = Instant::now();
                     runtime.block_on(deploy(&engine, &app, "v2"));
                     let took = start.elapsed();
-                    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+                    COUNTING.store(false, Ordering::Relaxed);
+                    let peak = usize::try_from(PEAK.load(Ordering::Relaxed)).unwrap_or(0);
                     summary.push((n, took, peak));
                     total += took;
                 }
@@ -158,20 +172,25 @@ fn bench(c: &mut Criterion) {
 
     println!();
     println!("critical path: {calls} platform calls x {LATENCY:?} = {ideal:?} (ideal wall time)");
-    println!("processes | median wall | x ideal | peak heap during deploy");
-    for &n in &sizes {
+    println!("processes | median wall | x ideal | x 1 process | peak heap growth");
+    let median_of = |n: usize| {
         let mut runs: Vec<(Duration, usize)> = summary
             .iter()
             .filter(|(m, _, _)| *m == n)
             .map(|(_, t, p)| (*t, *p))
             .collect();
         runs.sort();
-        let (median, _) = runs[runs.len() / 2];
         let peak = runs.iter().map(|(_, p)| *p).max().unwrap_or(0);
+        (runs[runs.len() / 2].0, peak)
+    };
+    let (single, _) = median_of(1);
+    for &n in &sizes {
+        let (median, peak) = median_of(n);
         println!(
-            "{n:>9} | {:>11.1?} | {:>7.3} | {:>6.1} MiB",
+            "{n:>9} | {:>11.1?} | {:>7.3} | {:>11.3} | {:>6.1} MiB",
             median,
             median.as_secs_f64() / ideal.as_secs_f64(),
+            median.as_secs_f64() / single.as_secs_f64(),
             peak as f64 / (1024.0 * 1024.0)
         );
     }

@@ -12,7 +12,7 @@ use super::DeploymentStore;
 use crate::domain::{AppName, DeploymentId, ProcessName};
 use crate::error::{Error, Resource, Result};
 use crate::fleet::Target;
-use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, StepRecord};
+use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, RolloutState, StepRecord};
 
 /// Keeps history and locks in memory: for tests, benchmarks and single-process tools.
 #[derive(Debug, Default)]
@@ -56,6 +56,55 @@ impl Entry {
     }
 }
 
+/// Copies `from` into `to` except its steps, cloning only what changed: a rollout persists its
+/// record after every platform change, and most fields (revisions, fleets) stay the same.
+fn update_in_place(to: &mut ProcessRecord, from: &ProcessRecord) {
+    fn assign<T: Clone + PartialEq>(to: &mut T, from: &T) {
+        if to != from {
+            to.clone_from(from);
+        }
+    }
+    let ProcessRecord {
+        process,
+        strategy,
+        status,
+        from: from_revision,
+        to: to_revision,
+        started_at,
+        finished_at,
+        state,
+        steps: _,
+    } = from;
+    assign(&mut to.process, process);
+    assign(&mut to.strategy, strategy);
+    assign(&mut to.status, status);
+    assign(&mut to.from, from_revision);
+    assign(&mut to.to, to_revision);
+    assign(&mut to.started_at, started_at);
+    assign(&mut to.finished_at, finished_at);
+    let RolloutState {
+        stable,
+        stable_desired,
+        stable_count,
+        candidate,
+        candidate_count,
+        candidate_weight,
+        candidate_primary,
+        stable_retired,
+        steps_done,
+    } = state;
+    let s = &mut to.state;
+    assign(&mut s.stable, stable);
+    assign(&mut s.candidate, candidate);
+    s.stable_desired = *stable_desired;
+    s.stable_count = *stable_count;
+    s.candidate_count = *candidate_count;
+    s.candidate_weight = *candidate_weight;
+    s.candidate_primary = *candidate_primary;
+    s.stable_retired = *stable_retired;
+    s.steps_done = *steps_done;
+}
+
 fn missing(id: &DeploymentId) -> Error {
     Error::not_found(Resource::Deployment, id.to_string(), "")
 }
@@ -85,13 +134,7 @@ impl DeploymentStore for MemoryStore {
         self.with(|inner| {
             let entry = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
             match entry.process_mut(&process.process) {
-                Some(p) => {
-                    let steps = std::mem::take(&mut p.steps);
-                    *p = ProcessRecord {
-                        steps,
-                        ..process.clone()
-                    };
-                }
+                Some(p) => update_in_place(p, process),
                 None => {
                     let mut p = process.clone();
                     p.steps.clear();
@@ -107,7 +150,11 @@ impl DeploymentStore for MemoryStore {
     async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()> {
         self.with(|inner| {
             let entry = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
-            match step.process.as_ref().and_then(|name| entry.process_mut(name)) {
+            match step
+                .process
+                .as_ref()
+                .and_then(|name| entry.process_mut(name))
+            {
                 Some(p) => p.steps.push(step.clone()),
                 None => entry.record.steps.push(step.clone()),
             }
@@ -117,7 +164,11 @@ impl DeploymentStore for MemoryStore {
 
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()> {
         self.with(|inner| {
-            let rec = &mut inner.deployments.get_mut(id).ok_or_else(|| missing(id))?.record;
+            let rec = &mut inner
+                .deployments
+                .get_mut(id)
+                .ok_or_else(|| missing(id))?
+                .record;
             rec.status = status;
             rec.finished_at = status.is_final().then(SystemTime::now);
             Ok(())
