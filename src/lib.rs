@@ -1,7 +1,11 @@
-//! Tapitalee: zero-downtime, per-process deployments of multi-process apps.
+#![doc = include_str!("../README.md")]
 //!
-//! This facade re-exports [`tapitalee_core`] (domain, traits, engine) and
-//! [`tapitalee_strategies`] (rolling, blue-green, canary).
+//! # This crate
+//! The facade: re-exports [`tapitalee_core`] (domain, traits, engine, stores) at its root and
+//! [`tapitalee_strategies`] as [`strategies`]; with the feature `aws`, `tapitalee_aws` as `aws`.
 
 pub use tapitalee_core::*;
 pub use tapitalee_strategies as strategies;
+
+#[cfg(feature = "aws")]
+pub use tapitalee_aws as aws;

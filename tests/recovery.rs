@@ -66,7 +66,11 @@ fn engine(platform: &InMemoryPlatform, db: &std::path::Path) -> Engine {
 
 /// Starts a deployment in its own runtime, waits until both new fleets are launched and half
 /// the web traffic moved, then kills the runtime. Returns the deployment's id.
-fn deploy_and_crash(platform: &InMemoryPlatform, app: &AppName, db: &std::path::Path) -> DeploymentId {
+fn deploy_and_crash(
+    platform: &InMemoryPlatform,
+    app: &AppName,
+    db: &std::path::Path,
+) -> DeploymentId {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -121,7 +125,10 @@ async fn interrupted_deployment_is_found_and_rolled_back() {
     // might be alive), and the processes stay locked.
     assert!(restarted.recover(&app).await.expect("recover").is_empty());
     let locked = restarted
-        .deploy(&app, DeployRequest::new().docker_tag("v1".parse().expect("tag")))
+        .deploy(
+            &app,
+            DeployRequest::new().docker_tag("v1".parse().expect("tag")),
+        )
         .await;
     assert!(matches!(locked, Err(Error::Locked { holder, .. }) if holder == id));
 
@@ -129,19 +136,28 @@ async fn interrupted_deployment_is_found_and_rolled_back() {
     assert_eq!(restarted.recover(&app).await.expect("recover"), vec![id]);
     let record = restarted.get(&id).await.expect("record");
     assert_eq!(record.status, DeploymentStatus::Interrupted);
-    assert!(record
-        .processes
-        .iter()
-        .all(|p| p.status == ProcessStatus::Interrupted));
+    assert!(
+        record
+            .processes
+            .iter()
+            .all(|p| p.status == ProcessStatus::Interrupted)
+    );
 
     let record = restarted.rollback(&id).await.expect("rollback");
     assert_eq!(record.status, DeploymentStatus::Failed);
     for p in &record.processes {
-        assert!(matches!(p.status, ProcessStatus::RolledBack { .. }), "{p:?}");
+        assert!(
+            matches!(p.status, ProcessStatus::RolledBack { .. }),
+            "{p:?}"
+        );
     }
     for p in ["default", "worker"] {
         let fleets = platform.fleets(&app, p);
-        assert_eq!(fleets.len(), 1, "{p}: the orphaned new fleet is gone: {fleets:?}");
+        assert_eq!(
+            fleets.len(),
+            1,
+            "{p}: the orphaned new fleet is gone: {fleets:?}"
+        );
         assert_eq!(fleets[0].tag.as_str(), "v1");
         assert_eq!(platform.live_tag(&app, p).expect("live").as_str(), "v1");
     }

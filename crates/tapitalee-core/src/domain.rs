@@ -36,7 +36,7 @@ macro_rules! string_newtype {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -408,7 +408,7 @@ impl DeploymentId {
 
 impl fmt::Display for DeploymentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dep-{}", self.0.to_string().to_lowercase())
+        f.pad(&format!("dep-{}", self.0.to_string().to_lowercase()))
     }
 }
 

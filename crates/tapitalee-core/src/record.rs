@@ -132,7 +132,7 @@ impl DeploymentStatus {
 
 impl fmt::Display for DeploymentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             DeploymentStatus::Running => "running",
             DeploymentStatus::Succeeded => "succeeded",
             DeploymentStatus::Partial => "partial",

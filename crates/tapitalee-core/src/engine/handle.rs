@@ -38,12 +38,12 @@ impl DeploymentHandle {
     /// The deployment's events. The first call sees every event since the deployment started;
     /// later calls see events from then on. A consumer that falls more than 4,096 events
     /// behind skips the oldest.
-    pub fn events(&mut self) -> impl Stream<Item = DeployEvent> + Send + 'static + use<> {
+    pub fn events(&mut self) -> impl Stream<Item = DeployEvent> + Send + Unpin + 'static + use<> {
         let rx = self
             .first_events
             .take()
             .unwrap_or_else(|| self.events.subscribe());
-        BroadcastStream::new(rx).filter_map(|e| async move { e.ok() })
+        BroadcastStream::new(rx).filter_map(|e| futures::future::ready(e.ok()))
     }
 
     /// Stops every process at its next step and rolls it back.

@@ -524,7 +524,11 @@ fn process_mut<'a>(state: &'a mut State, target: &Target) -> Result<&'a mut SimP
     if !procs.contains_key(&target.process) {
         let names: Vec<&str> = procs.keys().map(ProcessName::as_str).collect();
         let hint = format!("app {} has: {}", target.app, names.join(", "));
-        return Err(Error::not_found(Resource::Process, target.process.as_str(), hint));
+        return Err(Error::not_found(
+            Resource::Process,
+            target.process.as_str(),
+            hint,
+        ));
     }
     procs
         .get_mut(&target.process)
