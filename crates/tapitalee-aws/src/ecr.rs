@@ -203,7 +203,7 @@ impl ImageRegistry for EcrRegistry {
         for d in &details {
             infos.push(self.info(&repo, d, None).await?);
         }
-        infos.sort_by(|a, b| b.pushed_at.cmp(&a.pushed_at));
+        infos.sort_by_key(|i| std::cmp::Reverse(i.pushed_at));
         Ok(infos)
     }
 

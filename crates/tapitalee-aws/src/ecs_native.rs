@@ -1,4 +1,4 @@
-//! The ECS-controller path of [`EcsDeployer`](crate::EcsDeployer): ECS runs the rollout
+//! The ECS-controller path of [`EcsDeployer`]: ECS runs the rollout
 //! itself (`UpdateService`: a rolling update, or the native blue-green the service is
 //! configured with); Tapitalee gates it and rolls it back.
 //!
@@ -105,7 +105,7 @@ impl EcsDeployer {
         p: &ProcessConfig,
         info: &ServiceInfo,
     ) -> Result<()> {
-        if !primary(info).is_some_and(|d| d.task_definition == fleet.revision.id) {
+        if primary(info).is_none_or(|d| d.task_definition != fleet.revision.id) {
             // Not the service's revision: ECS drains (or drained) its tasks itself.
             return Ok(());
         }

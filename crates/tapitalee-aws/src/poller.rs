@@ -161,8 +161,8 @@ impl Inner {
     }
 
     async fn describe_services(&self, wanted: BTreeMap<ServiceKey, Vec<Reply<ServiceInfo>>>) {
-        let mut by_cluster: BTreeMap<String, Vec<(String, Vec<Reply<ServiceInfo>>)>> =
-            BTreeMap::new();
+        type Wanted = Vec<(String, Vec<Reply<ServiceInfo>>)>;
+        let mut by_cluster: BTreeMap<String, Wanted> = BTreeMap::new();
         for (key, replies) in wanted {
             by_cluster
                 .entry(key.cluster)

@@ -55,13 +55,15 @@ pub fn moto() -> &'static Moto {
                 .join(format!("tapitalee-moto-{port}.log"))
                 .display()
         );
-        Command::new("sh")
+        let mut watcher = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto_server");
+        // Reap the watcher when it ends (after this process has gone, in practice).
+        std::thread::spawn(move || watcher.wait());
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
