@@ -937,3 +937,48 @@ async fn history_records_every_step_with_audit_fields() {
     let list = engine.list(&fx.app, 10).await.unwrap();
     assert_eq!(list.len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn platform_managed_rollback_retires_the_new_fleet_first() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "worker",
+        Behavior::crash_loop(Duration::from_secs(3)),
+    );
+    fx.platform
+        .set_rollback_order(&fx.app, "worker", RollbackOrder::RetireFirst);
+    let engine = fx.engine().build().unwrap();
+    let record = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .process("worker".parse().unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(matches!(
+        status_of(&record, "worker"),
+        ProcessStatus::RolledBack { .. }
+    ));
+    let calls = fx.platform.calls_for("worker");
+    let retire = calls
+        .iter()
+        .position(|c| c.op == Op::Retire)
+        .expect("retired");
+    let last_status = calls
+        .iter()
+        .rposition(|c| c.op == Op::Status)
+        .expect("polled");
+    assert!(
+        retire < last_status,
+        "the old fleet is awaited after the new one is retired: {calls:?}"
+    );
+    fx.assert_tags(&[("worker", "v1")]);
+    fx.assert_settled();
+}

@@ -42,7 +42,7 @@ pub use store::{
 };
 pub use strategy::{DynStrategy, Strategy};
 pub use traits::analysis::{Analysis, AnalysisTarget, DynAnalysis, Measurement};
-pub use traits::deployer::{DeployMeta, Deployer, DynDeployer};
+pub use traits::deployer::{DeployMeta, Deployer, DynDeployer, RollbackOrder};
 pub use traits::health::{
     AllOf, AnyOf, ContainerHealth, DynHealthProbe, HealthProbe, HealthProbeExt, HealthReport,
     all_of, any_of,

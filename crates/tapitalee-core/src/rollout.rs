@@ -15,7 +15,7 @@ use crate::event::{DeployEvent, EventKind};
 use crate::fleet::{Fleet, Revision, Target, TrafficWeight};
 use crate::record::{ProcessRecord, RolloutState, StepRecord};
 use crate::store::DynDeploymentStore;
-use crate::traits::deployer::DynDeployer;
+use crate::traits::deployer::{DynDeployer, RollbackOrder};
 use crate::traits::health::DynHealthProbe;
 
 /// When a fleet counts as healthy, and when it has failed.
@@ -143,6 +143,7 @@ pub struct Rollout {
     promotions_seen: u64,
     rolling_back: bool,
     failed_instances: HashSet<String>,
+    rollback_order: RollbackOrder,
 }
 
 impl Rollout {
@@ -157,6 +158,7 @@ impl Rollout {
         control: watch::Receiver<ControlState>,
     ) -> Self {
         let promotions_seen = control.borrow().promotions;
+        let rollback_order = shared.deployer.rollback_order(&target);
         Rollout {
             shared,
             target,
@@ -168,6 +170,7 @@ impl Rollout {
             promotions_seen,
             rolling_back: false,
             failed_instances: HashSet::new(),
+            rollback_order,
         }
     }
 
@@ -664,8 +667,15 @@ impl Rollout {
     /// The default rollback, from any state: restore the old fleet's capacity and wait for it,
     /// then its traffic and primacy, then retire the new fleet. Never leaves the process
     /// without healthy capacity that it had before.
+    ///
+    /// When the platform restores the old version itself ([`RollbackOrder::RetireFirst`]),
+    /// traffic and primacy go back first, then the new fleet is retired, then the old fleet's
+    /// capacity is awaited.
     pub async fn restore_stable(&mut self) -> Result<()> {
         self.rolling_back = true;
+        if self.rollback_order == RollbackOrder::RetireFirst {
+            return self.restore_by_retiring().await;
+        }
         let state = self.record.state.clone();
         match (&state.stable, state.stable_retired) {
             (Some(_), false) => {
@@ -697,6 +707,43 @@ impl Rollout {
             (None, _) => {}
         }
         self.retire(Role::Candidate).await
+    }
+
+    async fn restore_by_retiring(&mut self) -> Result<()> {
+        let state = self.record.state.clone();
+        if let (Some(stable), true) = (&state.stable, state.stable_retired) {
+            return Err(Error::platform(
+                "rollback",
+                format!(
+                    "the old fleet {} was already retired; deploy the previous tag again",
+                    stable.id
+                ),
+            ));
+        }
+        let has_stable = state.stable.is_some();
+        if has_stable
+            && self.load_balanced
+            && state.candidate_weight > 0
+            && state.candidate.is_some()
+        {
+            self.route(0).await?;
+        }
+        if has_stable && state.candidate_primary {
+            let stable = self.fleet(Role::Stable)?;
+            self.shared.deployer.make_primary(&stable).await?;
+            self.record.state.candidate_primary = false;
+            self.persist().await;
+            self.note("made the old fleet primary again").await;
+        }
+        self.retire(Role::Candidate).await?;
+        if has_stable {
+            let wanted = state.stable_desired;
+            if state.stable_count < wanted {
+                self.scale(Role::Stable, wanted).await?;
+            }
+            self.wait_healthy(Role::Stable, wanted).await?;
+        }
+        Ok(())
     }
 
     /// The default completion: the new fleet at full size, all traffic and primary; then the

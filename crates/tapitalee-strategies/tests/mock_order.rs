@@ -82,6 +82,8 @@ fn registry() -> MockImageRegistry {
 /// once a poll of the new fleet reported it fully healthy.
 fn deployer(script: Script, sim: Arc<Mutex<Sim>>, healthy_seen: Arc<AtomicBool>) -> MockDeployer {
     let mut d = MockDeployer::new();
+    d.expect_rollback_order()
+        .return_const(RollbackOrder::CapacityFirst);
     d.expect_processes().returning(move |_| {
         Ok(vec![ProcessSpec {
             name: "web".parse().unwrap(),
@@ -216,6 +218,8 @@ fn pos(log: &[String], entry: &str) -> usize {
 async fn blue_green_routes_only_after_health_in_strict_order() {
     let healthy = Arc::new(AtomicBool::new(false));
     let mut d = MockDeployer::new();
+    d.expect_rollback_order()
+        .return_const(RollbackOrder::CapacityFirst);
     // Strict sequence: launch, one switch, primacy, then the engine retires the old fleet.
     // Anything else, or another order, fails the test.
     let mut seq = Sequence::new();

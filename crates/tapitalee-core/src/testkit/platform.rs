@@ -13,7 +13,7 @@ use crate::fleet::{
     Fleet, FleetId, FleetStatus, Instance, InstanceStatus, ProcessSpec, Release, Revision, Target,
     TrafficWeight,
 };
-use crate::traits::deployer::{DeployMeta, Deployer};
+use crate::traits::deployer::{DeployMeta, Deployer, RollbackOrder};
 use crate::traits::health::{HealthProbe, HealthReport};
 use crate::traits::registry::{ImageInfo, ImageRegistry, RegistryCredentials, Secret};
 
@@ -198,6 +198,7 @@ struct State {
     next_fleet: u64,
     next_digest: u64,
     latency: Duration,
+    rollback_orders: HashMap<Target, RollbackOrder>,
 }
 
 /// A simulated platform: apps, processes, fleets of instances with scripted behaviour per
@@ -363,6 +364,19 @@ impl InMemoryPlatform {
             proc.primary = Some(fleet_id.clone());
             proc.fleets.insert(fleet_id, sim);
         }
+    }
+
+    /// Makes a process roll back in `order` (as an ECS-controller service would:
+    /// [`RollbackOrder::RetireFirst`]).
+    ///
+    /// # Panics
+    /// On an invalid process name (this is test setup).
+    pub fn set_rollback_order(&self, app: &AppName, process: &str, order: RollbackOrder) {
+        let target = Target::new(
+            app.clone(),
+            ProcessName::new(process).expect("valid process name"),
+        );
+        self.lock().rollback_orders.insert(target, order);
     }
 
     /// Adds latency to every platform call.
@@ -890,6 +904,14 @@ impl Deployer for InMemoryPlatform {
         let sim = fleet_mut(&mut state, fleet)?;
         sim.advance(now);
         Ok(sim.status(now))
+    }
+
+    fn rollback_order(&self, target: &Target) -> RollbackOrder {
+        self.lock()
+            .rollback_orders
+            .get(target)
+            .copied()
+            .unwrap_or_default()
     }
 }
 

@@ -19,6 +19,20 @@ pub struct DeployMeta {
     pub initiator: Initiator,
 }
 
+/// How a process is restored when its deployment rolls back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RollbackOrder {
+    /// Restore the old fleet's capacity and wait for it, then its traffic, then retire the
+    /// new fleet: the process never lacks capacity (the default, for platforms where fleets
+    /// are independent, such as ECS task sets).
+    #[default]
+    CapacityFirst,
+    /// Retire the new fleet first: the platform itself then brings the old version back (ECS
+    /// services on the ECS deployment controller, where stopping a deployment with
+    /// `ROLLBACK` restores the previous one). Then wait for the old fleet's capacity.
+    RetireFirst,
+}
+
 impl DeployMeta {
     /// Metadata for a deployment.
     pub fn new(deployment: DeploymentId, initiator: Initiator) -> Self {
@@ -70,6 +84,14 @@ pub trait Deployer: Send + Sync + fmt::Debug + 'static {
 
     /// A fleet's instances as the platform sees them now.
     async fn status(&self, fleet: &Fleet) -> Result<FleetStatus>;
+
+    /// How a rollback of this process must be ordered (default:
+    /// [`RollbackOrder::CapacityFirst`]). Asked once per process deployment, after
+    /// [`current`](Deployer::current).
+    fn rollback_order(&self, target: &Target) -> RollbackOrder {
+        let _ = target;
+        RollbackOrder::CapacityFirst
+    }
 }
 
 /// A shared deployer, as the engine holds it.
