@@ -100,6 +100,32 @@ pub(crate) struct Shared {
 impl Shared {
     /// Emits an event, records it as a step and traces it. History failures are traced, not
     /// fatal: the platform change already happened.
+    /// Like [`emit`](Self::emit) for a process, also replacing its record in the same store
+    /// write.
+    pub(crate) async fn emit_change(&self, record: &ProcessRecord, kind: EventKind) {
+        let at = SystemTime::now();
+        let message = kind.to_string();
+        info!(process = %record.process, "{message}");
+        let step = StepRecord {
+            at,
+            process: Some(record.process.clone()),
+            message,
+        };
+        if let Err(e) = self
+            .store
+            .record_change(&self.deployment, record, &step)
+            .await
+        {
+            warn!(error = %e, "could not record a change in the deployment history");
+        }
+        let _ = self.events.send(DeployEvent {
+            deployment: self.deployment,
+            process: Some(record.process.clone()),
+            at,
+            kind,
+        });
+    }
+
     pub(crate) async fn emit(&self, process: Option<&crate::ProcessName>, kind: EventKind) {
         let at = SystemTime::now();
         let message = kind.to_string();
@@ -254,7 +280,6 @@ impl Rollout {
     pub async fn step(&mut self, message: impl Into<String>) -> Result<()> {
         self.check_abort()?;
         self.record.state.steps_done += 1;
-        self.persist().await;
         self.emit(EventKind::Step {
             message: message.into(),
         })
@@ -364,6 +389,18 @@ impl Rollout {
         self.shared.emit(Some(&self.target.process), kind).await;
     }
 
+    /// Records a platform change: the new state and a step about it, in one store write.
+    async fn changed(&self, message: impl Into<String>) {
+        self.shared
+            .emit_change(
+                &self.record,
+                EventKind::Step {
+                    message: message.into(),
+                },
+            )
+            .await;
+    }
+
     async fn persist(&self) {
         if let Err(e) = self
             .shared
@@ -408,8 +445,7 @@ impl Rollout {
         debug!(fleet = %fleet.id, count, "launched new fleet");
         self.record.state.candidate = Some(fleet.clone());
         self.record.state.candidate_count = count;
-        self.persist().await;
-        self.note(format!(
+        self.changed(format!(
             "launched new fleet {} with {count} instance(s)",
             fleet.id
         ))
@@ -445,8 +481,7 @@ impl Rollout {
             Role::Stable => self.record.state.stable_count = count,
             Role::Candidate => self.record.state.candidate_count = count,
         }
-        self.persist().await;
-        self.note(format!(
+        self.changed(format!(
             "scaled {} fleet from {current} to {count}",
             role.label()
         ))
@@ -500,8 +535,7 @@ impl Rollout {
         }
         self.shared.deployer.route(&self.target, &weights).await?;
         self.record.state.candidate_weight = percent;
-        self.persist().await;
-        self.note(format!("routed {percent}% of traffic to the new fleet"))
+        self.changed(format!("routed {percent}% of traffic to the new fleet"))
             .await;
         Ok(())
     }
@@ -515,8 +549,7 @@ impl Rollout {
         let candidate = self.fleet(Role::Candidate)?;
         self.shared.deployer.make_primary(&candidate).await?;
         self.record.state.candidate_primary = true;
-        self.persist().await;
-        self.note("made the new fleet primary").await;
+        self.changed("made the new fleet primary").await;
         Ok(())
     }
 
@@ -691,8 +724,7 @@ impl Rollout {
                     let stable = self.fleet(Role::Stable)?;
                     self.shared.deployer.make_primary(&stable).await?;
                     self.record.state.candidate_primary = false;
-                    self.persist().await;
-                    self.note("made the old fleet primary again").await;
+                    self.changed("made the old fleet primary again").await;
                 }
             }
             (Some(stable), true) => {
@@ -732,8 +764,7 @@ impl Rollout {
             let stable = self.fleet(Role::Stable)?;
             self.shared.deployer.make_primary(&stable).await?;
             self.record.state.candidate_primary = false;
-            self.persist().await;
-            self.note("made the old fleet primary again").await;
+            self.changed("made the old fleet primary again").await;
         }
         self.retire(Role::Candidate).await?;
         if has_stable {
@@ -785,8 +816,7 @@ impl Rollout {
                 self.record.state.candidate_weight = 0;
             }
         }
-        self.persist().await;
-        self.note(format!("retired {} fleet {}", role.label(), fleet.id))
+        self.changed(format!("retired {} fleet {}", role.label(), fleet.id))
             .await;
         Ok(())
     }

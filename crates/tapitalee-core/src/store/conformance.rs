@@ -29,6 +29,7 @@ use crate::record::{
 pub async fn run_all(store: &dyn DeploymentStore) {
     create_get_round_trip(store).await;
     update_process_keeps_steps_and_order(store).await;
+    record_change_updates_and_appends(store).await;
     append_step_to_process_and_deployment(store).await;
     set_status_sets_finished_at_when_final(store).await;
     list_newest_first_without_steps(store).await;
@@ -259,6 +260,44 @@ pub async fn update_process_keeps_steps_and_order(store: &dyn DeploymentStore) {
     assert_eq!(
         got.processes[1], expected,
         "a later add keeps earlier updates"
+    );
+}
+
+/// `record_change` replaces the process record (keeping earlier steps) and appends the step.
+pub async fn record_change_updates_and_appends(store: &dyn DeploymentStore) {
+    let rec = sample_record(&fresh_app("change"));
+    store.create(&rec).await.expect("create succeeds");
+    let first = step(Some("worker"), "launched new fleet");
+    store.append_step(&rec.id, &first).await.expect("append");
+
+    let mut worker = rec.processes[1].clone();
+    worker.state.candidate_count = 3;
+    worker.state.candidate_weight = 40;
+    worker.steps = vec![step(Some("worker"), "ignored by record_change")];
+    let change = step(Some("worker"), "routed 40% of traffic to the new fleet");
+    store
+        .record_change(&rec.id, &worker, &change)
+        .await
+        .expect("record_change succeeds");
+
+    let got = get(store, &rec.id).await;
+    let expected = ProcessRecord {
+        steps: vec![first, change],
+        ..worker
+    };
+    assert_eq!(got.processes[1], expected);
+    let untouched = ProcessRecord {
+        steps: Vec::new(),
+        ..rec.processes[0].clone()
+    };
+    assert_eq!(got.processes[0], untouched, "others untouched");
+    let missing = DeploymentId::new();
+    assert!(
+        store
+            .record_change(&missing, &expected, &step(Some("worker"), "x"))
+            .await
+            .is_err(),
+        "record_change on an unknown deployment fails"
     );
 }
 

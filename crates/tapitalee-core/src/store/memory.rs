@@ -147,6 +147,32 @@ impl DeploymentStore for MemoryStore {
         })
     }
 
+    async fn record_change(
+        &self,
+        id: &DeploymentId,
+        process: &ProcessRecord,
+        step: &StepRecord,
+    ) -> Result<()> {
+        self.with(|inner| {
+            let entry = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
+            match entry.process_mut(&process.process) {
+                Some(p) => {
+                    update_in_place(p, process);
+                    p.steps.push(step.clone());
+                }
+                None => {
+                    let mut p = process.clone();
+                    p.steps.clear();
+                    p.steps.push(step.clone());
+                    let at = entry.record.processes.len();
+                    entry.index.insert(p.process.clone(), at);
+                    entry.record.processes.push(p);
+                }
+            }
+            Ok(())
+        })
+    }
+
     async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()> {
         self.with(|inner| {
             let entry = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;

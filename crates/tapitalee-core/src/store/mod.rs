@@ -38,6 +38,19 @@ pub trait DeploymentStore: Send + Sync + fmt::Debug + 'static {
     /// Appends a step to the audit trail.
     async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()>;
 
+    /// Replaces a process's record and appends a step about the change. A rollout calls this
+    /// after every platform change; stores that can should do it in one write. The default
+    /// calls [`update_process`](Self::update_process) then [`append_step`](Self::append_step).
+    async fn record_change(
+        &self,
+        id: &DeploymentId,
+        process: &ProcessRecord,
+        step: &StepRecord,
+    ) -> Result<()> {
+        self.update_process(id, process).await?;
+        self.append_step(id, step).await
+    }
+
     /// Sets a deployment's overall status (and its end time when final).
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()>;
 

@@ -439,6 +439,69 @@ fn load_processes(conn: &Connection, id: &str) -> Result<Vec<ProcessRecord>> {
     rows.into_iter().map(ProcessRow::decode).collect()
 }
 
+/// Replaces a process's row (not its steps), or appends it after the others.
+fn write_process(conn: &Connection, id: &str, row: &ProcessRow) -> Result<()> {
+    let updated = conn
+        .prepare_cached(
+            "UPDATE processes SET strategy = ?3, status = ?4, from_rev = ?5, \
+             to_rev = ?6, started_at_ms = ?7, finished_at_ms = ?8, state = ?9 \
+             WHERE deployment_id = ?1 AND process = ?2",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                row.process,
+                row.strategy,
+                row.status,
+                row.from,
+                row.to,
+                row.started_at_ms,
+                row.finished_at_ms,
+                row.state
+            ])
+        })
+        .map_err(sql("updating a process"))?;
+    if updated == 0 {
+        // A process not in the deployment yet: append it after the others.
+        let next: Option<i64> = conn
+            .query_row(
+                "SELECT (SELECT COALESCE(MAX(ordinal) + 1, 0) FROM processes \
+                 WHERE deployment_id = ?1) FROM deployments WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("updating a process"))?;
+        let next = next.ok_or_else(|| missing(id))?;
+        insert_process(conn, id, next, row).map_err(sql("adding a process"))?;
+    }
+    Ok(())
+}
+
+/// Appends a step; it belongs to its process if the deployment has that process.
+fn append_step_row(conn: &Connection, id: &str, step: &StepRecord) -> Result<()> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO steps (deployment_id, process, attached, at_ms, message) \
+             SELECT id, ?2, ?2 IS NOT NULL AND EXISTS (SELECT 1 FROM processes \
+                 WHERE deployment_id = ?1 AND process = ?2), ?3, ?4 \
+             FROM deployments WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                step.process.as_ref().map(ProcessName::as_str),
+                to_ms(step.at),
+                step.message
+            ])
+        })
+        .map_err(sql("appending a step"))?;
+    if n == 0 {
+        return Err(missing(id));
+    }
+    Ok(())
+}
+
 fn insert_process(
     conn: &Connection,
     id: &str,
@@ -553,40 +616,7 @@ impl DeploymentStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql("updating a process"))?;
-            let updated = tx
-                .prepare_cached(
-                    "UPDATE processes SET strategy = ?3, status = ?4, from_rev = ?5, \
-                     to_rev = ?6, started_at_ms = ?7, finished_at_ms = ?8, state = ?9 \
-                     WHERE deployment_id = ?1 AND process = ?2",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        id,
-                        row.process,
-                        row.strategy,
-                        row.status,
-                        row.from,
-                        row.to,
-                        row.started_at_ms,
-                        row.finished_at_ms,
-                        row.state
-                    ])
-                })
-                .map_err(sql("updating a process"))?;
-            if updated == 0 {
-                // A process not in the deployment yet: append it after the others.
-                let next: Option<i64> = tx
-                    .query_row(
-                        "SELECT (SELECT COALESCE(MAX(ordinal) + 1, 0) FROM processes \
-                         WHERE deployment_id = ?1) FROM deployments WHERE id = ?1",
-                        [&id],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(sql("updating a process"))?;
-                let next = next.ok_or_else(|| missing(&id))?;
-                insert_process(&tx, &id, next, &row).map_err(sql("adding a process"))?;
-            }
+            write_process(&tx, &id, &row)?;
             tx.commit().map_err(sql("updating a process"))
         })
         .await
@@ -595,28 +625,27 @@ impl DeploymentStore for SqliteStore {
     async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()> {
         let id = id.to_string();
         let step = step.clone();
+        self.call(move |conn| append_step_row(conn, &id, &step))
+            .await
+    }
+
+    async fn record_change(
+        &self,
+        id: &DeploymentId,
+        process: &ProcessRecord,
+        step: &StepRecord,
+    ) -> Result<()> {
+        let row = ProcessRow::encode(process)?;
+        let id = id.to_string();
+        let step = step.clone();
         self.call(move |conn| {
-            // One statement: it belongs to its process if the deployment has that process.
-            let n = conn
-                .prepare_cached(
-                    "INSERT INTO steps (deployment_id, process, attached, at_ms, message) \
-                     SELECT id, ?2, ?2 IS NOT NULL AND EXISTS (SELECT 1 FROM processes \
-                         WHERE deployment_id = ?1 AND process = ?2), ?3, ?4 \
-                     FROM deployments WHERE id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        id,
-                        step.process.as_ref().map(ProcessName::as_str),
-                        to_ms(step.at),
-                        step.message
-                    ])
-                })
-                .map_err(sql("appending a step"))?;
-            if n == 0 {
-                return Err(missing(&id));
-            }
-            Ok(())
+            // One transaction: the state and the step about it land together or not at all.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql("recording a change"))?;
+            write_process(&tx, &id, &row)?;
+            append_step_row(&tx, &id, &step)?;
+            tx.commit().map_err(sql("recording a change"))
         })
         .await
     }

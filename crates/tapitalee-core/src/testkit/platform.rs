@@ -644,7 +644,7 @@ impl SimFleet {
         match self.behavior.flap_period {
             Some(p) if !p.is_zero() => {
                 let up = now.saturating_duration_since(self.running_since(i));
-                (up.as_nanos() / p.as_nanos()) % 2 == 0
+                (up.as_nanos() / p.as_nanos()).is_multiple_of(2)
             }
             _ => true,
         }
