@@ -982,3 +982,45 @@ async fn platform_managed_rollback_retires_the_new_fleet_first() {
     fx.assert_tags(&[("worker", "v1")]);
     fx.assert_settled();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_strategy_is_rolled_back_from_its_recorded_state() {
+    #[derive(Debug)]
+    struct Panics;
+    #[async_trait::async_trait]
+    impl Strategy for Panics {
+        fn name(&self) -> &str {
+            "panics"
+        }
+        async fn run(&self, rollout: &mut Rollout) -> Result<()> {
+            let desired = rollout.desired();
+            rollout.launch(desired).await?;
+            rollout.wait_candidate_healthy(desired).await?;
+            if rollout.load_balanced() {
+                rollout.route(50).await?;
+            }
+            rollout.scale_stable(1).await?;
+            panic!("bug in a user strategy");
+        }
+    }
+    let fx = fixture();
+    let engine = fx.engine().build().unwrap();
+    let request = DeployRequest::new()
+        .docker_tag(tag("v2"))
+        .strategy_for("default".parse().unwrap(), Arc::new(Panics));
+    let record = engine.deploy(&fx.app, request).await.unwrap().wait().await.unwrap();
+    assert_eq!(record.status, DeploymentStatus::Partial);
+    match status_of(&record, "default") {
+        ProcessStatus::RolledBack { reason } => {
+            assert!(reason.contains("panicked: bug in a user strategy"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+    fx.assert_tags(&[("default", "v1"), ("worker", "v2"), ("scheduler", "v2")]);
+    fx.assert_settled();
+    let stored = engine.get(&record.id).await.unwrap();
+    assert!(matches!(
+        stored.process(&"default".parse().unwrap()).unwrap().status,
+        ProcessStatus::RolledBack { .. }
+    ));
+}

@@ -1,6 +1,7 @@
 //! The deployment engine: validates a request, locks the processes, fans out one independent
 //! deployment per process, applies the rollback policy and records everything.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -494,7 +495,6 @@ impl Engine {
             events,
             gate: self.inner.gate.clone(),
         });
-        let control = DeploymentControl::new();
         let specs = self.inner.deployer.processes(&record.app).await?;
         let mut statuses = Vec::new();
         for p in &record.processes {
@@ -502,51 +502,82 @@ impl Engine {
                 statuses.push(p.status.clone());
                 continue;
             }
-            let target = Target::new(record.app.clone(), p.process.clone());
-            let revision = p.to.clone().or_else(|| p.from.clone());
-            let status = match revision {
-                None => ProcessStatus::NotStarted {
-                    reason: "interrupted before it changed anything".into(),
-                },
-                Some(revision) => {
-                    let mut rollout = Rollout::new(
-                        shared.clone(),
-                        target.clone(),
-                        specs.iter().any(|s| s.name == p.process && s.load_balanced),
-                        p.state.stable_desired,
-                        revision,
-                        p.clone(),
-                        control.subscribe(),
-                    );
-                    rollout.set_rolling_back();
-                    match rollout.restore_stable().await {
-                        Ok(()) => ProcessStatus::RolledBack {
-                            reason: reason.to_owned(),
-                        },
-                        Err(e) => ProcessStatus::RollbackFailed {
-                            reason: format!("{reason}, but the rollback failed: {e}"),
-                        },
-                    }
-                }
-            };
-            let mut p = p.clone();
-            p.status = status.clone();
-            p.finished_at = Some(SystemTime::now());
-            self.inner.store.update_process(&record.id, &p).await?;
-            shared
-                .emit(
-                    Some(&p.process),
-                    EventKind::ProcessFinished {
-                        status: status.clone(),
-                    },
-                )
-                .await;
-            statuses.push(status);
+            let load_balanced = specs.iter().any(|s| s.name == p.process && s.load_balanced);
+            let restored = restore_recorded(&shared, &record.app, p, load_balanced, reason).await;
+            statuses.push(restored.status);
         }
         let overall = DeploymentStatus::from_processes(&statuses);
         self.inner.store.set_status(&record.id, overall).await?;
         self.unlock_all(&targets, &record.id).await;
         Ok(())
+    }
+}
+
+/// Restores a process to its previous release from its recorded state, without its strategy
+/// (after a crash, or a strategy that panicked): the rollout's default rollback. Records and
+/// returns the process's final record.
+async fn restore_recorded(
+    shared: &Arc<Shared>,
+    app: &AppName,
+    recorded: &ProcessRecord,
+    load_balanced: bool,
+    reason: &str,
+) -> ProcessRecord {
+    let mut out = match recorded.to.clone() {
+        None => ProcessRecord {
+            status: ProcessStatus::NotStarted {
+                reason: format!("{reason}; nothing had changed yet"),
+            },
+            ..recorded.clone()
+        },
+        Some(revision) => {
+            let control = DeploymentControl::new();
+            let mut rollout = Rollout::new(
+                shared.clone(),
+                Target::new(app.clone(), recorded.process.clone()),
+                load_balanced,
+                recorded.state.stable_desired,
+                revision,
+                recorded.clone(),
+                control.subscribe(),
+            );
+            rollout.set_rolling_back();
+            let status = match rollout.restore_stable().await {
+                Ok(()) => ProcessStatus::RolledBack {
+                    reason: reason.to_owned(),
+                },
+                Err(e) => ProcessStatus::RollbackFailed {
+                    reason: format!("{reason}, and the rollback failed: {e}"),
+                },
+            };
+            ProcessRecord {
+                status,
+                ..rollout.record().clone()
+            }
+        }
+    };
+    out.finished_at = Some(SystemTime::now());
+    finish(shared, &out).await;
+    out
+}
+
+/// Aborts a background task when dropped, however its owner exits.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into()),
+        Err(e) => e.to_string(),
     }
 }
 
@@ -589,15 +620,16 @@ impl Driver {
             )
             .await;
 
-        let renew = tokio::spawn(renew_locks(
+        let renew = AbortOnDrop(tokio::spawn(renew_locks(
             inner.store.clone(),
             targets.clone(),
             record.id,
             inner.lease,
-        ));
+        )));
 
         let semaphore = Arc::new(Semaphore::new(inner.concurrency));
         let mut tasks = JoinSet::new();
+        let mut task_index = HashMap::new();
         for (index, plan) in planned.into_iter().enumerate() {
             let span = info_span!(
                 "deploy.process",
@@ -615,17 +647,39 @@ impl Driver {
                 semaphore: semaphore.clone(),
                 plan,
             };
-            tasks.spawn(async move { (index, job.run().await) }.instrument(span));
+            let task = tasks.spawn(async move { (index, job.run().await) }.instrument(span));
+            task_index.insert(task.id(), index);
         }
         drop(control);
 
         let mut ready = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let (index, outcome) = joined.map_err(|e| Error::Platform {
-                operation: "process deployment".into(),
-                message: "a process deployment task panicked".into(),
-                source: Some(Box::new(e)),
-            })?;
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let (index, outcome) = match joined {
+                Ok((_, done)) => done,
+                Err(e) => {
+                    // A strategy (or platform) panicked mid-deployment. Its state was recorded
+                    // after every change: restore the old release from it.
+                    let Some(&index) = task_index.get(&e.id()) else {
+                        continue;
+                    };
+                    let reason = format!("the deployment panicked: {}", panic_message(e));
+                    let recorded = inner
+                        .store
+                        .get(&record.id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.processes.into_iter().nth(index))
+                        .unwrap_or_else(|| record.processes[index].clone());
+                    let load_balanced = recorded.state.candidate_weight > 0
+                        || shared_spec_lb(&inner.deployer, &record.app, &recorded.process).await;
+                    let restored =
+                        restore_recorded(&shared, &record.app, &recorded, load_balanced, &reason)
+                            .await;
+                    record.processes[index] = restored;
+                    continue;
+                }
+            };
             match outcome {
                 RunOutcome::Done(p) => record.processes[index] = *p,
                 RunOutcome::Ready(rollout, strategy) => ready.push((index, rollout, strategy)),
@@ -669,13 +723,17 @@ impl Driver {
             while let Some(joined) = finishing.join_next().await {
                 let (index, p) = joined.map_err(|e| Error::Platform {
                     operation: "process deployment".into(),
-                    message: "a process finalization task panicked".into(),
-                    source: Some(Box::new(e)),
+                    message: format!(
+                        "a process finalization task panicked ({}); see the history for its \
+                         state and roll it back with Engine::recover/rollback once its lock expires",
+                        panic_message(e)
+                    ),
+                    source: None,
                 })?;
                 record.processes[index] = p;
             }
         }
-        renew.abort();
+        drop(renew);
 
         record.status =
             DeploymentStatus::from_processes(record.processes.iter().map(|p| &p.status));
@@ -694,6 +752,15 @@ impl Driver {
         engine.unlock_all(&targets, &record.id).await;
         Ok(record)
     }
+}
+
+/// Whether a process is load-balanced, by the platform's word (false if it cannot say).
+async fn shared_spec_lb(deployer: &DynDeployer, app: &AppName, process: &ProcessName) -> bool {
+    deployer
+        .processes(app)
+        .await
+        .map(|specs| specs.iter().any(|s| &s.name == process && s.load_balanced))
+        .unwrap_or(false)
 }
 
 async fn renew_locks(
