@@ -1008,11 +1008,20 @@ async fn a_panicking_strategy_is_rolled_back_from_its_recorded_state() {
     let request = DeployRequest::new()
         .docker_tag(tag("v2"))
         .strategy_for("default".parse().unwrap(), Arc::new(Panics));
-    let record = engine.deploy(&fx.app, request).await.unwrap().wait().await.unwrap();
+    let record = engine
+        .deploy(&fx.app, request)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
     assert_eq!(record.status, DeploymentStatus::Partial);
     match status_of(&record, "default") {
         ProcessStatus::RolledBack { reason } => {
-            assert!(reason.contains("panicked: bug in a user strategy"), "{reason}")
+            assert!(
+                reason.contains("panicked: bug in a user strategy"),
+                "{reason}"
+            )
         }
         other => panic!("{other}"),
     }
