@@ -10,89 +10,15 @@ use tokio::time::Instant;
 use crate::domain::{AppName, Digest, DockerTag, ImageRef, ProcessName};
 use crate::error::{Error, Resource, Result};
 use crate::fleet::{
-    Fleet, FleetId, FleetStatus, Instance, InstanceStatus, ProcessSpec, Release, Revision, Target,
+    Fleet, FleetId, FleetStatus, InstanceStatus, ProcessSpec, Release, Revision, Target,
     TrafficWeight,
 };
 use crate::traits::deployer::{DeployMeta, Deployer, RollbackOrder};
 use crate::traits::health::{HealthProbe, HealthReport};
 use crate::traits::registry::{ImageInfo, ImageRegistry, RegistryCredentials, Secret};
 
-/// How instances of an image behave once launched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Behavior {
-    /// Time from launch to running.
-    pub start_delay: Duration,
-    /// If set, each instance exits this long after it starts running, and the platform
-    /// replaces it (a crash loop).
-    pub crash_after: Option<Duration>,
-    /// The exit code of a crash.
-    pub exit_code: i32,
-    /// The container health check never passes.
-    pub never_healthy: bool,
-    /// If set, container health flips between passing and failing with this period.
-    pub flap_period: Option<Duration>,
-    /// Whether the load balancer's target health check passes (when container health does).
-    pub lb_healthy: bool,
-}
-
-impl Default for Behavior {
-    fn default() -> Self {
-        Behavior {
-            start_delay: Duration::from_secs(5),
-            crash_after: None,
-            exit_code: 1,
-            never_healthy: false,
-            flap_period: None,
-            lb_healthy: true,
-        }
-    }
-}
-
-impl Behavior {
-    /// Starts in 5 s and stays healthy.
-    pub fn healthy() -> Self {
-        Self::default()
-    }
-
-    /// Starts, runs for `after`, exits with code 1, and is replaced: forever.
-    pub fn crash_loop(after: Duration) -> Self {
-        Behavior {
-            crash_after: Some(after),
-            ..Self::default()
-        }
-    }
-
-    /// Runs but never passes its container health check.
-    pub fn never_healthy() -> Self {
-        Behavior {
-            never_healthy: true,
-            ..Self::default()
-        }
-    }
-
-    /// Health flips every `period`.
-    pub fn flapping(period: Duration) -> Self {
-        Behavior {
-            flap_period: Some(period),
-            ..Self::default()
-        }
-    }
-
-    /// Passes container health but fails the load balancer's check.
-    pub fn lb_unhealthy() -> Self {
-        Behavior {
-            lb_healthy: false,
-            ..Self::default()
-        }
-    }
-
-    /// The same behaviour with another start delay.
-    #[must_use]
-    pub fn start_delay(mut self, delay: Duration) -> Self {
-        self.start_delay = delay;
-        self
-    }
-}
+use super::behavior::Behavior;
+use super::sim::SimFleet;
 
 /// A platform operation, for fault injection and call recording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,22 +80,6 @@ pub struct FleetView {
 }
 
 #[derive(Debug)]
-struct SimInstance {
-    id: String,
-    launched: Instant,
-    stopped: Option<(Instant, String, i32)>,
-}
-
-#[derive(Debug)]
-struct SimFleet {
-    fleet: Fleet,
-    behavior: Behavior,
-    desired: u32,
-    instances: Vec<SimInstance>,
-    next_instance: u64,
-}
-
-#[derive(Debug)]
 struct SimProcess {
     spec: ProcessSpec,
     primary: Option<FleetId>,
@@ -217,8 +127,6 @@ impl Default for InMemoryPlatform {
         Self::new()
     }
 }
-
-const MAX_STOPPED_KEPT: usize = 50;
 
 impl InMemoryPlatform {
     /// An empty platform that records calls.
@@ -554,135 +462,6 @@ fn fleet_mut<'a>(state: &'a mut State, fleet: &Fleet) -> Result<&'a mut SimFleet
         .fleets
         .get_mut(&fleet.id)
         .ok_or_else(|| Error::not_found(Resource::Fleet, fleet.id.to_string(), "it was retired"))
-}
-
-impl SimFleet {
-    fn running_since(&self, i: &SimInstance) -> Instant {
-        i.launched + self.behavior.start_delay
-    }
-
-    /// Plays the crash loop forward to `now`: crashed instances stop and are replaced.
-    fn advance(&mut self, now: Instant) {
-        let Some(crash_after) = self.behavior.crash_after else {
-            return;
-        };
-        loop {
-            let mut replaced = Vec::new();
-            for idx in 0..self.instances.len() {
-                let i = &self.instances[idx];
-                if i.stopped.is_some() {
-                    continue;
-                }
-                let crash_at = self.running_since(i) + crash_after;
-                if crash_at <= now {
-                    let code = self.behavior.exit_code;
-                    self.instances[idx].stopped =
-                        Some((crash_at, "Essential container in task exited".into(), code));
-                    replaced.push(crash_at);
-                }
-            }
-            if replaced.is_empty() {
-                break;
-            }
-            for at in replaced {
-                self.spawn(at);
-            }
-        }
-        let stopped: Vec<usize> = (0..self.instances.len())
-            .filter(|&i| self.instances[i].stopped.is_some())
-            .collect();
-        if stopped.len() > MAX_STOPPED_KEPT {
-            let drop: Vec<usize> = stopped[..stopped.len() - MAX_STOPPED_KEPT].to_vec();
-            let mut idx = 0;
-            self.instances.retain(|_| {
-                let keep = !drop.contains(&idx);
-                idx += 1;
-                keep
-            });
-        }
-    }
-
-    fn spawn(&mut self, at: Instant) {
-        self.next_instance += 1;
-        self.instances.push(SimInstance {
-            id: format!("{}-task-{}", self.fleet.id, self.next_instance),
-            launched: at,
-            stopped: None,
-        });
-    }
-
-    fn scale_to(&mut self, count: u32, now: Instant) {
-        self.advance(now);
-        self.desired = count;
-        let live = self
-            .instances
-            .iter()
-            .filter(|i| i.stopped.is_none())
-            .count();
-        let count = usize::try_from(count).unwrap_or(usize::MAX);
-        if live < count {
-            for _ in live..count {
-                self.spawn(now);
-            }
-        } else {
-            // Scale-in removes the newest instances first; they leave without counting as
-            // failures.
-            let mut excess = live - count;
-            while excess > 0 {
-                if let Some(pos) = self.instances.iter().rposition(|i| i.stopped.is_none()) {
-                    self.instances.remove(pos);
-                }
-                excess -= 1;
-            }
-        }
-    }
-
-    fn container_healthy(&self, i: &SimInstance, now: Instant) -> bool {
-        if self.behavior.never_healthy {
-            return false;
-        }
-        match self.behavior.flap_period {
-            Some(p) if !p.is_zero() => {
-                let up = now.saturating_duration_since(self.running_since(i));
-                (up.as_nanos() / p.as_nanos()).is_multiple_of(2)
-            }
-            _ => true,
-        }
-    }
-
-    fn status(&self, now: Instant) -> FleetStatus {
-        let wall = SystemTime::now();
-        let instances = self
-            .instances
-            .iter()
-            .map(|i| {
-                let status = match &i.stopped {
-                    Some((_, reason, code)) => InstanceStatus::Stopped {
-                        reason: reason.clone(),
-                        exit_code: Some(*code),
-                    },
-                    None if self.running_since(i) > now => InstanceStatus::Pending,
-                    None => InstanceStatus::Running {
-                        healthy: Some(self.container_healthy(i, now)),
-                    },
-                };
-                let started_at = (self.running_since(i) <= now).then(|| {
-                    wall.checked_sub(now.saturating_duration_since(self.running_since(i)))
-                        .unwrap_or(wall)
-                });
-                Instance {
-                    id: i.id.clone(),
-                    status,
-                    started_at,
-                }
-            })
-            .collect();
-        FleetStatus {
-            fleet: self.fleet.id.clone(),
-            desired: self.desired,
-            instances,
-        }
-    }
 }
 
 #[async_trait]
