@@ -232,9 +232,9 @@ impl Shared {
                     .set_pid_mode(d.pid_mode().cloned())
                     .set_ipc_mode(d.ipc_mode().cloned())
                     .set_proxy_configuration(d.proxy_configuration().cloned())
-                    .set_inference_accelerators(non_empty(d.inference_accelerators()))
                     .set_ephemeral_storage(d.ephemeral_storage().cloned())
                     .set_runtime_platform(d.runtime_platform().cloned())
+                    .set_enable_fault_injection(d.enable_fault_injection())
                     .send()
             })
             .await?;
