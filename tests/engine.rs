@@ -1033,3 +1033,59 @@ async fn a_panicking_strategy_is_rolled_back_from_its_recorded_state() {
         ProcessStatus::RolledBack { .. }
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_rollout_still_watches_its_new_fleet() {
+    #[derive(Debug)]
+    struct LaunchThenWaitForPromotion;
+    #[async_trait::async_trait]
+    impl Strategy for LaunchThenWaitForPromotion {
+        fn name(&self) -> &str {
+            "launch-then-wait"
+        }
+        async fn run(&self, rollout: &mut Rollout) -> Result<()> {
+            let desired = rollout.desired();
+            rollout.launch(desired).await?;
+            rollout.wait_candidate_healthy(desired).await?;
+            rollout.pause(None, "waiting for a human").await?;
+            unreachable!("nobody promotes; the crash loop must end the pause")
+        }
+    }
+    let fx = fixture();
+    // Healthy long enough to pass the gate (5 s start + 10 s minimum), then crash-looping.
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "worker",
+        Behavior::crash_loop(Duration::from_secs(30)),
+    );
+    let engine = fx.engine().build().unwrap();
+    let request = DeployRequest::new()
+        .docker_tag(tag("v2"))
+        .process("worker".parse().unwrap())
+        .strategy(Arc::new(LaunchThenWaitForPromotion));
+    let started = Instant::now();
+    let record = engine
+        .deploy(&fx.app, request)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "{:?}",
+        started.elapsed()
+    );
+    match status_of(&record, "worker") {
+        ProcessStatus::RolledBack { reason } => {
+            assert!(
+                reason.contains("after the new fleet passed its health gate"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other}"),
+    }
+    fx.assert_tags(&[("worker", "v1")]);
+    fx.assert_settled();
+}

@@ -86,6 +86,22 @@ impl Role {
     }
 }
 
+/// Adds the fleet's stopped instances not seen before to `seen`; returns their stop reasons.
+fn record_failures(seen: &mut HashSet<String>, status: &crate::FleetStatus) -> Vec<String> {
+    let mut newly = Vec::new();
+    for i in &status.instances {
+        if let crate::InstanceStatus::Stopped { reason, exit_code } = &i.status
+            && seen.insert(i.id.clone())
+        {
+            newly.push(match exit_code {
+                Some(c) => format!("{reason} (exit code {c})"),
+                None => reason.clone(),
+            });
+        }
+    }
+    newly
+}
+
 /// What every rollout of a deployment shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -343,6 +359,8 @@ impl Rollout {
 
     async fn wait_for_promotion(&mut self, duration: Option<Duration>) -> Result<Resume> {
         let until = duration.map(|d| Instant::now() + d);
+        let watching = self.record.state.candidate.is_some() && !self.rolling_back;
+        let mut next_check = Instant::now() + self.shared.gate.poll_interval;
         loop {
             self.check_abort()?;
             let state = self.control.borrow().clone();
@@ -360,17 +378,93 @@ impl Rollout {
                     None => std::future::pending().await,
                 }
             };
+            let tick = async {
+                if watching {
+                    tokio::time::sleep_until(next_check).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 () = sleep => return Ok(Resume::Elapsed),
+                () = tick => {
+                    // A paused rollout still watches its new fleet: a crash loop during a
+                    // pause fails the process instead of waiting for a promotion.
+                    next_check = Instant::now() + self.shared.gate.poll_interval;
+                    self.check_candidate_failures().await?;
+                }
                 changed = self.control.changed() => {
                     if changed.is_err() {
-                        return Err(Error::Aborted {
-                            reason: "the deployment handle was dropped while paused".into(),
-                        });
+                        match until {
+                            // Nobody can promote any more: a timed pause still ends on time.
+                            Some(u) => {
+                                tokio::time::sleep_until(u).await;
+                                return Ok(Resume::Elapsed);
+                            }
+                            None => {
+                                return Err(Error::Aborted {
+                                    reason: "the deployment handle was dropped while paused"
+                                        .into(),
+                                });
+                            }
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// Waits `duration` while watching the new fleet: its instance failures keep counting
+    /// toward the failure threshold, so a version that passed its health gate and then
+    /// crash-loops (during a bake, or while the old fleet is kept on standby) fails the
+    /// process — and rolls it back — instead of being completed. Honours `abort()`.
+    pub async fn watch(&mut self, duration: Duration) -> Result<()> {
+        let until = Instant::now() + duration;
+        loop {
+            self.check_candidate_failures().await?;
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            self.sleep((until - now).min(self.shared.gate.poll_interval))
+                .await?;
+        }
+    }
+
+    /// Polls the new fleet once and fails if its instance failures reached the threshold.
+    /// Retryable platform errors skip the check (the next one will see the failures).
+    async fn check_candidate_failures(&mut self) -> Result<()> {
+        let Some(fleet) = self.record.state.candidate.clone() else {
+            return Ok(());
+        };
+        let status = match self.shared.deployer.status(&fleet).await {
+            Ok(status) => status,
+            Err(e) if e.is_retryable() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let newly = record_failures(&mut self.failed_instances, &status);
+        let failures = u32::try_from(self.failed_instances.len()).unwrap_or(u32::MAX);
+        let threshold = self.shared.gate.threshold_for(self.desired);
+        if !newly.is_empty() {
+            self.emit(EventKind::Health {
+                fleet: Role::Candidate.label().into(),
+                healthy: status.running(),
+                wanted: self.record.state.candidate_count,
+                failures,
+            })
+            .await;
+        }
+        if failures >= threshold {
+            return Err(Error::HealthFailed {
+                process: self.target.process.to_string(),
+                reason: format!(
+                    "{failures} instance failure(s) reached the threshold of {threshold} after \
+                     the new fleet passed its health gate; last: {}",
+                    newly.last().map_or("stopped", String::as_str)
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn check_abort(&self) -> Result<()> {
@@ -595,17 +689,7 @@ impl Rollout {
             match self.poll(&fleet).await {
                 Ok((status, report)) => {
                     errors = 0;
-                    let mut newly_failed = Vec::new();
-                    for i in &status.instances {
-                        if let crate::InstanceStatus::Stopped { reason, exit_code } = &i.status
-                            && seen_failures.insert(i.id.clone())
-                        {
-                            newly_failed.push(match exit_code {
-                                Some(c) => format!("{reason} (exit code {c})"),
-                                None => reason.clone(),
-                            });
-                        }
-                    }
+                    let newly_failed = record_failures(&mut seen_failures, &status);
                     let failures = u32::try_from(seen_failures.len()).unwrap_or(u32::MAX);
                     let healthy = report.healthy;
                     if last != Some((healthy, failures)) {

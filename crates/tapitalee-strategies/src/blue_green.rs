@@ -117,13 +117,15 @@ impl BlueGreenBuilder {
         self
     }
 
-    /// How long the new fleet serves with the old one on standby (default 0).
+    /// How long the new fleet serves with the old one on standby (default 0). The new fleet
+    /// is watched meanwhile: a crash loop switches traffic back.
     pub fn bake_time(mut self, bake: Duration) -> Self {
         self.inner.bake_time = bake;
         self
     }
 
-    /// How long the old fleet is kept after the bake before it is retired (default 30 s).
+    /// How long the old fleet is kept after the bake before it is retired (default 30 s),
+    /// watching the new fleet as during the bake.
     pub fn scale_down_delay(mut self, delay: Duration) -> Self {
         self.inner.scale_down_delay = delay;
         self
@@ -220,7 +222,7 @@ impl Strategy for BlueGreen {
                 return Ok(());
             }
             let left = self.bake_time.saturating_sub(started.elapsed());
-            rollout.sleep(left).await?;
+            rollout.watch(left).await?;
         }
         if !self.scale_down_delay.is_zero() && !rollout.full_promotion_requested() {
             rollout
@@ -229,7 +231,7 @@ impl Strategy for BlueGreen {
                     humantime::format_duration(self.scale_down_delay)
                 ))
                 .await?;
-            rollout.sleep(self.scale_down_delay).await?;
+            rollout.watch(self.scale_down_delay).await?;
         }
         Ok(())
     }
