@@ -16,6 +16,7 @@ use crate::ecs::EcsDeployer;
 use crate::elb::TargetHealth;
 use crate::logs::CloudWatchLogs;
 use crate::metrics::{ApiCalls, CallCounter, CountingInterceptor};
+use crate::model::Controller;
 use crate::poller::Poller;
 use crate::retry::CallLayer;
 use crate::taskdef::TaskDefCache;
@@ -46,6 +47,9 @@ pub(crate) struct Shared {
     /// The revision each process ran when its deployment started (`current`), the target of
     /// an ECS-controller rollback.
     stables: Mutex<HashMap<Target, Revision>>,
+    /// Each process's deployment controller, as last described: how its rollback is ordered
+    /// ([`Deployer::rollback_order`](tapitalee_core::Deployer::rollback_order) cannot ask).
+    controllers: Mutex<HashMap<Target, Controller>>,
 }
 
 impl Shared {
@@ -70,6 +74,21 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(target.clone(), revision);
+    }
+
+    pub(crate) fn controller_of(&self, target: &Target) -> Option<Controller> {
+        self.controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .copied()
+    }
+
+    pub(crate) fn set_controller(&self, target: &Target, controller: Controller) {
+        self.controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.clone(), controller);
     }
 
     pub(crate) fn set_deployment(&self, target: &Target, deployment: DeploymentId) {
@@ -175,6 +194,7 @@ impl AwsBackend {
                 task_defs: TaskDefCache::default(),
                 deployments: Mutex::new(HashMap::new()),
                 stables: Mutex::new(HashMap::new()),
+                controllers: Mutex::new(HashMap::new()),
             }),
         }
     }

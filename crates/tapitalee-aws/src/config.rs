@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tapitalee_core::{AppName, Error, ProcessName, Resource, Result, Secret};
 
+use crate::ecs_strategy::EcsStrategy;
 use crate::retry::RetryPolicy;
 use crate::throttle::RateLimits;
 
@@ -95,7 +96,7 @@ impl LoadBalancerConfig {
 }
 
 /// One process of an app: its ECS cluster and service, and what ECS needs to launch it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessConfig {
     /// The process name (`default`, `worker`, …).
     pub name: ProcessName,
@@ -113,6 +114,9 @@ pub struct ProcessConfig {
     pub load_balancer: Option<LoadBalancerConfig>,
     /// The network for new task sets when there is no live one to copy.
     pub network: Option<NetworkConfig>,
+    /// For a service on the ECS deployment controller: the strategy ECS runs for each new
+    /// revision. `None` leaves the service's deployment configuration as it is.
+    pub ecs_strategy: Option<EcsStrategy>,
 }
 
 impl ProcessConfig {
@@ -126,6 +130,7 @@ impl ProcessConfig {
             task_family: None,
             load_balancer: None,
             network: None,
+            ecs_strategy: None,
         }
     }
 
@@ -156,10 +161,19 @@ impl ProcessConfig {
         self.network = Some(network);
         self
     }
+
+    /// The deployment strategy ECS runs for this process (its service must be on the ECS
+    /// deployment controller): rolling, blue-green, linear or canary. Set on `UpdateService`
+    /// with each new revision; see [`EcsStrategy`].
+    #[must_use]
+    pub fn ecs_strategy(mut self, strategy: EcsStrategy) -> Self {
+        self.ecs_strategy = Some(strategy);
+        self
+    }
 }
 
 /// An app: its ECR repository and its processes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AppConfig {
     /// The app name.
     pub name: AppName,
@@ -424,6 +438,22 @@ fn validate_app(app: &AppConfig) -> Result<()> {
                 ));
             }
         }
+        if let Some(strategy) = &p.ecs_strategy {
+            let name = format!("{}/{}", app.name, p.name);
+            strategy.validate(&name)?;
+            if p.load_balancer.is_some() {
+                return Err(Error::invalid(
+                    "ECS deployment strategy",
+                    strategy.name(),
+                    format!(
+                        "process {name} also has a LoadBalancerConfig, which is for services on \
+                         the EXTERNAL controller (task sets and weighted routing), while an ECS \
+                         strategy is for the ECS controller; a service has one controller, so \
+                         drop one of them"
+                    ),
+                ));
+            }
+        }
         if let Some(lb) = &p.load_balancer {
             if lb.target_groups[0] == lb.target_groups[1] {
                 return Err(Error::invalid(
@@ -487,6 +517,46 @@ mod tests {
             .unwrap();
         let e = cfg.app(&AppName::new("other").unwrap()).unwrap_err();
         assert!(e.to_string().contains("configured apps: myapp"), "{e}");
+    }
+
+    #[test]
+    fn builder_checks_ecs_strategies() {
+        let app = |p: ProcessConfig| {
+            AwsConfig::builder()
+                .app(AppConfig::new(AppName::new("myapp").unwrap(), "myapp").process(p))
+                .build()
+        };
+        let worker = || ProcessConfig::new(name("worker"), "c", "s");
+        let e = app(worker().ecs_strategy(EcsStrategy::BlueGreen {
+            bake_time: Duration::from_secs(30),
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("bake time \"30s\"") && e.contains("myapp/worker") && e.contains("60s"),
+            "{e}"
+        );
+        let e = app(worker()
+            .ecs_strategy(EcsStrategy::Rolling)
+            .load_balancer(LoadBalancerConfig::new("l", "a", "b", 80)))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("\"ROLLING\"") && e.contains("EXTERNAL") && e.contains("drop one"),
+            "{e}"
+        );
+        let cfg = app(worker().ecs_strategy(EcsStrategy::Linear {
+            step_percent: 10.0,
+            step_bake_time: Duration::from_secs(60),
+            bake_time: Duration::ZERO,
+        }))
+        .unwrap();
+        let p = cfg
+            .app(&AppName::new("myapp").unwrap())
+            .unwrap()
+            .get(&name("worker"))
+            .unwrap();
+        assert_eq!(p.ecs_strategy.map(|s| s.name()), Some("LINEAR"));
     }
 
     #[test]

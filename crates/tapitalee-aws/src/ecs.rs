@@ -9,9 +9,10 @@
 //!   `scale`, `make_primary` and `retire` are `CreateTaskSet`, `UpdateTaskSet`,
 //!   `UpdateServicePrimaryTaskSet` and `DeleteTaskSet`; `route` weights the listener's
 //!   forward action between the process's two target groups.
-//! - `ECS` ([`ecs_native`](crate::ecs_native)): ECS runs the rollout (rolling update, or the
-//!   native blue-green the service is configured with); a fleet is the service's tasks of one
-//!   task definition, and success is judged by that deployment's own rollout state.
+//! - `ECS` ([`ecs_native`](crate::ecs_native)): ECS runs the rollout (rolling, or the
+//!   blue-green / linear / canary [`EcsStrategy`](crate::EcsStrategy) the process is
+//!   configured with); a fleet is the service's tasks of one task definition, and success is
+//!   judged by that deployment's own rollout state.
 
 use std::sync::Arc;
 
@@ -19,7 +20,8 @@ use async_trait::async_trait;
 use aws_sdk_ecs::types::{LaunchType, LoadBalancer, Scale, ScaleUnit};
 use tapitalee_core::{
     AppName, DeployMeta, Deployer, Error, Fleet, FleetId, FleetStatus, ImageRef, Instance,
-    InstanceStatus, ProcessSpec, Release, Resource, Result, Revision, Target, TrafficWeight,
+    InstanceStatus, ProcessSpec, Release, Resource, Result, Revision, RollbackOrder, Target,
+    TrafficWeight,
 };
 
 use crate::backend::Shared;
@@ -78,6 +80,7 @@ impl EcsDeployer {
             .poller
             .service(ServiceKey::new(&p.cluster, &p.service))
             .await?;
+        self.shared.set_controller(target, info.controller);
         if info.controller == Controller::CodeDeploy {
             return Err(Error::invalid(
                 "deployment controller",
@@ -578,6 +581,18 @@ impl Deployer for EcsDeployer {
     ) -> Result<Revision> {
         self.shared.set_deployment(target, meta.deployment);
         let (p, info) = self.service(target).await?;
+        if let (Controller::External, Some(strategy)) = (info.controller, &p.ecs_strategy) {
+            return Err(Error::invalid(
+                "ECS deployment strategy",
+                strategy.name(),
+                format!(
+                    "service {} of {target} uses the EXTERNAL controller, where Tapitalee's own \
+                     strategy runs the rollout; remove ProcessConfig::ecs_strategy, or move the \
+                     service to the ECS controller",
+                    p.service
+                ),
+            ));
+        }
         let live = match info.controller {
             Controller::External => {
                 Self::release_task_set(&info).map(|t| t.task_definition.clone())
@@ -660,6 +675,17 @@ impl Deployer for EcsDeployer {
         match info.controller {
             Controller::External => self.ts_status(fleet, &p, &info).await,
             _ => self.native_status(fleet, &p, &info).await,
+        }
+    }
+
+    /// ECS-controller services retire first: stopping the new deployment with `ROLLBACK`
+    /// (or redeploying the old revision) is what brings the old version back, so there is no
+    /// old capacity to wait for before it. Task sets (EXTERNAL) restore capacity first. The
+    /// controller is the one [`current`](Deployer::current) saw.
+    fn rollback_order(&self, target: &Target) -> RollbackOrder {
+        match self.shared.controller_of(target) {
+            Some(Controller::Ecs) => RollbackOrder::RetireFirst,
+            _ => RollbackOrder::CapacityFirst,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The ECS-controller path of [`EcsDeployer`]: ECS runs the rollout
-//! itself (`UpdateService`: a rolling update, or the native blue-green the service is
-//! configured with); Tapitalee gates it and rolls it back.
+//! itself (`UpdateService`: a rolling update, or the blue-green / linear / canary
+//! [`EcsStrategy`](crate::EcsStrategy) set on the process, applied with the new revision);
+//! Tapitalee gates it and rolls it back.
 //!
 //! Why a path inside the one deployer rather than a separate `Deployer`: the engine holds one
 //! deployer for all processes, and apps mix controllers. Here a fleet is the service's tasks of
@@ -17,8 +18,13 @@
 //! business (no call); asking the old fleet for capacity, `make_primary` of the old fleet, or
 //! `retire` of the new one rolls back: `StopServiceDeployment(ROLLBACK)` while the rollout is
 //! in progress, else `UpdateService` with the previous task definition.
+//!
+//! Because retiring the new fleet is what restores the old one, these services answer
+//! [`RollbackOrder::RetireFirst`](tapitalee_core::RollbackOrder::RetireFirst): the engine stops
+//! the new deployment first, then waits for the old revision's capacity (task sets answer
+//! `CapacityFirst`).
 
-use aws_sdk_ecs::types::StopServiceDeploymentStopType;
+use aws_sdk_ecs::types::{DeploymentConfiguration, StopServiceDeploymentStopType};
 use tapitalee_core::{
     Error, Fleet, FleetId, FleetStatus, InstanceStatus, Release, Result, Revision, Target,
 };
@@ -58,10 +64,13 @@ impl EcsDeployer {
         &self,
         target: &Target,
         p: &ProcessConfig,
-        _info: &ServiceInfo,
+        info: &ServiceInfo,
         revision: &Revision,
     ) -> Result<Fleet> {
-        self.update_service(target, p, &revision.id).await?;
+        let config = p
+            .ecs_strategy
+            .map(|s| s.apply(info.deployment_configuration.as_ref()));
+        self.update_service(target, p, &revision.id, config).await?;
         Ok(Fleet {
             id: FleetId(revision.id.clone()),
             target: target.clone(),
@@ -203,8 +212,13 @@ impl EcsDeployer {
         target: &Target,
         p: &ProcessConfig,
         task_definition: &str,
+        deployment_configuration: Option<DeploymentConfiguration>,
     ) -> Result<()> {
         let ecs = &self.shared.clients.ecs;
+        let strategy = deployment_configuration
+            .as_ref()
+            .and_then(|c| c.strategy())
+            .map(|s| s.as_str().to_owned());
         self.shared
             .layer
             .call("UpdateService", self.shared.deployment_of(target), || {
@@ -212,10 +226,11 @@ impl EcsDeployer {
                     .cluster(&p.cluster)
                     .service(&p.service)
                     .task_definition(task_definition)
+                    .set_deployment_configuration(deployment_configuration.clone())
                     .send()
             })
             .await?;
-        tracing::info!(%target, revision = task_definition, "updated service");
+        tracing::info!(%target, revision = task_definition, strategy = strategy.as_deref().unwrap_or("as configured"), "updated service");
         Ok(())
     }
 
@@ -240,7 +255,7 @@ impl EcsDeployer {
                 }
             }
         }
-        self.update_service(target, p, &revision.id).await
+        self.update_service(target, p, &revision.id, None).await
     }
 
     /// `StopServiceDeployment(ROLLBACK)` on the service's in-progress deployment, if any.

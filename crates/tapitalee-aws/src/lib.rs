@@ -45,6 +45,7 @@ mod config;
 mod ecr;
 mod ecs;
 pub mod ecs_native;
+mod ecs_strategy;
 mod elb;
 mod error;
 mod logs;
@@ -68,6 +69,7 @@ pub use config::{
 };
 pub use ecr::EcrRegistry;
 pub use ecs::EcsDeployer;
+pub use ecs_strategy::EcsStrategy;
 pub use elb::TargetHealth;
 pub use logs::{CloudWatchLogs, LogLine, LogQuery};
 pub use metrics::ApiCalls;

@@ -28,6 +28,9 @@ pub(crate) struct ServiceInfo {
     pub(crate) platform_version: Option<String>,
     pub(crate) task_sets: Vec<TaskSetInfo>,
     pub(crate) deployments: Vec<DeploymentInfo>,
+    /// How ECS deploys it (ECS controller): the base an [`EcsStrategy`](crate::EcsStrategy)
+    /// is applied to.
+    pub(crate) deployment_configuration: Option<ecs::DeploymentConfiguration>,
 }
 
 /// A task set of an EXTERNAL-controller service.
@@ -101,6 +104,7 @@ impl From<&ecs::Service> for ServiceInfo {
             platform_version: s.platform_version().map(str::to_owned),
             task_sets: s.task_sets().iter().map(TaskSetInfo::from).collect(),
             deployments: s.deployments().iter().map(DeploymentInfo::from).collect(),
+            deployment_configuration: s.deployment_configuration().cloned(),
         }
     }
 }

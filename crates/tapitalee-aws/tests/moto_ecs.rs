@@ -3,10 +3,13 @@
 
 mod support;
 
-use tapitalee_aws::LogQuery;
+use std::time::Duration;
+
+use aws_sdk_ecs::types::DeploymentStrategy;
+use tapitalee_aws::{AwsBackend, EcsStrategy, LogQuery};
 use tapitalee_core::{
     DeployMeta, Deployer, DeploymentId, DockerTag, Error, ImageRegistry, Initiator, ProcessName,
-    Resource, Target, TrafficWeight,
+    Resource, RollbackOrder, Target, TrafficWeight,
 };
 
 async fn listener_weights(f: &support::Fixture) -> Vec<(String, i32)> {
@@ -256,6 +259,54 @@ async fn ecs_controller_service_updates_in_place() {
     deployer.scale(&stable, 0).await.unwrap();
     let delta = backend.api_calls().since(&before);
     assert!(!delta.contains_key("UpdateService"), "{delta:?}");
+}
+
+#[tokio::test]
+async fn ecs_controller_launch_sets_the_native_strategy() {
+    let f = support::fixture("ecs5");
+    let mut app = support::app(&f);
+    app.processes[1].ecs_strategy = Some(EcsStrategy::Canary {
+        canary_percent: 12.5,
+        canary_bake_time: Duration::from_secs(10 * 60),
+        bake_time: Duration::from_secs(2 * 60),
+    });
+    let backend = AwsBackend::connect(support::config_of(app)).await.unwrap();
+    let deployer = backend.deployer();
+    let worker = Target::new(f.app(), ProcessName::new("worker").unwrap());
+    deployer.current(&worker).await.unwrap();
+    assert_eq!(deployer.rollback_order(&worker), RollbackOrder::RetireFirst);
+    let image = backend
+        .registry()
+        .resolve(&f.app(), &DockerTag::new("v2").unwrap())
+        .await
+        .unwrap();
+    let meta = DeployMeta::new(DeploymentId::new(), Initiator::unknown());
+    let revision = deployer.prepare(&worker, &image, &meta).await.unwrap();
+    deployer.launch(&worker, &revision, 2).await.unwrap();
+
+    let ecs = aws_sdk_ecs::Client::new(&support::sdk().await);
+    let svc = ecs
+        .describe_services()
+        .cluster(f.s("cluster"))
+        .services(f.s("worker_service"))
+        .send()
+        .await
+        .unwrap();
+    let s = &svc.services()[0];
+    assert_eq!(s.task_definition(), Some(revision.id.as_str()));
+    let c = s
+        .deployment_configuration()
+        .expect("UpdateService set a deployment configuration");
+    assert_eq!(c.strategy(), Some(&DeploymentStrategy::Canary));
+    let canary = c.canary_configuration().expect("a canary configuration");
+    assert_eq!(canary.canary_percent(), Some(12.5));
+    assert_eq!(canary.canary_bake_time_in_minutes(), Some(10));
+    assert_eq!(c.bake_time_in_minutes(), Some(2));
+
+    // The web process is on the EXTERNAL controller: its rollback restores capacity first.
+    let web = Target::new(f.app(), ProcessName::new("default").unwrap());
+    deployer.current(&web).await.unwrap();
+    assert_eq!(deployer.rollback_order(&web), RollbackOrder::CapacityFirst);
 }
 
 #[tokio::test]

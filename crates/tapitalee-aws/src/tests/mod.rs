@@ -1,7 +1,10 @@
 //! Scripted SDK responses (aws-smithy-mocks) for what moto does not simulate: rollout
 //! progress, circuit-breaker rollbacks, crash loops, throttling, 5xx, and batching.
 
+mod cloudwatch;
+mod native;
 mod scripted;
+mod target_health;
 
 use std::time::Duration;
 
@@ -45,11 +48,22 @@ pub(crate) fn scripted(
     elb: &[&Rule],
     cloudwatch: &[&Rule],
 ) -> AwsBackend {
+    scripted_with_ecr(apps, ecs, &[], elb, cloudwatch)
+}
+
+/// [`scripted`], with ECR rules too.
+pub(crate) fn scripted_with_ecr(
+    apps: Vec<AppConfig>,
+    ecs: &[&Rule],
+    ecr: &[&Rule],
+    elb: &[&Rule],
+    cloudwatch: &[&Rule],
+) -> AwsBackend {
     let counter = CallCounter::default();
     let none: &[&Rule] = &[];
     let clients = Clients {
         ecs: client!(aws_sdk_ecs, ecs.iter().copied(), counter),
-        ecr: client!(aws_sdk_ecr, none.iter().copied(), counter),
+        ecr: client!(aws_sdk_ecr, ecr.iter().copied(), counter),
         elb: client!(aws_sdk_elasticloadbalancingv2, elb.iter().copied(), counter),
         logs: client!(aws_sdk_cloudwatchlogs, none.iter().copied(), counter),
         cloudwatch: client!(aws_sdk_cloudwatch, cloudwatch.iter().copied(), counter),

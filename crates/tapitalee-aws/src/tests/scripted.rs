@@ -20,10 +20,10 @@ use tapitalee_core::{
 use super::scripted;
 use crate::config::{AppConfig, ProcessConfig};
 
-const OLD_TD: &str = "arn:aws:ecs:us-east-1:1:task-definition/worker:1";
-const NEW_TD: &str = "arn:aws:ecs:us-east-1:1:task-definition/worker:2";
+pub(super) const OLD_TD: &str = "arn:aws:ecs:us-east-1:1:task-definition/worker:1";
+pub(super) const NEW_TD: &str = "arn:aws:ecs:us-east-1:1:task-definition/worker:2";
 
-fn app(n: usize) -> AppConfig {
+pub(super) fn app(n: usize) -> AppConfig {
     let mut a = AppConfig::new(AppName::new("myapp").unwrap(), "myapp");
     for i in 0..n {
         a = a.process(ProcessConfig::new(
@@ -35,11 +35,11 @@ fn app(n: usize) -> AppConfig {
     a
 }
 
-fn target(p: &str) -> Target {
+pub(super) fn target(p: &str) -> Target {
     Target::new(AppName::new("myapp").unwrap(), ProcessName::new(p).unwrap())
 }
 
-fn fleet(p: &str, id: &str, td: &str) -> Fleet {
+pub(super) fn fleet(p: &str, id: &str, td: &str) -> Fleet {
     Fleet {
         id: FleetId(id.into()),
         target: target(p),
@@ -50,7 +50,7 @@ fn fleet(p: &str, id: &str, td: &str) -> Fleet {
     }
 }
 
-fn deployment(
+pub(super) fn deployment(
     id: &str,
     status: &str,
     td: &str,
@@ -67,7 +67,7 @@ fn deployment(
         .build()
 }
 
-fn ecs_service(
+pub(super) fn ecs_service(
     name: &str,
     controller: DeploymentControllerType,
     deployments: Vec<Deployment>,
@@ -87,7 +87,7 @@ fn ecs_service(
         .build()
 }
 
-fn services_rule(services: Vec<Service>) -> Rule {
+pub(super) fn services_rule(services: Vec<Service>) -> Rule {
     mock!(Ecs::describe_services).then_output(move || {
         DescribeServicesOutput::builder()
             .set_services(Some(services.clone()))
@@ -95,7 +95,7 @@ fn services_rule(services: Vec<Service>) -> Rule {
     })
 }
 
-fn task_def_rule() -> Rule {
+pub(super) fn task_def_rule() -> Rule {
     mock!(Ecs::describe_task_definition).then_compute_output(|req| {
         DescribeTaskDefinitionOutput::builder()
             .task_definition(
@@ -114,7 +114,7 @@ fn task_def_rule() -> Rule {
     })
 }
 
-fn running(arn: &str, started_by: &str, td: &str, health: HealthStatus) -> Task {
+pub(super) fn running(arn: &str, started_by: &str, td: &str, health: HealthStatus) -> Task {
     Task::builder()
         .task_arn(arn)
         .started_by(started_by)
@@ -125,7 +125,7 @@ fn running(arn: &str, started_by: &str, td: &str, health: HealthStatus) -> Task 
         .build()
 }
 
-fn tasks_rules(tasks: Vec<Task>) -> Vec<Rule> {
+pub(super) fn tasks_rules(tasks: Vec<Task>) -> Vec<Rule> {
     let arns: Vec<String> = tasks
         .iter()
         .filter_map(|t| t.task_arn().map(str::to_owned))
@@ -163,7 +163,7 @@ fn tasks_rules(tasks: Vec<Task>) -> Vec<Rule> {
     ]
 }
 
-fn refs(rules: &[Rule]) -> Vec<&Rule> {
+pub(super) fn refs(rules: &[Rule]) -> Vec<&Rule> {
     rules.iter().collect()
 }
 

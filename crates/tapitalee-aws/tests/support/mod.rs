@@ -131,8 +131,13 @@ pub fn fixture(prefix: &str) -> Fixture {
 
 /// The configuration of the fixture's app against moto.
 pub fn config(f: &Fixture) -> AwsConfig {
+    config_of(app(f))
+}
+
+/// The fixture's app: `default` (EXTERNAL, load-balanced) and `worker` (ECS controller).
+pub fn app(f: &Fixture) -> AppConfig {
     let tgs = f.list("target_groups");
-    let app = AppConfig::new(f.app(), f.s("repository"))
+    AppConfig::new(f.app(), f.s("repository"))
         .process(
             ProcessConfig::new(
                 ProcessName::new("default").unwrap(),
@@ -155,7 +160,11 @@ pub fn config(f: &Fixture) -> AwsConfig {
             ProcessName::new("worker").unwrap(),
             f.s("cluster"),
             f.s("worker_service"),
-        ));
+        ))
+}
+
+/// A configuration of `app` against moto.
+pub fn config_of(app: AppConfig) -> AwsConfig {
     AwsConfig::builder()
         .region("us-east-1")
         .endpoint_url(&moto().endpoint)

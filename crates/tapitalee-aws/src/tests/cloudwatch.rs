@@ -1,0 +1,1 @@
+//! CloudWatch alarm and metric analyses, scripted.

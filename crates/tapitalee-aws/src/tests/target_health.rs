@@ -1,0 +1,1 @@
+//! ELB target health, scripted.
