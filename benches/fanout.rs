@@ -2,6 +2,7 @@
 //!
 //! - `engine_overhead/N`: a whole-app deploy of N processes with instant platform calls: the
 //!   engine's own cost per process (locks, history, events, health gate, strategy steps).
+//! - `engine_overhead_sqlite/N`: the same with the default store, SQLite in a file.
 //! - `latency_10ms/N`: the same with 10 ms of latency on every platform call, against the
 //!   ideal critical path (one process's sequence of calls × 10 ms, since processes run
 //!   concurrently). The ratio and the peak heap are printed after each group.
@@ -17,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tapitalee::testkit::{AllAtOnce, Behavior, InMemoryPlatform};
-use tapitalee::{AppName, DeployRequest, DeploymentStatus, Engine, HealthGate, MemoryStore};
+use tapitalee::{
+    AppName, DeployRequest, DeploymentStatus, DynDeploymentStore, Engine, HealthGate, MemoryStore,
+    SqliteStore,
+};
 
 /// Counts live and peak heap bytes.
 struct Counting;
@@ -66,6 +70,14 @@ fn process_names(n: usize) -> Vec<String> {
 /// deploying with unbounded concurrency, instant health (no start delay, no minimum healthy
 /// time) so only the engine and the platform calls are measured.
 fn setup(n: usize, latency: Duration) -> (InMemoryPlatform, AppName, Engine) {
+    setup_with(n, latency, Arc::new(MemoryStore::new()))
+}
+
+fn setup_with(
+    n: usize,
+    latency: Duration,
+    store: DynDeploymentStore,
+) -> (InMemoryPlatform, AppName, Engine) {
     let platform = InMemoryPlatform::new();
     platform.record_calls(false);
     let names = process_names(n);
@@ -79,7 +91,7 @@ fn setup(n: usize, latency: Duration) -> (InMemoryPlatform, AppName, Engine) {
     let engine = Engine::builder()
         .deployer(Arc::new(platform.clone()))
         .registry(Arc::new(platform.clone()))
-        .store(Arc::new(MemoryStore::new()))
+        .store(store)
         .default_strategy(Arc::new(AllAtOnce))
         .health_gate(HealthGate {
             min_healthy_time: Duration::ZERO,
@@ -141,6 +153,30 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
+    // The same with the default embedded store: SQLite in a file (WAL), every step persisted.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut group = c.benchmark_group("engine_overhead_sqlite");
+    group.sample_size(10);
+    for &n in &sizes {
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    let path = dir.path().join(format!("history-{n}-{i}.db"));
+                    let store = Arc::new(SqliteStore::open(&path).expect("sqlite store"));
+                    let (_platform, app, engine) = setup_with(n, Duration::ZERO, store);
+                    let start = Instant::now();
+                    runtime.block_on(deploy(&engine, &app, "v2"));
+                    total += start.elapsed();
+                    let _ = std::fs::remove_file(&path);
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+
     let calls = critical_path_calls(&runtime);
     let ideal = LATENCY * u32::try_from(calls).expect("few calls");
     let mut summary = Vec::new();
@@ -183,6 +219,9 @@ fn bench(c: &mut Criterion) {
         let peak = runs.iter().map(|(_, p)| *p).max().unwrap_or(0);
         (runs[runs.len() / 2].0, peak)
     };
+    if summary.is_empty() {
+        return; // the latency group was filtered out
+    }
     let (single, _) = median_of(1);
     for &n in &sizes {
         let (median, peak) = median_of(n);
