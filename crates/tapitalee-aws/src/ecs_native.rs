@@ -38,6 +38,16 @@ fn primary(info: &ServiceInfo) -> Option<&DeploymentInfo> {
     info.deployments.iter().find(|d| d.status == "PRIMARY")
 }
 
+/// The revision the service is on (or moving to): its task definition, which `UpdateService`
+/// and ECS's own rollbacks set at once; else its PRIMARY deployment's. (Emulators that do not
+/// model deployments keep the first PRIMARY deployment and still update this.)
+fn service_revision(info: &ServiceInfo) -> Option<&str> {
+    info.task_definition
+        .as_deref()
+        .or_else(|| primary(info).map(|d| d.task_definition.as_str()))
+        .filter(|td| !td.is_empty())
+}
+
 impl EcsDeployer {
     pub(crate) async fn native_current(
         &self,
@@ -45,13 +55,13 @@ impl EcsDeployer {
         p: &ProcessConfig,
         info: &ServiceInfo,
     ) -> Result<Release> {
-        let fleet = match primary(info) {
-            Some(d) if !d.task_definition.is_empty() => Some(Fleet {
-                id: FleetId(d.task_definition.clone()),
+        let fleet = match service_revision(info) {
+            Some(td) => Some(Fleet {
+                id: FleetId(td.to_owned()),
                 target: target.clone(),
-                revision: self.revision_of(target, &d.task_definition, p).await?,
+                revision: self.revision_of(target, td, p).await?,
             }),
-            _ => None,
+            None => None,
         };
         Ok(Release {
             fleet,
@@ -85,7 +95,7 @@ impl EcsDeployer {
         info: &ServiceInfo,
         count: u32,
     ) -> Result<()> {
-        let is_primary = primary(info).is_some_and(|d| d.task_definition == fleet.revision.id);
+        let is_primary = service_revision(info) == Some(fleet.revision.id.as_str());
         if is_primary || count == 0 {
             tracing::debug!(fleet = %fleet.id, count, "ECS sizes its own deployments; nothing to do");
             return Ok(());
@@ -101,7 +111,7 @@ impl EcsDeployer {
         p: &ProcessConfig,
         info: &ServiceInfo,
     ) -> Result<()> {
-        if primary(info).is_some_and(|d| d.task_definition == fleet.revision.id) {
+        if service_revision(info) == Some(fleet.revision.id.as_str()) {
             return Ok(());
         }
         self.roll_back_to(&fleet.target, p, info, &fleet.revision)
@@ -114,7 +124,7 @@ impl EcsDeployer {
         p: &ProcessConfig,
         info: &ServiceInfo,
     ) -> Result<()> {
-        if primary(info).is_none_or(|d| d.task_definition != fleet.revision.id) {
+        if service_revision(info) != Some(fleet.revision.id.as_str()) {
             // Not the service's revision: ECS drains (or drained) its tasks itself.
             return Ok(());
         }
