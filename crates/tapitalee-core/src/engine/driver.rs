@@ -284,8 +284,11 @@ async fn renew_locks(
     tick.tick().await;
     loop {
         tick.tick().await;
-        for t in &targets {
-            match store.try_lock(t, &id, lease).await {
+        // At once: a store with group commit renews them in a few transactions.
+        let renewed =
+            futures::future::join_all(targets.iter().map(|t| store.try_lock(t, &id, lease))).await;
+        for (t, got) in targets.iter().zip(renewed) {
+            match got {
                 Ok(None) => {}
                 Ok(Some(other)) => {
                     warn!(target = %t, holder = %other, "lost a process lock to another deployment")

@@ -207,26 +207,51 @@ impl Engine {
 
     async fn lock_all(&self, targets: &[Target], id: &DeploymentId, wait: Duration) -> Result<()> {
         let give_up = tokio::time::Instant::now() + wait;
+        // The first attempt asks for every lock at once, so a store with group commit takes
+        // them in a few transactions. Should another deployment hold one, later attempts go one
+        // at a time in order, as two deployments contending for the same processes must, or
+        // each could keep defeating the other.
+        let mut at_once = true;
         loop {
-            let mut held = None;
-            let mut taken = Vec::new();
-            for t in targets {
-                match self.inner.store.try_lock(t, id, self.inner.lease).await {
-                    Ok(None) => taken.push(t.clone()),
-                    Ok(Some(holder)) => {
-                        held = Some((t.clone(), holder));
+            let (store, lease) = (&self.inner.store, self.inner.lease);
+            let answers = if at_once {
+                futures::future::join_all(targets.iter().map(|t| store.try_lock(t, id, lease)))
+                    .await
+            } else {
+                let mut answers = Vec::with_capacity(targets.len());
+                for t in targets {
+                    let got = store.try_lock(t, id, lease).await;
+                    let stop = !matches!(got, Ok(None));
+                    answers.push(got);
+                    if stop {
                         break;
                     }
+                }
+                answers
+            };
+            let (mut held, mut failed, mut taken) = (None, None, Vec::new());
+            for (t, got) in targets.iter().zip(answers) {
+                match got {
+                    Ok(None) => taken.push(t.clone()),
+                    Ok(Some(holder)) => {
+                        held.get_or_insert((t.clone(), holder));
+                    }
                     Err(e) => {
-                        self.unlock_all(&taken, id).await;
-                        return Err(e);
+                        failed.get_or_insert(e);
                     }
                 }
+            }
+            if let Some(e) = failed {
+                self.unlock_all(&taken, id).await;
+                return Err(e);
             }
             let Some((target, holder)) = held else {
                 return Ok(());
             };
             self.unlock_all(&taken, id).await;
+            if std::mem::take(&mut at_once) {
+                continue;
+            }
             let now = tokio::time::Instant::now();
             if now >= give_up {
                 return Err(Error::Locked {
@@ -240,8 +265,11 @@ impl Engine {
     }
 
     async fn unlock_all(&self, targets: &[Target], id: &DeploymentId) {
-        for t in targets {
-            if let Err(e) = self.inner.store.unlock(t, id).await {
+        // At once: a store with group commit releases them in a few transactions.
+        let released =
+            futures::future::join_all(targets.iter().map(|t| self.inner.store.unlock(t, id))).await;
+        for (t, r) in targets.iter().zip(released) {
+            if let Err(e) = r {
                 warn!(error = %e, target = %t, "could not release a process lock; it expires with its lease");
             }
         }

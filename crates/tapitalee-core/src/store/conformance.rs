@@ -39,6 +39,8 @@ pub async fn run_all(store: &dyn DeploymentStore) {
     lock_is_exclusive_and_renewable(store).await;
     unlock_only_by_holder(store).await;
     expired_lease_can_be_taken(store).await;
+    concurrent_changes_all_land_in_order(store).await;
+    concurrent_try_locks_grant_one(store).await;
 }
 
 /// `now`, truncated to the millisecond.
@@ -601,5 +603,75 @@ pub async fn expired_lease_can_be_taken(store: &dyn DeploymentStore) {
         store.try_lock(&t, &a, lease).await.expect("try_lock"),
         Some(b),
         "the former holder lost it"
+    );
+}
+
+/// Many processes recording changes at the same time (as a deployment's processes do): every
+/// change lands, each process's steps in the order it made them, its record the last it wrote.
+pub async fn concurrent_changes_all_land_in_order(store: &dyn DeploymentStore) {
+    const PROCESSES: usize = 50;
+    const CHANGES: u32 = 5;
+    let mut rec = running_record(&fresh_app("concurrent"));
+    rec.processes = (0..PROCESSES)
+        .map(|i| ProcessRecord::pending(process(&format!("p{i}")), "rolling"))
+        .collect();
+    store.create(&rec).await.expect("create succeeds");
+    let writers = rec.processes.iter().map(|p| {
+        let id = rec.id;
+        async move {
+            let mut p = p.clone();
+            for k in 1..=CHANGES {
+                p.state.steps_done = k;
+                let change = step(Some(p.process.as_str()), &format!("change {k}"));
+                store
+                    .record_change(&id, &p, &change)
+                    .await
+                    .expect("record_change succeeds");
+            }
+        }
+    });
+    futures::future::join_all(writers).await;
+
+    let got = get(store, &rec.id).await;
+    assert_eq!(got.processes.len(), PROCESSES, "no process added or lost");
+    for (p, want) in got.processes.iter().zip(&rec.processes) {
+        assert_eq!(p.process, want.process, "creation order kept");
+        assert_eq!(
+            p.state.steps_done, CHANGES,
+            "{} holds its last change",
+            p.process
+        );
+        let messages: Vec<_> = p.steps.iter().map(|s| s.message.as_str()).collect();
+        let expected: Vec<_> = (1..=CHANGES).map(|k| format!("change {k}")).collect();
+        assert_eq!(messages, expected, "{}'s steps, in order", p.process);
+    }
+}
+
+/// Many deployments asking for the same lock at the same time: exactly one gets it, and every
+/// other is told that one holds it.
+pub async fn concurrent_try_locks_grant_one(store: &dyn DeploymentStore) {
+    let t = target("lock-race");
+    let lease = Duration::from_secs(60);
+    let holders: Vec<_> = (0..20).map(|_| DeploymentId::new()).collect();
+    let answers =
+        futures::future::join_all(holders.iter().map(|h| store.try_lock(&t, h, lease))).await;
+    let answers: Vec<_> = answers
+        .into_iter()
+        .map(|a| a.expect("try_lock succeeds"))
+        .collect();
+    let winners: Vec<_> = holders
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| a.is_none())
+        .map(|(h, _)| *h)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one holder: {winners:?}");
+    let winner = winners[0];
+    for answer in answers.iter().flatten() {
+        assert_eq!(*answer, winner, "the others are told who holds it");
+    }
+    assert_eq!(
+        store.lock_holder(&t).await.expect("lock_holder"),
+        Some(winner)
     );
 }

@@ -5,89 +5,42 @@
 //! a busy timeout, so several OS processes can read and write it at once; locks are leases
 //! whose expiry is wall-clock unix milliseconds, which every process on the machine agrees on.
 //!
+//! Each store runs its calls on one writer thread with group commit (see [`writer`]): calls
+//! made while a transaction runs share the next one, so a thousand concurrent writers cost a
+//! few commits, not a thousand, and a call still returns only once its change is committed.
+//!
 //! Times are kept to the millisecond.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::Connection;
 
 use super::DeploymentStore;
-use crate::domain::{AppName, DeploymentId, Digest, DockerTag, ImageRef, Initiator, ProcessName};
-use crate::error::{Error, Resource, Result};
+use crate::domain::{AppName, DeploymentId};
+use crate::error::{Error, Result};
 use crate::fleet::Target;
-use crate::record::{
-    DeploymentRecord, DeploymentStatus, ProcessRecord, RollbackPolicy, StepRecord,
-};
+use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, StepRecord};
 
-/// The schema version this build writes and understands (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+mod rows;
+mod schema;
+mod writer;
 
-/// How long a statement waits for another process's write lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS deployments (
-    id              TEXT PRIMARY KEY NOT NULL,
-    app             TEXT NOT NULL,
-    initiator       TEXT NOT NULL,
-    image_repo      TEXT NOT NULL,
-    image_tag       TEXT NOT NULL,
-    image_digest    TEXT,
-    only_process    TEXT,
-    policy          TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    created_at_ms   INTEGER NOT NULL,
-    finished_at_ms  INTEGER,
-    resumes         TEXT
-) STRICT;
-CREATE INDEX IF NOT EXISTS deployments_by_app ON deployments (app, id DESC);
-
-CREATE TABLE IF NOT EXISTS processes (
-    deployment_id   TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
-    process         TEXT NOT NULL,
-    ordinal         INTEGER NOT NULL,
-    strategy        TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    from_rev        TEXT,
-    to_rev          TEXT,
-    started_at_ms   INTEGER,
-    finished_at_ms  INTEGER,
-    state           TEXT NOT NULL,
-    PRIMARY KEY (deployment_id, process),
-    UNIQUE (deployment_id, ordinal)
-) STRICT;
-
-CREATE TABLE IF NOT EXISTS steps (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    deployment_id   TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
-    process         TEXT,
-    attached        INTEGER NOT NULL,
-    at_ms           INTEGER NOT NULL,
-    message         TEXT NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS steps_by_deployment ON steps (deployment_id, seq);
-
-CREATE TABLE IF NOT EXISTS locks (
-    app             TEXT NOT NULL,
-    process         TEXT NOT NULL,
-    holder          TEXT NOT NULL,
-    expires_at_ms   INTEGER NOT NULL,
-    PRIMARY KEY (app, process)
-) STRICT;
-";
+use rows::{ProcessRow, now_ms, target_params};
+use writer::{Job, Writer};
 
 /// Keeps history and locks in one SQLite file: the embedded default.
 ///
 /// Every `tapit` on the machine can open the same file; each sees the others' deployments and
-/// locks. Calls run on tokio's blocking pool, one at a time per `SqliteStore`.
+/// locks. Calls run on a thread of the store's own, which commits the calls made at the same
+/// time together; clones share it, and it stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqliteStore {
     path: Option<Arc<PathBuf>>,
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<Writer>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -115,27 +68,30 @@ impl SqliteStore {
                 )
             })?;
         }
-        let conn = Connection::open(&path).map_err(|e| {
-            Error::store(
-                format!("cannot open the deployment store {}", path.display()),
-                e,
-            )
+        let name = path.display().to_string();
+        let file = path.clone();
+        // The writer thread opens the connection: once this returns, the store is ready.
+        let writer = Writer::spawn(&path.display().to_string(), move || {
+            let conn = Connection::open(&file)
+                .map_err(|e| Error::store(format!("cannot open the deployment store {name}"), e))?;
+            schema::init(conn, &name, true)
         })?;
-        let conn = init(conn, &path.display().to_string(), true)?;
         Ok(SqliteStore {
             path: Some(Arc::new(path)),
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(writer),
         })
     }
 
     /// A private store in memory, gone when dropped: for tests.
     pub fn open_in_memory() -> Result<Self> {
-        let conn = Connection::open_in_memory()
-            .map_err(|e| Error::store("cannot open an in-memory SQLite store", e))?;
-        let conn = init(conn, ":memory:", false)?;
+        let writer = Writer::spawn(":memory:", || {
+            let conn = Connection::open_in_memory()
+                .map_err(|e| Error::store("cannot open an in-memory SQLite store", e))?;
+            schema::init(conn, ":memory:", false)
+        })?;
         Ok(SqliteStore {
             path: None,
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(writer),
         })
     }
 
@@ -144,407 +100,20 @@ impl SqliteStore {
         self.path.as_deref().map(PathBuf::as_path)
     }
 
-    /// Runs `f` on the connection in tokio's blocking pool.
-    async fn call<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` on the writer thread, inside a transaction shared with the calls queued at the
+    /// same time; returns its outcome once that transaction committed. `writes` says whether
+    /// `f` changes anything (then it runs in a savepoint, undone if it fails).
+    async fn call<T, F>(&self, writes: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic mid-call dropped its transaction, which rolled back: the connection is sound.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| Error::store("a SQLite store call panicked or was cancelled", e))?
+        let (job, reply) = Job::new(writes, f);
+        self.writer.send(job)?;
+        reply
+            .await
+            .map_err(|e| Error::store("SQLite store: the writer thread stopped during a call", e))?
     }
-}
-
-/// Configures a fresh connection and brings its schema up to date.
-fn init(mut conn: Connection, name: &str, wal: bool) -> Result<Connection> {
-    let fail = |what: &str| {
-        let msg = format!("cannot {what} the deployment store {name}");
-        move |e: rusqlite::Error| Error::store(msg, e)
-    };
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail("configure"))?;
-    if wal {
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-            .map_err(fail("enable WAL on"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(fail("configure"))?;
-    }
-    conn.pragma_update(None, "foreign_keys", true)
-        .map_err(fail("configure"))?;
-
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(fail("lock"))?;
-    let version: i64 = tx
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(fail("read the schema version of"))?;
-    if version > SCHEMA_VERSION {
-        return Err(Error::store(
-            format!(
-                "the deployment store {name} has schema version {version}, newer than the \
-                 {SCHEMA_VERSION} this tapit understands; upgrade tapit, or use another store file"
-            ),
-            "schema version too new",
-        ));
-    }
-    if version < SCHEMA_VERSION {
-        tx.execute_batch(SCHEMA)
-            .map_err(fail("create the schema of"))?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(fail("set the schema version of"))?;
-    }
-    tx.commit().map_err(fail("initialize"))?;
-    Ok(conn)
-}
-
-fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
-    move |e| Error::store(format!("SQLite store: {op} failed"), e)
-}
-
-fn missing(id: &str) -> Error {
-    Error::not_found(Resource::Deployment, id, "")
-}
-
-fn corrupt(what: &str, value: &str, e: impl Into<crate::error::BoxError>) -> Error {
-    Error::store(
-        format!("SQLite store holds an unreadable {what} {value:?}"),
-        e,
-    )
-}
-
-/// Unix milliseconds, saturating; times before 1970 are negative.
-fn to_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
-    }
-}
-
-fn from_ms(ms: i64) -> Result<SystemTime> {
-    let d = Duration::from_millis(ms.unsigned_abs());
-    let t = if ms >= 0 {
-        UNIX_EPOCH.checked_add(d)
-    } else {
-        UNIX_EPOCH.checked_sub(d)
-    };
-    t.ok_or_else(|| corrupt("timestamp", &ms.to_string(), "out of this platform's range"))
-}
-
-fn opt_from_ms(ms: Option<i64>) -> Result<Option<SystemTime>> {
-    ms.map(from_ms).transpose()
-}
-
-fn now_ms() -> i64 {
-    to_ms(SystemTime::now())
-}
-
-fn to_json<T: serde::Serialize>(what: &str, v: &T) -> Result<String> {
-    serde_json::to_string(v)
-        .map_err(|e| Error::store(format!("cannot encode a {what} for the SQLite store"), e))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| corrupt(what, s, e))
-}
-
-fn parse<'a, T>(what: &str, s: &'a str, f: impl FnOnce(&'a str) -> Result<T>) -> Result<T> {
-    f(s).map_err(|e| corrupt(what, s, e))
-}
-
-fn status_str(s: DeploymentStatus) -> &'static str {
-    match s {
-        DeploymentStatus::Running => "running",
-        DeploymentStatus::Succeeded => "succeeded",
-        DeploymentStatus::Partial => "partial",
-        DeploymentStatus::Failed => "failed",
-        DeploymentStatus::Interrupted => "interrupted",
-    }
-}
-
-fn parse_status(s: &str) -> Result<DeploymentStatus> {
-    Ok(match s {
-        "running" => DeploymentStatus::Running,
-        "succeeded" => DeploymentStatus::Succeeded,
-        "partial" => DeploymentStatus::Partial,
-        "failed" => DeploymentStatus::Failed,
-        "interrupted" => DeploymentStatus::Interrupted,
-        _ => return Err(corrupt("deployment status", s, "unknown status")),
-    })
-}
-
-fn policy_str(p: RollbackPolicy) -> &'static str {
-    match p {
-        RollbackPolicy::Independent => "independent",
-        RollbackPolicy::AllOrNothing => "all-or-nothing",
-    }
-}
-
-fn parse_policy(s: &str) -> Result<RollbackPolicy> {
-    Ok(match s {
-        "independent" => RollbackPolicy::Independent,
-        "all-or-nothing" => RollbackPolicy::AllOrNothing,
-        _ => return Err(corrupt("rollback policy", s, "unknown policy")),
-    })
-}
-
-/// A process row, encoded for writing.
-struct ProcessRow {
-    process: String,
-    strategy: String,
-    status: String,
-    from: Option<String>,
-    to: Option<String>,
-    started_at_ms: Option<i64>,
-    finished_at_ms: Option<i64>,
-    state: String,
-}
-
-impl ProcessRow {
-    fn encode(p: &ProcessRecord) -> Result<Self> {
-        Ok(ProcessRow {
-            process: p.process.to_string(),
-            strategy: p.strategy.clone(),
-            status: to_json("process status", &p.status)?,
-            from: p
-                .from
-                .as_ref()
-                .map(|r| to_json("revision", r))
-                .transpose()?,
-            to: p.to.as_ref().map(|r| to_json("revision", r)).transpose()?,
-            started_at_ms: p.started_at.map(to_ms),
-            finished_at_ms: p.finished_at.map(to_ms),
-            state: to_json("rollout state", &p.state)?,
-        })
-    }
-
-    fn decode(self) -> Result<ProcessRecord> {
-        Ok(ProcessRecord {
-            process: parse("process name", &self.process, ProcessName::new)?,
-            strategy: self.strategy,
-            status: from_json("process status", &self.status)?,
-            from: self.from.map(|s| from_json("revision", &s)).transpose()?,
-            to: self.to.map(|s| from_json("revision", &s)).transpose()?,
-            started_at: opt_from_ms(self.started_at_ms)?,
-            finished_at: opt_from_ms(self.finished_at_ms)?,
-            state: from_json("rollout state", &self.state)?,
-            steps: Vec::new(),
-        })
-    }
-}
-
-const PROCESS_COLUMNS: &str =
-    "process, strategy, status, from_rev, to_rev, started_at_ms, finished_at_ms, state";
-
-fn read_process(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProcessRow> {
-    Ok(ProcessRow {
-        process: r.get(0)?,
-        strategy: r.get(1)?,
-        status: r.get(2)?,
-        from: r.get(3)?,
-        to: r.get(4)?,
-        started_at_ms: r.get(5)?,
-        finished_at_ms: r.get(6)?,
-        state: r.get(7)?,
-    })
-}
-
-/// A deployment row as read.
-struct DeploymentRow {
-    id: String,
-    app: String,
-    initiator: String,
-    image_repo: String,
-    image_tag: String,
-    image_digest: Option<String>,
-    only_process: Option<String>,
-    policy: String,
-    status: String,
-    created_at_ms: i64,
-    finished_at_ms: Option<i64>,
-    resumes: Option<String>,
-}
-
-const DEPLOYMENT_COLUMNS: &str = "id, app, initiator, image_repo, image_tag, image_digest, \
-     only_process, policy, status, created_at_ms, finished_at_ms, resumes";
-
-fn read_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
-    Ok(DeploymentRow {
-        id: r.get(0)?,
-        app: r.get(1)?,
-        initiator: r.get(2)?,
-        image_repo: r.get(3)?,
-        image_tag: r.get(4)?,
-        image_digest: r.get(5)?,
-        only_process: r.get(6)?,
-        policy: r.get(7)?,
-        status: r.get(8)?,
-        created_at_ms: r.get(9)?,
-        finished_at_ms: r.get(10)?,
-        resumes: r.get(11)?,
-    })
-}
-
-impl DeploymentRow {
-    fn decode(self, processes: Vec<ProcessRecord>) -> Result<DeploymentRecord> {
-        let tag = parse("docker tag", &self.image_tag, DockerTag::new)?;
-        let mut image = ImageRef::new(self.image_repo.clone(), tag)
-            .map_err(|e| corrupt("image repository", &self.image_repo, e))?;
-        image.digest = self
-            .image_digest
-            .as_deref()
-            .map(|d| parse("image digest", d, Digest::new))
-            .transpose()?;
-        Ok(DeploymentRecord {
-            id: parse("deployment id", &self.id, str::parse)?,
-            app: parse("app name", &self.app, AppName::new)?,
-            initiator: parse("initiator", &self.initiator, Initiator::new)?,
-            image,
-            only_process: self
-                .only_process
-                .as_deref()
-                .map(|p| parse("process name", p, ProcessName::new))
-                .transpose()?,
-            policy: parse_policy(&self.policy)?,
-            status: parse_status(&self.status)?,
-            created_at: from_ms(self.created_at_ms)?,
-            finished_at: opt_from_ms(self.finished_at_ms)?,
-            resumes: self
-                .resumes
-                .as_deref()
-                .map(|r| parse("deployment id", r, str::parse))
-                .transpose()?,
-            steps: Vec::new(),
-            processes,
-        })
-    }
-}
-
-/// A deployment's processes in creation order, without steps.
-fn load_processes(conn: &Connection, id: &str) -> Result<Vec<ProcessRecord>> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {PROCESS_COLUMNS} FROM processes WHERE deployment_id = ?1 ORDER BY ordinal"
-        ))
-        .map_err(sql("reading processes"))?;
-    let rows = stmt
-        .query_map([id], read_process)
-        .map_err(sql("reading processes"))?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(sql("reading processes"))?;
-    rows.into_iter().map(ProcessRow::decode).collect()
-}
-
-/// Replaces a process's row (not its steps), or appends it after the others.
-fn write_process(conn: &Connection, id: &str, row: &ProcessRow) -> Result<()> {
-    let updated = conn
-        .prepare_cached(
-            "UPDATE processes SET strategy = ?3, status = ?4, from_rev = ?5, \
-             to_rev = ?6, started_at_ms = ?7, finished_at_ms = ?8, state = ?9 \
-             WHERE deployment_id = ?1 AND process = ?2",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                row.process,
-                row.strategy,
-                row.status,
-                row.from,
-                row.to,
-                row.started_at_ms,
-                row.finished_at_ms,
-                row.state
-            ])
-        })
-        .map_err(sql("updating a process"))?;
-    if updated == 0 {
-        // A process not in the deployment yet: append it after the others.
-        let next: Option<i64> = conn
-            .query_row(
-                "SELECT (SELECT COALESCE(MAX(ordinal) + 1, 0) FROM processes \
-                 WHERE deployment_id = ?1) FROM deployments WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql("updating a process"))?;
-        let next = next.ok_or_else(|| missing(id))?;
-        insert_process(conn, id, next, row).map_err(sql("adding a process"))?;
-    }
-    Ok(())
-}
-
-/// Appends a step; it belongs to its process if the deployment has that process.
-fn append_step_row(conn: &Connection, id: &str, step: &StepRecord) -> Result<()> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO steps (deployment_id, process, attached, at_ms, message) \
-             SELECT id, ?2, ?2 IS NOT NULL AND EXISTS (SELECT 1 FROM processes \
-                 WHERE deployment_id = ?1 AND process = ?2), ?3, ?4 \
-             FROM deployments WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                step.process.as_ref().map(ProcessName::as_str),
-                to_ms(step.at),
-                step.message
-            ])
-        })
-        .map_err(sql("appending a step"))?;
-    if n == 0 {
-        return Err(missing(id));
-    }
-    Ok(())
-}
-
-fn insert_process(
-    conn: &Connection,
-    id: &str,
-    ordinal: i64,
-    p: &ProcessRow,
-) -> rusqlite::Result<usize> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO processes (deployment_id, ordinal, {PROCESS_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-    ))?
-    .execute(params![
-        id,
-        ordinal,
-        p.process,
-        p.strategy,
-        p.status,
-        p.from,
-        p.to,
-        p.started_at_ms,
-        p.finished_at_ms,
-        p.state
-    ])
-}
-
-fn insert_step(conn: &Connection, id: &str, step: &StepRecord, attached: bool) -> Result<usize> {
-    conn.prepare_cached(
-        "INSERT INTO steps (deployment_id, process, attached, at_ms, message) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            id,
-            step.process.as_ref().map(ProcessName::as_str),
-            attached,
-            to_ms(step.at),
-            step.message
-        ])
-    })
-    .map_err(sql("appending a step"))
-}
-
-fn target_params(t: &Target) -> (String, String) {
-    (t.app.to_string(), t.process.to_string())
 }
 
 #[async_trait]
@@ -556,76 +125,21 @@ impl DeploymentStore for SqliteStore {
             .map(ProcessRow::encode)
             .collect::<Result<Vec<_>>>()?;
         let r = record.clone();
-        self.call(move |conn| {
-            let id = r.id.to_string();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql("creating a deployment"))?;
-            let exists = tx
-                .query_row("SELECT 1 FROM deployments WHERE id = ?1", [&id], |_| Ok(()))
-                .optional()
-                .map_err(sql("creating a deployment"))?
-                .is_some();
-            if exists {
-                return Err(Error::store(
-                    format!("deployment {id} already exists"),
-                    "duplicate id",
-                ));
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-                ),
-                params![
-                    id,
-                    r.app.as_str(),
-                    r.initiator.as_str(),
-                    r.image.repository,
-                    r.image.tag.as_str(),
-                    r.image.digest.as_ref().map(Digest::as_str),
-                    r.only_process.as_ref().map(ProcessName::as_str),
-                    policy_str(r.policy),
-                    status_str(r.status),
-                    to_ms(r.created_at),
-                    r.finished_at.map(to_ms),
-                    r.resumes.map(|d| d.to_string()),
-                ],
-            )
-            .map_err(sql("creating a deployment"))?;
-            for (ordinal, p) in (0_i64..).zip(&processes) {
-                insert_process(&tx, &id, ordinal, p).map_err(|e| {
-                    Error::store(
-                        format!("cannot record process {:?} of deployment {id}", p.process),
-                        e,
-                    )
-                })?;
-            }
-            for step in &r.steps {
-                insert_step(&tx, &id, step, false)?;
-            }
-            tx.commit().map_err(sql("creating a deployment"))
-        })
-        .await
+        self.call(true, move |conn| rows::create(conn, &r, &processes))
+            .await
     }
 
     async fn update_process(&self, id: &DeploymentId, process: &ProcessRecord) -> Result<()> {
         let row = ProcessRow::encode(process)?;
         let id = id.to_string();
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql("updating a process"))?;
-            write_process(&tx, &id, &row)?;
-            tx.commit().map_err(sql("updating a process"))
-        })
-        .await
+        self.call(true, move |conn| rows::write_process(conn, &id, &row))
+            .await
     }
 
     async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()> {
         let id = id.to_string();
         let step = step.clone();
-        self.call(move |conn| append_step_row(conn, &id, &step))
+        self.call(true, move |conn| rows::append_step_row(conn, &id, &step))
             .await
     }
 
@@ -638,14 +152,10 @@ impl DeploymentStore for SqliteStore {
         let row = ProcessRow::encode(process)?;
         let id = id.to_string();
         let step = step.clone();
-        self.call(move |conn| {
-            // One transaction: the state and the step about it land together or not at all.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql("recording a change"))?;
-            write_process(&tx, &id, &row)?;
-            append_step_row(&tx, &id, &step)?;
-            tx.commit().map_err(sql("recording a change"))
+        // One savepoint: the state and the step about it land together or not at all.
+        self.call(true, move |conn| {
+            rows::write_process(conn, &id, &row)?;
+            rows::append_step_row(conn, &id, &step)
         })
         .await
     }
@@ -653,101 +163,23 @@ impl DeploymentStore for SqliteStore {
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()> {
         let id = id.to_string();
         let finished = status.is_final().then(now_ms);
-        self.call(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE deployments SET status = ?2, finished_at_ms = ?3 WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![id, status_str(status), finished]))
-                .map_err(sql("setting a deployment's status"))?;
-            if n == 0 {
-                return Err(missing(&id));
-            }
-            Ok(())
+        self.call(true, move |conn| {
+            rows::set_status(conn, &id, status, finished)
         })
         .await
     }
 
     async fn get(&self, id: &DeploymentId) -> Result<Option<DeploymentRecord>> {
         let id = id.to_string();
-        self.call(move |conn| {
-            // One read transaction, so the deployment, processes and steps agree.
-            let tx = conn.transaction().map_err(sql("reading a deployment"))?;
-            let row = tx
-                .prepare_cached(&format!(
-                    "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
-                ))
-                .and_then(|mut s| s.query_row([&id], read_deployment).optional())
-                .map_err(sql("reading a deployment"))?;
-            let Some(row) = row else { return Ok(None) };
-            let processes = load_processes(&tx, &id)?;
-            let mut rec = row.decode(processes)?;
-
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT process, attached, at_ms, message FROM steps \
-                     WHERE deployment_id = ?1 ORDER BY seq",
-                )
-                .map_err(sql("reading steps"))?;
-            let steps = stmt
-                .query_map([&id], |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, bool>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                })
-                .map_err(sql("reading steps"))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sql("reading steps"))?;
-            for (process, attached, at_ms, message) in steps {
-                let process = process
-                    .as_deref()
-                    .map(|p| parse("process name", p, ProcessName::new))
-                    .transpose()?;
-                let owner = match (&process, attached) {
-                    (Some(name), true) => rec.processes.iter_mut().find(|p| &p.process == name),
-                    _ => None,
-                };
-                let step = StepRecord {
-                    at: from_ms(at_ms)?,
-                    process,
-                    message,
-                };
-                match owner {
-                    Some(p) => p.steps.push(step),
-                    None => rec.steps.push(step),
-                }
-            }
-            Ok(Some(rec))
-        })
-        .await
+        // One transaction, so the deployment, processes and steps agree.
+        self.call(false, move |conn| rows::get(conn, &id)).await
     }
 
     async fn list(&self, app: &AppName, limit: usize) -> Result<Vec<DeploymentRecord>> {
         let app = app.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.call(move |conn| {
-            let tx = conn.transaction().map_err(sql("listing deployments"))?;
-            let rows = tx
-                .prepare_cached(&format!(
-                    "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE app = ?1 \
-                     ORDER BY id DESC LIMIT ?2"
-                ))
-                .and_then(|mut s| {
-                    s.query_map(params![app, limit], read_deployment)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(sql("listing deployments"))?;
-            rows.into_iter()
-                .map(|row| {
-                    let processes = load_processes(&tx, &row.id)?;
-                    row.decode(processes)
-                })
-                .collect()
-        })
-        .await
+        self.call(false, move |conn| rows::list(conn, &app, limit))
+            .await
     }
 
     async fn try_lock(
@@ -756,73 +188,27 @@ impl DeploymentStore for SqliteStore {
         holder: &DeploymentId,
         lease: Duration,
     ) -> Result<Option<DeploymentId>> {
-        let (app, process) = target_params(target);
+        let target = target_params(target);
         let holder = holder.to_string();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql("taking a lock"))?;
-            let now = now_ms();
-            let current: Option<(String, i64)> = tx
-                .prepare_cached(
-                    "SELECT holder, expires_at_ms FROM locks WHERE app = ?1 AND process = ?2",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![app, process], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()
-                })
-                .map_err(sql("taking a lock"))?;
-            if let Some((other, _)) = current.filter(|(h, until)| *h != holder && *until > now) {
-                return parse("lock holder", &other, str::parse).map(Some);
-            }
-            tx.prepare_cached(
-                "INSERT INTO locks (app, process, holder, expires_at_ms) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (app, process) DO UPDATE \
-                 SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms",
-            )
-            .and_then(|mut s| {
-                s.execute(params![app, process, holder, now.saturating_add(lease_ms)])
-            })
-            .map_err(sql("taking a lock"))?;
-            tx.commit().map_err(sql("taking a lock"))?;
-            Ok(None)
+        // Within `BEGIN IMMEDIATE`: no other process reads the lock between our read and write.
+        self.call(true, move |conn| {
+            rows::try_lock(conn, &target, &holder, lease_ms)
         })
         .await
     }
 
     async fn unlock(&self, target: &Target, holder: &DeploymentId) -> Result<()> {
-        let (app, process) = target_params(target);
+        let target = target_params(target);
         let holder = holder.to_string();
-        self.call(move |conn| {
-            conn.prepare_cached(
-                "DELETE FROM locks WHERE app = ?1 AND process = ?2 AND holder = ?3",
-            )
-            .and_then(|mut s| s.execute(params![app, process, holder]))
-            .map_err(sql("releasing a lock"))?;
-            Ok(())
-        })
-        .await
+        self.call(true, move |conn| rows::unlock(conn, &target, &holder))
+            .await
     }
 
     async fn lock_holder(&self, target: &Target) -> Result<Option<DeploymentId>> {
-        let (app, process) = target_params(target);
-        self.call(move |conn| {
-            let holder: Option<String> = conn
-                .prepare_cached(
-                    "SELECT holder FROM locks \
-                     WHERE app = ?1 AND process = ?2 AND expires_at_ms > ?3",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![app, process, now_ms()], |r| r.get(0))
-                        .optional()
-                })
-                .map_err(sql("reading a lock"))?;
-            holder
-                .map(|h| parse("lock holder", &h, str::parse))
-                .transpose()
-        })
-        .await
+        let target = target_params(target);
+        self.call(false, move |conn| rows::lock_holder(conn, &target))
+            .await
     }
 }
 

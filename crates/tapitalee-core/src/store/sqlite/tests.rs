@@ -1,5 +1,13 @@
 //! SQLite-only tests: persistence across reopen, sharing between handles, schema versions.
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+use super::rows::{from_ms, to_ms};
+use super::schema::SCHEMA_VERSION;
+use super::writer::Job;
 use super::*;
+use crate::domain::ProcessName;
+use crate::record::ProcessRecord;
 use crate::store::DeploymentStoreExt;
 use crate::store::conformance;
 
@@ -137,4 +145,200 @@ fn odd_times_do_not_panic() {
     for ms in [i64::MIN, i64::MAX, -1, 1] {
         let _ = from_ms(ms).map(to_ms);
     }
+}
+
+/// A deployment of `n` pending processes `p0`, `p1`, …
+fn wide_record(n: usize) -> DeploymentRecord {
+    let mut rec = conformance::sample_record(&conformance::fresh_app("wide"));
+    rec.processes = (0..n)
+        .map(|i| ProcessRecord::pending(ProcessName::new(format!("p{i}")).unwrap(), "rolling"))
+        .collect();
+    rec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_writers_all_land_in_order() {
+    const TASKS: usize = 200;
+    const CHANGES: u32 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("tapit.db")).unwrap();
+    let rec = wide_record(TASKS);
+    store.create(&rec).await.unwrap();
+    let before = store.writer.commits().load(Ordering::Relaxed);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in rec.processes.clone() {
+        let (store, id) = (store.clone(), rec.id);
+        tasks.spawn(async move {
+            let mut p = p;
+            for k in 1..=CHANGES {
+                p.state.steps_done = k;
+                let change = conformance::step(Some(p.process.as_str()), &format!("{k}"));
+                store.record_change(&id, &p, &change).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let commits = store.writer.commits().load(Ordering::Relaxed) - before;
+
+    // Read back through a second store on the file: everything is committed.
+    let got = SqliteStore::open(dir.path().join("tapit.db"))
+        .unwrap()
+        .get(&rec.id)
+        .await
+        .unwrap()
+        .unwrap();
+    for (i, p) in got.processes.iter().enumerate() {
+        assert_eq!(p.process.as_str(), format!("p{i}"));
+        assert_eq!(p.state.steps_done, CHANGES);
+        let order: Vec<_> = p.steps.iter().map(|s| s.message.as_str()).collect();
+        let want: Vec<_> = (1..=CHANGES).map(|k| k.to_string()).collect();
+        assert_eq!(order, want, "{}'s changes, in order", p.process);
+    }
+    let calls = TASKS as u64 * u64::from(CHANGES);
+    assert!(
+        commits < calls,
+        "concurrent calls share transactions: {commits} commits for {calls} calls"
+    );
+}
+
+/// Holds the writer thread inside a job until the returned sender is dropped, so that the
+/// calls made meanwhile queue up and run in the next transaction, together.
+async fn hold_the_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (job, _reply) = Job::new(false, move |_: &Connection| {
+        let _ = started_tx.send(());
+        let _ = released.recv();
+        Ok(())
+    });
+    store.writer.send(job).unwrap();
+    started.await.unwrap();
+    release
+}
+
+#[tokio::test]
+async fn a_failing_job_rolls_back_alone() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let rec = wide_record(2);
+    store.create(&rec).await.unwrap();
+    let (t, holder) = (target("savepoints"), DeploymentId::new());
+    let missing = DeploymentId::new();
+    let mut p0 = rec.processes[0].clone();
+    p0.state.steps_done = 7;
+
+    let (kept, x) = (
+        conformance::step(Some("p0"), "kept"),
+        conformance::step(None, "x"),
+    );
+    let also_kept = conformance::step(None, "also kept");
+    let release = hold_the_writer(&store).await;
+    let before = store.writer.commits().load(Ordering::Relaxed);
+    let ok_change = store.record_change(&rec.id, &p0, &kept);
+    let not_found = store.record_change(&missing, &p0, &x);
+    let duplicate = store.create(&rec);
+    // Writes, then fails: its write is undone.
+    let (t2, h2) = (t.clone(), holder.to_string());
+    let undone = store.call(true, move |conn| {
+        rows::try_lock(conn, &target_params(&t2), &h2, 60_000)?;
+        Err::<(), _>(Error::store("deliberate", "test"))
+    });
+    // Writes, then panics: undone too, and the writer survives.
+    let (t3, h3) = (t.clone(), holder.to_string());
+    let panics = store.call(true, move |conn| -> Result<()> {
+        rows::try_lock(conn, &target_params(&t3), &h3, 60_000)?;
+        panic!("a deliberate panic in a store call")
+    });
+    let ok_step = store.append_step(&rec.id, &also_kept);
+    let mut all = Box::pin(async {
+        futures::join!(ok_change, not_found, duplicate, undone, panics, ok_step)
+    });
+    // One poll queues every call behind the held writer.
+    assert!(futures::poll!(all.as_mut()).is_pending());
+    drop(release);
+    let (ok_change, not_found, duplicate, undone, panics, ok_step) = all.await;
+
+    ok_change.unwrap();
+    ok_step.unwrap();
+    assert!(
+        matches!(not_found, Err(Error::NotFound { .. })),
+        "{not_found:?}"
+    );
+    assert!(
+        duplicate
+            .unwrap_err()
+            .to_string()
+            .contains("already exists")
+    );
+    assert!(undone.unwrap_err().to_string().contains("deliberate"));
+    assert!(panics.unwrap_err().to_string().contains("panicked"));
+    assert_eq!(
+        store.writer.commits().load(Ordering::Relaxed) - before,
+        2,
+        "the held job's transaction, then one for all six calls"
+    );
+
+    let got = store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!(got.processes[0].state.steps_done, 7);
+    assert_eq!(got.processes[0].steps.len(), 1);
+    assert_eq!(got.steps.last().unwrap().message, "also kept");
+    assert_eq!(store.lock_holder(&t).await.unwrap(), None, "rolled back");
+    assert_eq!(
+        store
+            .try_lock(&t, &holder, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn two_try_locks_in_one_batch_run_in_order() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let t = target("one-batch");
+    let (a, b) = (DeploymentId::new(), DeploymentId::new());
+    let lease = Duration::from_secs(60);
+    let release = hold_the_writer(&store).await;
+    let mut both = Box::pin(async {
+        futures::join!(store.try_lock(&t, &a, lease), store.try_lock(&t, &b, lease))
+    });
+    assert!(futures::poll!(both.as_mut()).is_pending());
+    drop(release);
+    let (first, second) = both.await;
+    assert_eq!(first.unwrap(), None);
+    assert_eq!(second.unwrap(), Some(a));
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_stops_the_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tapit.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let clone = store.clone();
+    let rec = conformance::sample_record(&conformance::fresh_app("drop"));
+    store.create(&rec).await.unwrap();
+    // The thread holds its own reference to the counter until it ends.
+    let thread_alive = Arc::downgrade(store.writer.commits());
+
+    drop(store);
+    assert!(thread_alive.upgrade().is_some(), "a clone keeps it running");
+    assert!(clone.get(&rec.id).await.unwrap().is_some());
+
+    drop(clone);
+    assert!(thread_alive.upgrade().is_none(), "the thread has ended");
+    let wal = dir.path().join("tapit.db-wal");
+    assert!(
+        !wal.exists(),
+        "the connection was closed (its WAL checkpointed away)"
+    );
+    assert!(
+        SqliteStore::open(&path)
+            .unwrap()
+            .get(&rec.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

@@ -1,0 +1,110 @@
+//! The schema, and the configuration of a fresh connection.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+/// The schema version this build writes and understands (`PRAGMA user_version`).
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection (more than the store has).
+const STATEMENT_CACHE: usize = 64;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deployments (
+    id              TEXT PRIMARY KEY NOT NULL,
+    app             TEXT NOT NULL,
+    initiator       TEXT NOT NULL,
+    image_repo      TEXT NOT NULL,
+    image_tag       TEXT NOT NULL,
+    image_digest    TEXT,
+    only_process    TEXT,
+    policy          TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    finished_at_ms  INTEGER,
+    resumes         TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS deployments_by_app ON deployments (app, id DESC);
+
+CREATE TABLE IF NOT EXISTS processes (
+    deployment_id   TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    process         TEXT NOT NULL,
+    ordinal         INTEGER NOT NULL,
+    strategy        TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    from_rev        TEXT,
+    to_rev          TEXT,
+    started_at_ms   INTEGER,
+    finished_at_ms  INTEGER,
+    state           TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, process),
+    UNIQUE (deployment_id, ordinal)
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS steps (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id   TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    process         TEXT,
+    attached        INTEGER NOT NULL,
+    at_ms           INTEGER NOT NULL,
+    message         TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS steps_by_deployment ON steps (deployment_id, seq);
+
+CREATE TABLE IF NOT EXISTS locks (
+    app             TEXT NOT NULL,
+    process         TEXT NOT NULL,
+    holder          TEXT NOT NULL,
+    expires_at_ms   INTEGER NOT NULL,
+    PRIMARY KEY (app, process)
+) STRICT;
+";
+
+/// Configures a fresh connection and brings its schema up to date.
+pub(super) fn init(mut conn: Connection, name: &str, wal: bool) -> Result<Connection> {
+    let fail = |what: &str| {
+        let msg = format!("cannot {what} the deployment store {name}");
+        move |e: rusqlite::Error| Error::store(msg, e)
+    };
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail("configure"))?;
+    // Every statement stays prepared: the writer runs the same few over and over.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    if wal {
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+            .map_err(fail("enable WAL on"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail("configure"))?;
+    }
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(fail("configure"))?;
+
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(fail("lock"))?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(fail("read the schema version of"))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::store(
+            format!(
+                "the deployment store {name} has schema version {version}, newer than the \
+                 {SCHEMA_VERSION} this tapit understands; upgrade tapit, or use another store file"
+            ),
+            "schema version too new",
+        ));
+    }
+    if version < SCHEMA_VERSION {
+        tx.execute_batch(SCHEMA)
+            .map_err(fail("create the schema of"))?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(fail("set the schema version of"))?;
+    }
+    tx.commit().map_err(fail("initialize"))?;
+    Ok(conn)
+}
