@@ -4,7 +4,10 @@
 //!   `EXTERNAL` deployment controller give strategies full control: a fleet is a task set and
 //!   traffic is the ALB listener's weighted forward between a pair of target groups. Services
 //!   on the default `ECS` controller are deployed with `UpdateService` and judged by their
-//!   deployment's own rollout state (see [`ecs_native`]).
+//!   deployment's own rollout state (see [`ecs_native`]); ECS runs the rollout itself, rolling
+//!   or the blue-green / linear / canary [`EcsStrategy`] set on the process, and a failed one
+//!   is rolled back new-fleet-first (`StopServiceDeployment(ROLLBACK)`, else the previous task
+//!   definition), the [`RollbackOrder`](tapitalee_core::RollbackOrder) the deployer reports.
 //! - [`EcrRegistry`] is the [`ImageRegistry`](tapitalee_core::ImageRegistry).
 //! - [`TargetHealth`] is a [`HealthProbe`](tapitalee_core::HealthProbe) on ELB target health.
 //! - [`AlarmAnalysis`] and [`MetricAnalysis`] are [`Analysis`](tapitalee_core::Analysis)
