@@ -350,11 +350,11 @@ impl ProcessJob {
         record.status = ProcessStatus::Running;
         record.started_at = Some(SystemTime::now());
 
-        let prepared = async {
-            let current = shared.deployer.current(&target).await?;
-            let revision = shared.deployer.prepare(&target, &image, &meta).await?;
-            Ok::<_, Error>((current, revision))
-        }
+        // Independent platform reads/writes: one round trip on the critical path, not two.
+        let prepared = futures::future::try_join(
+            shared.deployer.current(&target),
+            shared.deployer.prepare(&target, &image, &meta),
+        )
         .await;
         let (current, revision) = match prepared {
             Ok(v) => v,
