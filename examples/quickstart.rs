@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use tapitalee::strategies::Rolling;
 use tapitalee::testkit::{Behavior, InMemoryPlatform};
 use tapitalee::*;
 
@@ -55,11 +54,11 @@ async fn main() -> Result<()> {
         Behavior::crash_loop(Duration::from_millis(500)).start_delay(Duration::from_millis(400)),
     );
 
-    let engine = Engine::builder()
+    // Rolling is the default strategy; any process can be given another per request.
+    let engine = tapitalee::engine()
         .deployer(Arc::new(platform.clone()))
         .registry(Arc::new(platform.clone()))
         .store(Arc::new(SqliteStore::open(&history)?))
-        .default_strategy(Arc::new(Rolling::new()))
         .health_gate(HealthGate {
             min_healthy_time: Duration::from_secs(1),
             poll_interval: Duration::from_millis(200),

@@ -9,3 +9,10 @@ pub use tapitalee_strategies as strategies;
 
 #[cfg(feature = "aws")]
 pub use tapitalee_aws as aws;
+
+/// An [`EngineBuilder`] whose default strategy is [`Rolling`](strategies::Rolling) with its
+/// defaults (25% surge, 25% unavailable), the product's default. Set the platform and store,
+/// then `build()`.
+pub fn engine() -> EngineBuilder {
+    Engine::builder().default_strategy(std::sync::Arc::new(strategies::Rolling::new()))
+}

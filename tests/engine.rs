@@ -80,6 +80,21 @@ impl Fixture {
     }
 }
 
+/// Deploys and waits for the outcome.
+async fn deploy_and_wait(
+    engine: &Engine,
+    app: &AppName,
+    request: DeployRequest,
+) -> DeploymentRecord {
+    engine
+        .deploy(app, request)
+        .await
+        .expect("the request is accepted")
+        .wait()
+        .await
+        .expect("the deployment runs to its end")
+}
+
 fn tag(t: &str) -> DockerTag {
     t.parse().expect("tag")
 }
@@ -100,13 +115,7 @@ async fn whole_app_deploy_succeeds_and_retires_old_fleets() {
     let request = DeployRequest::new()
         .docker_tag(tag("v2"))
         .initiator("john.doe".parse().unwrap());
-    let record = engine
-        .deploy(&fx.app, request)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(&engine, &fx.app, request).await;
     assert_eq!(record.status, DeploymentStatus::Succeeded);
     assert_eq!(record.processes.len(), 3);
     assert!(
@@ -129,13 +138,8 @@ async fn failing_process_rolls_back_alone_leaving_mixed_versions() {
         Behavior::crash_loop(Duration::from_secs(3)),
     );
     let engine = fx.engine().build().unwrap();
-    let record = engine
-        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record =
+        deploy_and_wait(&engine, &fx.app, DeployRequest::new().docker_tag(tag("v2"))).await;
     assert_eq!(record.status, DeploymentStatus::Partial);
     assert_eq!(status_of(&record, "default"), &ProcessStatus::Succeeded);
     assert_eq!(status_of(&record, "scheduler"), &ProcessStatus::Succeeded);
@@ -163,13 +167,7 @@ async fn all_or_nothing_rolls_back_the_successful_processes_too() {
     let request = DeployRequest::new()
         .docker_tag(tag("v2"))
         .rollback_policy(RollbackPolicy::AllOrNothing);
-    let record = engine
-        .deploy(&fx.app, request)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(&engine, &fx.app, request).await;
     assert_eq!(record.status, DeploymentStatus::Failed);
     for p in ["default", "scheduler"] {
         match status_of(&record, p) {
@@ -193,13 +191,7 @@ async fn all_or_nothing_finalizes_when_everything_succeeds() {
     let request = DeployRequest::new()
         .docker_tag(tag("v2"))
         .rollback_policy(RollbackPolicy::AllOrNothing);
-    let record = engine
-        .deploy(&fx.app, request)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(&engine, &fx.app, request).await;
     assert_eq!(record.status, DeploymentStatus::Succeeded);
     fx.assert_tags(&[("default", "v2"), ("worker", "v2"), ("scheduler", "v2")]);
     fx.assert_settled();
@@ -248,18 +240,14 @@ async fn crash_loop_fails_fast_not_at_the_deadline() {
     );
     let engine = fx.engine().build().unwrap();
     let started = Instant::now();
-    let record = engine
-        .deploy(
-            &fx.app,
-            DeployRequest::new()
-                .docker_tag(tag("v2"))
-                .process("scheduler".parse().unwrap()),
-        )
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("scheduler".parse().unwrap()),
+    )
+    .await;
     let took = started.elapsed();
     assert_eq!(record.status, DeploymentStatus::Failed);
     assert!(
@@ -288,18 +276,14 @@ async fn failure_threshold_is_configurable() {
         ..HealthGate::default()
     };
     let engine = fx.engine().health_gate(gate).build().unwrap();
-    let record = engine
-        .deploy(
-            &fx.app,
-            DeployRequest::new()
-                .docker_tag(tag("v2"))
-                .process("scheduler".parse().unwrap()),
-        )
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("scheduler".parse().unwrap()),
+    )
+    .await;
     match status_of(&record, "scheduler") {
         ProcessStatus::RolledBack { reason } => {
             assert!(reason.contains("threshold of 6"), "{reason}")
@@ -319,18 +303,14 @@ async fn never_healthy_fleet_hits_the_progress_deadline() {
     };
     let engine = fx.engine().health_gate(gate).build().unwrap();
     let started = Instant::now();
-    let record = engine
-        .deploy(
-            &fx.app,
-            DeployRequest::new()
-                .docker_tag(tag("v2"))
-                .process("worker".parse().unwrap()),
-        )
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("worker".parse().unwrap()),
+    )
+    .await;
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(90) && took < Duration::from_secs(120),
@@ -361,18 +341,14 @@ async fn flapping_health_never_satisfies_the_minimum_healthy_time() {
         ..HealthGate::default()
     };
     let engine = fx.engine().health_gate(gate).build().unwrap();
-    let record = engine
-        .deploy(
-            &fx.app,
-            DeployRequest::new()
-                .docker_tag(tag("v2"))
-                .process("worker".parse().unwrap()),
-        )
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("worker".parse().unwrap()),
+    )
+    .await;
     assert!(
         matches!(
             status_of(&record, "worker"),
@@ -399,13 +375,8 @@ async fn load_balancer_health_is_part_of_the_gate() {
         .health_gate(gate)
         .build()
         .unwrap();
-    let record = engine
-        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record =
+        deploy_and_wait(&engine, &fx.app, DeployRequest::new().docker_tag(tag("v2"))).await;
     assert_eq!(record.status, DeploymentStatus::Partial);
     match status_of(&record, "default") {
         ProcessStatus::RolledBack { reason } => {
@@ -452,18 +423,14 @@ async fn a_locked_process_is_refused_with_the_holder_id() {
     let record = first.wait().await.unwrap();
     assert_eq!(record.status, DeploymentStatus::Succeeded);
     fx.assert_tags(&[("worker", "v2")]);
-    let again = engine
-        .deploy(
-            &fx.app,
-            DeployRequest::new()
-                .docker_tag(tag("v1"))
-                .process("worker".parse().unwrap()),
-        )
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let again = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v1"))
+            .process("worker".parse().unwrap()),
+    )
+    .await;
     assert_eq!(again.status, DeploymentStatus::Succeeded);
     fx.assert_tags(&[("worker", "v1"), ("default", "v2")]);
 }
@@ -573,13 +540,7 @@ async fn abort_cancels_processes_not_started_yet() {
 async fn concurrency_is_bounded() {
     let fx = fixture();
     let engine = fx.engine().concurrency(1).build().unwrap();
-    engine
-        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    deploy_and_wait(&engine, &fx.app, DeployRequest::new().docker_tag(tag("v2"))).await;
     let launches: Vec<Instant> = fx
         .platform
         .calls()
@@ -623,13 +584,8 @@ async fn retryable_platform_errors_while_polling_are_ridden_out() {
     fx.platform
         .inject(Op::Status, Some("default"), Fault::Transient, 2);
     let engine = fx.engine().build().unwrap();
-    let record = engine
-        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record =
+        deploy_and_wait(&engine, &fx.app, DeployRequest::new().docker_tag(tag("v2"))).await;
     assert_eq!(record.status, DeploymentStatus::Succeeded);
 }
 
@@ -643,13 +599,8 @@ async fn a_failed_platform_call_rolls_back_that_process_only() {
         1,
     );
     let engine = fx.engine().build().unwrap();
-    let record = engine
-        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record =
+        deploy_and_wait(&engine, &fx.app, DeployRequest::new().docker_tag(tag("v2"))).await;
     assert_eq!(record.status, DeploymentStatus::Partial);
     match status_of(&record, "default") {
         ProcessStatus::RolledBack { reason } => {
@@ -671,13 +622,8 @@ async fn a_failed_prepare_leaves_the_process_untouched() {
         1,
     );
     let engine = fx.engine().build().unwrap();
-    let record = engine
-        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record =
+        deploy_and_wait(&engine, &fx.app, DeployRequest::new().docker_tag(tag("v2"))).await;
     match status_of(&record, "worker") {
         ProcessStatus::NotStarted { reason } => {
             assert!(reason.contains("task definition limit"), "{reason}")
@@ -709,18 +655,14 @@ async fn rollback_failure_is_reported_as_such() {
         1,
     );
     let engine = fx.engine().build().unwrap();
-    let record = engine
-        .deploy(
-            &fx.app,
-            DeployRequest::new()
-                .docker_tag(tag("v2"))
-                .process("worker".parse().unwrap()),
-        )
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("worker".parse().unwrap()),
+    )
+    .await;
     match status_of(&record, "worker") {
         ProcessStatus::RollbackFailed { reason } => {
             assert!(
@@ -745,13 +687,7 @@ async fn first_deploy_of_a_process_without_a_release() {
         .default_strategy(Arc::new(AllAtOnce))
         .build()
         .unwrap();
-    let record = engine
-        .deploy(&app, DeployRequest::new().docker_tag(tag("v1")))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(&engine, &app, DeployRequest::new().docker_tag(tag("v1"))).await;
     assert_eq!(record.status, DeploymentStatus::Succeeded);
     assert_eq!(platform.live_tag(&app, "default").unwrap().as_str(), "v1");
     assert_eq!(platform.fleets(&app, "default")[0].running, 2);
@@ -950,18 +886,14 @@ async fn platform_managed_rollback_retires_the_new_fleet_first() {
     fx.platform
         .set_rollback_order(&fx.app, "worker", RollbackOrder::RetireFirst);
     let engine = fx.engine().build().unwrap();
-    let record = engine
-        .deploy(
-            &fx.app,
-            DeployRequest::new()
-                .docker_tag(tag("v2"))
-                .process("worker".parse().unwrap()),
-        )
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("worker".parse().unwrap()),
+    )
+    .await;
     assert!(matches!(
         status_of(&record, "worker"),
         ProcessStatus::RolledBack { .. }
@@ -1008,13 +940,7 @@ async fn a_panicking_strategy_is_rolled_back_from_its_recorded_state() {
     let request = DeployRequest::new()
         .docker_tag(tag("v2"))
         .strategy_for("default".parse().unwrap(), Arc::new(Panics));
-    let record = engine
-        .deploy(&fx.app, request)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(&engine, &fx.app, request).await;
     assert_eq!(record.status, DeploymentStatus::Partial);
     match status_of(&record, "default") {
         ProcessStatus::RolledBack { reason } => {
@@ -1065,13 +991,7 @@ async fn a_paused_rollout_still_watches_its_new_fleet() {
         .process("worker".parse().unwrap())
         .strategy(Arc::new(LaunchThenWaitForPromotion));
     let started = Instant::now();
-    let record = engine
-        .deploy(&fx.app, request)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let record = deploy_and_wait(&engine, &fx.app, request).await;
     assert!(
         started.elapsed() < Duration::from_secs(300),
         "{:?}",
@@ -1087,5 +1007,23 @@ async fn a_paused_rollout_still_watches_its_new_fleet() {
         other => panic!("{other}"),
     }
     fx.assert_tags(&[("worker", "v1")]);
+    fx.assert_settled();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_facade_engine_rolls_by_default() {
+    let fx = fixture();
+    let engine = tapitalee::engine()
+        .deployer(Arc::new(fx.platform.clone()))
+        .registry(Arc::new(fx.platform.clone()))
+        .build()
+        .unwrap();
+    let record =
+        deploy_and_wait(&engine, &fx.app, DeployRequest::new().docker_tag(tag("v2"))).await;
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    assert!(
+        record.processes.iter().all(|p| p.strategy == "rolling"),
+        "{record:?}"
+    );
     fx.assert_settled();
 }
