@@ -100,7 +100,8 @@ struct SimImage {
 
 #[derive(Debug, Default)]
 struct State {
-    apps: BTreeMap<AppName, BTreeMap<ProcessName, SimProcess>>,
+    // Processes by name in a hash map: apps of thousands of processes look one up per call.
+    apps: BTreeMap<AppName, HashMap<ProcessName, SimProcess>>,
     images: HashMap<AppName, Vec<SimImage>>,
     faults: Vec<(Op, Option<ProcessName>, Fault, u32)>,
     calls: Vec<Call>,
@@ -444,7 +445,8 @@ fn process_mut<'a>(state: &'a mut State, target: &Target) -> Result<&'a mut SimP
         .get_mut(&target.app)
         .ok_or_else(|| unknown_app(&target.app))?;
     if !procs.contains_key(&target.process) {
-        let names: Vec<&str> = procs.keys().map(ProcessName::as_str).collect();
+        let mut names: Vec<&str> = procs.keys().map(ProcessName::as_str).collect();
+        names.sort_unstable();
         let hint = format!("app {} has: {}", target.app, names.join(", "));
         return Err(Error::not_found(
             Resource::Process,
@@ -470,7 +472,9 @@ impl Deployer for InMemoryPlatform {
         self.enter(Op::Processes, None, || app.to_string()).await?;
         let state = self.lock();
         let procs = state.apps.get(app).ok_or_else(|| unknown_app(app))?;
-        Ok(procs.values().map(|p| p.spec.clone()).collect())
+        let mut specs: Vec<ProcessSpec> = procs.values().map(|p| p.spec.clone()).collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(specs)
     }
 
     async fn current(&self, target: &Target) -> Result<Release> {
