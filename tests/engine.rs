@@ -822,6 +822,27 @@ async fn bad_input_is_refused_before_anything_changes() {
         fx.engine().concurrency(0).build(),
         Err(Error::InvalidInput { .. })
     ));
+    for gate in [
+        HealthGate {
+            poll_interval: Duration::ZERO,
+            ..HealthGate::default()
+        },
+        HealthGate {
+            progress_deadline: Duration::ZERO,
+            ..HealthGate::default()
+        },
+        HealthGate {
+            failure_threshold: Some(0),
+            ..HealthGate::default()
+        },
+    ] {
+        match fx.engine().health_gate(gate.clone()).build() {
+            Err(e @ Error::InvalidInput { .. }) => {
+                assert!(e.to_string().contains("health gate"), "{e}")
+            }
+            other => panic!("{gate:?} must be refused, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

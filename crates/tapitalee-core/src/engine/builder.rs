@@ -104,6 +104,29 @@ impl EngineBuilder {
                 "must be at least 100ms so renewals can keep up",
             ));
         }
+        if self.gate.poll_interval.is_zero() {
+            return Err(Error::invalid(
+                "health gate poll interval",
+                "0s",
+                "must be above zero, or the gate would poll the platform in a tight loop; \
+                 the default is 5s",
+            ));
+        }
+        if self.gate.progress_deadline.is_zero() {
+            return Err(Error::invalid(
+                "health gate progress deadline",
+                "0s",
+                "must be above zero, or no fleet could ever become healthy; the default is 10m",
+            ));
+        }
+        if self.gate.failure_threshold == Some(0) {
+            return Err(Error::invalid(
+                "health gate failure threshold",
+                "0",
+                "must be at least 1 instance failure; None uses ECS's rule (half the desired \
+                 count, 3 to 200)",
+            ));
+        }
         Ok(Engine {
             inner: Arc::new(Inner {
                 deployer: required(self.deployer, "deployer")?,
