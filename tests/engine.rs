@@ -652,7 +652,8 @@ async fn rollback_failure_is_reported_as_such() {
         Op::Retire,
         Some("worker"),
         Fault::Fail("access denied".into()),
-        1,
+        // More than the rollback's retries: the platform keeps refusing.
+        10,
     );
     let engine = fx.engine().build().unwrap();
     let record = deploy_and_wait(

@@ -379,6 +379,39 @@ impl Rollout {
         self.shared.emit(Some(&self.target.process), kind).await;
     }
 
+    /// Runs one platform change. While rolling back (or completing), a failed change is
+    /// retried a few times with backoff before giving up: a rollback is the one operation
+    /// that must not be abandoned on a passing failure. Refusals of the request itself
+    /// (invalid input) are not retried.
+    async fn persevere<T, F, Fut>(&self, what: &str, mut change: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        const RETRIES: u32 = 3;
+        let mut attempt = 0;
+        loop {
+            match change().await {
+                Ok(v) => return Ok(v),
+                Err(e)
+                    if self.rolling_back
+                        && attempt < RETRIES
+                        && !matches!(e, Error::InvalidInput { .. } | Error::Aborted { .. }) =>
+                {
+                    attempt += 1;
+                    let backoff = Duration::from_secs(1 << (attempt - 1));
+                    self.note(format!(
+                        "{what} failed ({e}); retrying in {} ({attempt}/{RETRIES})",
+                        humantime::format_duration(backoff)
+                    ))
+                    .await;
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Records a platform change: the new state and a step about it, in one store write.
     async fn changed(&self, message: impl Into<String>) {
         self.shared
@@ -466,7 +499,8 @@ impl Rollout {
         if current == count {
             return Ok(());
         }
-        self.shared.deployer.scale(&fleet, count).await?;
+        let d = self.shared.deployer.clone();
+        self.persevere("scale", || d.scale(&fleet, count)).await?;
         match role {
             Role::Stable => self.record.state.stable_count = count,
             Role::Candidate => self.record.state.candidate_count = count,
@@ -523,7 +557,10 @@ impl Rollout {
             }
             _ => {}
         }
-        self.shared.deployer.route(&self.target, &weights).await?;
+        let d = self.shared.deployer.clone();
+        let target = self.target.clone();
+        self.persevere("route", || d.route(&target, &weights))
+            .await?;
         self.record.state.candidate_weight = percent;
         self.changed(format!("routed {percent}% of traffic to the new fleet"))
             .await;
@@ -537,7 +574,9 @@ impl Rollout {
             return Ok(());
         }
         let candidate = self.fleet(Role::Candidate)?;
-        self.shared.deployer.make_primary(&candidate).await?;
+        let d = self.shared.deployer.clone();
+        self.persevere("make primary", || d.make_primary(&candidate))
+            .await?;
         self.record.state.candidate_primary = true;
         self.changed("made the new fleet primary").await;
         Ok(())
@@ -568,7 +607,9 @@ impl Rollout {
                 }
                 if state.candidate_primary {
                     let stable = self.fleet(Role::Stable)?;
-                    self.shared.deployer.make_primary(&stable).await?;
+                    let d = self.shared.deployer.clone();
+                    self.persevere("make primary", || d.make_primary(&stable))
+                        .await?;
                     self.record.state.candidate_primary = false;
                     self.changed("made the old fleet primary again").await;
                 }
@@ -608,7 +649,9 @@ impl Rollout {
         }
         if has_stable && state.candidate_primary {
             let stable = self.fleet(Role::Stable)?;
-            self.shared.deployer.make_primary(&stable).await?;
+            let d = self.shared.deployer.clone();
+            self.persevere("make primary", || d.make_primary(&stable))
+                .await?;
             self.record.state.candidate_primary = false;
             self.changed("made the old fleet primary again").await;
         }
@@ -650,7 +693,8 @@ impl Rollout {
             Role::Candidate => self.record.state.candidate.clone(),
         };
         let Some(fleet) = fleet else { return Ok(()) };
-        self.shared.deployer.retire(&fleet).await?;
+        let d = self.shared.deployer.clone();
+        self.persevere("retire", || d.retire(&fleet)).await?;
         match role {
             Role::Stable => {
                 self.record.state.stable_retired = true;
