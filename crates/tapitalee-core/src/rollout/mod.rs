@@ -64,49 +64,46 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Emits an event, records it as a step and traces it. History failures are traced, not
-    /// fatal: the platform change already happened.
+    /// fatal: the platform change already happened. Health readings are events only.
+    pub(crate) async fn emit(&self, process: Option<&crate::ProcessName>, kind: EventKind) {
+        self.publish(process, None, kind).await;
+    }
+
     /// Like [`emit`](Self::emit) for a process, also replacing its record in the same store
     /// write.
     pub(crate) async fn emit_change(&self, record: &ProcessRecord, kind: EventKind) {
-        let at = SystemTime::now();
-        let message = kind.to_string();
-        info!(process = %record.process, "{message}");
-        let step = StepRecord {
-            at,
-            process: Some(record.process.clone()),
-            message,
-        };
-        if let Err(e) = self
-            .store
-            .record_change(&self.deployment, record, &step)
-            .await
-        {
-            warn!(error = %e, "could not record a change in the deployment history");
-        }
-        let _ = self.events.send(DeployEvent {
-            deployment: self.deployment,
-            process: Some(record.process.clone()),
-            at,
-            kind,
-        });
+        self.publish(Some(&record.process), Some(record), kind)
+            .await;
     }
 
-    pub(crate) async fn emit(&self, process: Option<&crate::ProcessName>, kind: EventKind) {
+    async fn publish(
+        &self,
+        process: Option<&crate::ProcessName>,
+        record: Option<&ProcessRecord>,
+        kind: EventKind,
+    ) {
         let at = SystemTime::now();
         let message = kind.to_string();
         match process {
             Some(p) => info!(process = %p, "{message}"),
             None => info!("{message}"),
         }
-        if !matches!(kind, EventKind::Health { .. }) {
-            let step = StepRecord {
-                at,
-                process: process.cloned(),
-                message,
-            };
-            if let Err(e) = self.store.append_step(&self.deployment, &step).await {
-                warn!(error = %e, "could not record a step in the deployment history");
+        let step = StepRecord {
+            at,
+            process: process.cloned(),
+            message,
+        };
+        let written = match record {
+            Some(record) => {
+                self.store
+                    .record_change(&self.deployment, record, &step)
+                    .await
             }
+            None if matches!(kind, EventKind::Health { .. }) => Ok(()),
+            None => self.store.append_step(&self.deployment, &step).await,
+        };
+        if let Err(e) = written {
+            warn!(error = %e, "could not record a step in the deployment history");
         }
         let _ = self.events.send(DeployEvent {
             deployment: self.deployment,
