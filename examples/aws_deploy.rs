@@ -16,7 +16,7 @@
 //! `--progress-deadline 30s` bounds how long a fleet may go without getting healthier.
 //!
 //! The AWS backend's tests run this example's [`deploy`] against moto
-//! (`crates/tapitalee-aws/tests/moto_example.rs`).
+//! (`tapitalee-aws/tests/moto_example.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 mod support;
 
 #[allow(dead_code)]
-#[path = "../../../examples/aws_deploy.rs"]
+#[path = "../../examples/aws_deploy.rs"]
 mod aws_deploy;
 
 use aws_sdk_ecs::types::DeploymentStrategy;
