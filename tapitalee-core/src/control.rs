@@ -48,7 +48,12 @@ impl DeploymentControl {
         self.tx.send_modify(|s| s.paused = true);
     }
 
-    /// Releases a pause (a `pause()` or a strategy's manual gate), one step at a time.
+    /// Releases a pause and one manual gate in every process.
+    ///
+    /// Every promote counts once for every process of the deployment, whenever that process
+    /// starts: it releases the manual gate the process waits at now or, if it waits at none,
+    /// the next one it reaches. So with processes deploying one at a time, an early promote
+    /// still releases each process's first gate; N promotes release N gates in each.
     pub fn promote(&self) {
         self.tx.send_modify(|s| {
             s.paused = false;

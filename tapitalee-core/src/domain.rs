@@ -232,7 +232,36 @@ fn validate_initiator(value: &str) -> Result<()> {
             "contains control characters (newlines, escapes); use plain text",
         ));
     }
+    if let Some(c) = value.chars().find(|&c| is_invisible_format(c)) {
+        return Err(Error::invalid(
+            WHAT,
+            value.escape_default().to_string(),
+            format!(
+                "contains the invisible formatting character U+{:04X} (bidirectional override, \
+                 zero-width or similar), which makes an audit line read other than it is; use \
+                 plain text",
+                u32::from(c)
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Unicode format characters (category Cf) that reorder or hide text: bidirectional
+/// embeddings, overrides and isolates, zero-width characters, the soft hyphen, the BOM.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 string_newtype!(
@@ -390,14 +419,23 @@ impl FromStr for ImageRef {
 }
 
 /// A deployment's id: a ULID, so ids sort by creation time and are unique without coordination.
+///
+/// Ids made in one process are strictly increasing, even within one millisecond (a monotonic
+/// generator), so a later deployment always sorts after an earlier one.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeploymentId(ulid::Ulid);
 
 impl DeploymentId {
-    /// A new id for a deployment starting now.
+    /// A new id for a deployment starting now, greater than every id made before it in this
+    /// process.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        DeploymentId(ulid::Ulid::new())
+        static GENERATOR: std::sync::Mutex<ulid::Generator> =
+            std::sync::Mutex::new(ulid::Generator::new());
+        let mut generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+        // Within a millisecond (or should the clock step back) the generator increments the
+        // previous id; it fails only after 2^80 ids in one millisecond.
+        DeploymentId(generator.generate().unwrap_or_else(|_| ulid::Ulid::new()))
     }
 
     /// The wall-clock time the id was created at (millisecond precision).
@@ -429,7 +467,7 @@ impl FromStr for DeploymentId {
                 Error::invalid(
                     "deployment id",
                     s,
-                    format!("{e}; ids look like dep-01jabcdefghjkmnpqrstvwxyz0 (see `tapit list deploys`)"),
+                    format!("{e}; ids look like dep-01jabcdefghjkmnpqrstvwxyz0"),
                 )
             })
     }
@@ -488,6 +526,22 @@ mod tests {
         assert!(Initiator::new("\u{1b}[31mred").is_err());
         assert!(Initiator::new("x".repeat(129)).is_err());
         assert!(Initiator::new("é".repeat(128)).is_ok());
+        assert!(Initiator::new("José Núñez 山田").is_ok());
+    }
+
+    #[test]
+    fn initiators_refuse_invisible_reordering_characters() {
+        for bad in [
+            "\u{202e}eod.nhoj",
+            "john\u{200b}.doe",
+            "\u{2066}ci\u{2069}",
+            "\u{feff}bot",
+            "a\u{00ad}b",
+        ] {
+            let e = Initiator::new(bad).unwrap_err().to_string();
+            assert!(e.contains("U+"), "{bad:?}: {e}");
+            assert!(!e.contains('\u{202e}'), "the message must not carry the character: {e}");
+        }
     }
 
     #[test]
@@ -504,6 +558,28 @@ mod tests {
         assert_eq!(i.to_string(), format!("app:v2@{d}"));
         assert!("app@sha256:xyz".parse::<ImageRef>().is_err());
         assert!("App:v1".parse::<ImageRef>().is_err());
+    }
+
+    #[test]
+    fn deployment_ids_strictly_increase_within_a_millisecond() {
+        let ids: Vec<DeploymentId> = (0..10_000).map(|_| DeploymentId::new()).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
+            assert!(pair[0].to_string() < pair[1].to_string());
+        }
+        // From several threads at once, too: no two equal, each thread's in order.
+        let handles: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..1_000).map(|_| DeploymentId::new()).collect::<Vec<_>>()))
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            let ids = h.join().unwrap();
+            assert!(ids.windows(2).all(|p| p[0] < p[1]));
+            all.extend(ids);
+        }
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4_000);
     }
 
     #[test]

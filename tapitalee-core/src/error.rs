@@ -159,6 +159,21 @@ pub enum Error {
     },
 }
 
+/// The most characters of a bad value an error message quotes.
+pub const MAX_QUOTED_CHARS: usize = 80;
+
+/// `value`, cut to [`MAX_QUOTED_CHARS`] characters with a note of what was left out, so a
+/// 10,000-character input does not make a 10,000-character message.
+fn quote(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => value.to_owned(),
+        Some((cut, _)) => {
+            let rest = value[cut..].chars().count();
+            format!("{}… ({rest} more characters)", &value[..cut])
+        }
+    }
+}
+
 fn hint_suffix(hint: &str) -> String {
     if hint.is_empty() {
         String::new()
@@ -173,20 +188,21 @@ impl Error {
         matches!(self, Error::Throttled { .. } | Error::Transient { .. })
     }
 
-    /// Shorthand for [`Error::InvalidInput`].
+    /// Shorthand for [`Error::InvalidInput`]. A long value is quoted cut to
+    /// [`MAX_QUOTED_CHARS`] characters, with how much was left out.
     pub fn invalid(what: &'static str, value: impl AsRef<str>, reason: impl Into<String>) -> Self {
         Error::InvalidInput {
             what,
-            value: value.as_ref().to_owned(),
+            value: quote(value.as_ref()),
             reason: reason.into(),
         }
     }
 
-    /// Shorthand for [`Error::NotFound`].
+    /// Shorthand for [`Error::NotFound`]. A long name is cut as in [`invalid`](Self::invalid).
     pub fn not_found(resource: Resource, name: impl Into<String>, hint: impl Into<String>) -> Self {
         Error::NotFound {
             resource,
-            name: name.into(),
+            name: quote(&name.into()),
             hint: hint.into(),
         }
     }
@@ -230,6 +246,17 @@ mod tests {
             "invalid docker tag \"v1 2\": must not contain spaces"
         );
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn long_values_are_quoted_cut() {
+        let e = Error::invalid("initiator", "x".repeat(10_000), "too long");
+        let msg = e.to_string();
+        assert!(msg.len() < 200, "{} characters: {msg}", msg.len());
+        assert!(msg.contains("(9920 more characters)"), "{msg}");
+        let e = Error::not_found(Resource::Process, "é".repeat(81), "");
+        assert!(e.to_string().contains("(1 more characters)"));
+        assert_eq!(quote("short"), "short");
     }
 
     #[test]

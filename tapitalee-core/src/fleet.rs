@@ -41,6 +41,66 @@ pub struct ProcessSpec {
     pub load_balanced: bool,
     /// How many instances it normally runs.
     pub desired: u32,
+    /// Who runs its rollouts: the engine (independent fleets) or the platform itself.
+    pub rollout: RolloutControl,
+}
+
+impl ProcessSpec {
+    /// A process whose fleets the engine controls.
+    pub fn new(name: ProcessName, desired: u32, load_balanced: bool) -> Self {
+        ProcessSpec {
+            name,
+            load_balanced,
+            desired,
+            rollout: RolloutControl::Engine,
+        }
+    }
+}
+
+/// The families of rollout a strategy, or a platform's own rollout, belongs to: what lets the
+/// engine map a requested strategy onto a platform that runs rollouts itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RolloutKind {
+    /// Replace instances in batches.
+    Rolling,
+    /// Start a full new fleet, switch all traffic at once.
+    BlueGreen,
+    /// Shift traffic (or instances) in steps, watching each.
+    Canary,
+    /// Anything else (user-written strategies).
+    Other,
+}
+
+impl fmt::Display for RolloutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            RolloutKind::Rolling => "rolling",
+            RolloutKind::BlueGreen => "blue-green",
+            RolloutKind::Canary => "canary",
+            RolloutKind::Other => "custom",
+        })
+    }
+}
+
+/// Who runs a process's rollout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RolloutControl {
+    /// The engine: fleets can be launched, scaled, routed and retired independently (ECS task
+    /// sets, Docker containers, the in-memory platform). Any strategy runs.
+    #[default]
+    Engine,
+    /// The platform replaces instances itself (an ECS service on the ECS deployment
+    /// controller): fleets cannot be scaled independently. The engine launches the new
+    /// revision once, gates it (its own gates on top of the platform's), then completes it or
+    /// asks the platform to roll back by retiring the new fleet.
+    Platform {
+        /// The rollout the platform is configured to run.
+        native: RolloutKind,
+        /// Who runs it and how to get independent fleets instead, for messages (e.g. "the
+        /// ECS deployment controller; move the service to the EXTERNAL controller for
+        /// Tapitalee's own strategies").
+        by: String,
+    },
 }
 
 /// A runnable version of one process on one platform (ECS: a task definition revision).
@@ -80,8 +140,6 @@ pub struct Release {
     pub fleet: Option<Fleet>,
     /// How many instances the process should run.
     pub desired: u32,
-    /// Whether a load balancer fronts it.
-    pub load_balanced: bool,
 }
 
 impl Release {

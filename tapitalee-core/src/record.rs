@@ -143,9 +143,18 @@ impl fmt::Display for DeploymentStatus {
 }
 
 /// The platform state a process's rollout has reached, persisted after every change so a
-/// rollback (even after a crash) knows exactly what to undo.
+/// rollback (even after a crash, by another process) knows exactly what to undo.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RolloutState {
+    /// How many instances the process runs when the deployment is done.
+    pub desired: u32,
+    /// Whether a load balancer fronts the process (its traffic can be split between fleets).
+    pub load_balanced: bool,
+    /// Whether the platform runs the rollout itself
+    /// ([`RolloutControl::Platform`](crate::RolloutControl::Platform)): a rollback then
+    /// retires the new fleet first, and the platform brings the old one back.
+    pub platform_run: bool,
     /// The fleet live before the deployment (the rollback target), if any.
     pub stable: Option<Fleet>,
     /// Instances the stable fleet ran before the deployment.
@@ -164,6 +173,21 @@ pub struct RolloutState {
     pub stable_retired: bool,
     /// Steps taken so far.
     pub steps_done: u32,
+}
+
+impl RolloutState {
+    /// The old fleet, while it still exists (not retired).
+    pub fn live_stable(&self) -> Option<&Fleet> {
+        self.stable.as_ref().filter(|_| !self.stable_retired)
+    }
+
+    /// Whether the new fleet is the process's live release: primary, and taking all the
+    /// traffic when load-balanced.
+    pub fn candidate_live(&self) -> bool {
+        self.candidate.is_some()
+            && self.candidate_primary
+            && (!self.load_balanced || self.candidate_weight == 100)
+    }
 }
 
 /// One line of a deployment's audit trail.

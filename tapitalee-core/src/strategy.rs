@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::fleet::ProcessSpec;
+use crate::fleet::{ProcessSpec, RolloutKind};
 use crate::rollout::Rollout;
 
 /// Drives one process from its old release to the new revision.
@@ -62,6 +62,14 @@ pub trait Strategy: Send + Sync + fmt::Debug + 'static {
     /// A short name for the audit trail ("rolling", "blue-green", "canary", …).
     fn name(&self) -> &str;
 
+    /// Which family of rollout this is. On a process whose platform runs rollouts itself
+    /// ([`RolloutControl::Platform`](crate::RolloutControl::Platform)) a strategy of the same
+    /// kind as the platform's is mapped to the platform's rollout; any other is refused before
+    /// anything changes. Default: [`RolloutKind::Other`].
+    fn kind(&self) -> RolloutKind {
+        RolloutKind::Other
+    }
+
     /// Checks the strategy's settings against the process before anything changes (e.g. a
     /// traffic split on a process without a load balancer). The default accepts everything.
     fn validate(&self, process: &ProcessSpec) -> Result<()> {
@@ -85,3 +93,44 @@ pub trait Strategy: Send + Sync + fmt::Debug + 'static {
 
 /// A shared strategy, as the engine holds it.
 pub type DynStrategy = Arc<dyn Strategy>;
+
+/// The rollout of a process whose platform runs it
+/// ([`RolloutControl::Platform`](crate::RolloutControl::Platform)): launch the new revision
+/// once (the platform replaces the instances), wait for it to pass the engine's health gates
+/// on top of the platform's own, make it primary. The default completion and rollback follow:
+/// on failure the new fleet is retired, which asks the platform to roll back.
+///
+/// The engine runs it on such processes for the default strategy, and for a requested
+/// strategy of the same [`RolloutKind`] as the platform's.
+#[derive(Debug, Clone)]
+pub struct PlatformRollout {
+    name: String,
+}
+
+impl PlatformRollout {
+    /// The platform's rollout of `kind`, named for the audit trail.
+    pub fn new(kind: RolloutKind) -> Self {
+        PlatformRollout {
+            name: format!("{kind} (run by the platform)"),
+        }
+    }
+}
+
+#[async_trait]
+impl Strategy for PlatformRollout {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, rollout: &mut Rollout) -> Result<()> {
+        let desired = rollout.desired();
+        rollout
+            .step(format!(
+                "start the platform's rollout of the new revision ({desired} instance(s))"
+            ))
+            .await?;
+        rollout.launch(desired).await?;
+        rollout.wait_candidate_healthy(desired).await?;
+        rollout.make_primary().await
+    }
+}

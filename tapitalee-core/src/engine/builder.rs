@@ -8,7 +8,7 @@ use crate::rollout::HealthGate;
 use crate::store::{DynDeploymentStore, MemoryStore};
 use crate::strategy::DynStrategy;
 use crate::traits::deployer::DynDeployer;
-use crate::traits::health::{ContainerHealth, DynHealthProbe};
+use crate::traits::health::{ContainerHealth, DynHealthProbe, all_of};
 use crate::traits::registry::DynImageRegistry;
 
 use super::{Engine, Inner};
@@ -40,7 +40,8 @@ impl EngineBuilder {
         self
     }
 
-    /// The health probe (default: [`ContainerHealth`]).
+    /// The health probe (default: [`ContainerHealth`], and the platform's load balancer
+    /// target health where it has one: [`Deployer::target_health`](crate::Deployer::target_health)).
     pub fn probe(mut self, probe: DynHealthProbe) -> Self {
         self.probe = Some(probe);
         self
@@ -127,11 +128,16 @@ impl EngineBuilder {
                  count, 3 to 200)",
             ));
         }
+        let deployer = required(self.deployer, "deployer")?;
+        let probe = self.probe.unwrap_or_else(|| match deployer.target_health() {
+            Some(lb) => Arc::new(all_of(vec![Arc::new(ContainerHealth), lb])),
+            None => Arc::new(ContainerHealth),
+        });
         Ok(Engine {
             inner: Arc::new(Inner {
-                deployer: required(self.deployer, "deployer")?,
+                deployer,
                 registry: required(self.registry, "registry")?,
-                probe: self.probe.unwrap_or_else(|| Arc::new(ContainerHealth)),
+                probe,
                 store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
                 strategy: required(self.strategy, "default_strategy")?,
                 gate: self.gate,

@@ -1,76 +1,28 @@
 //! Running one deployment: the fan-out of process deployments, the rollback policy, and
-//! each process's run, rollback and completion.
+//! each process's run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tracing::{Instrument, info_span, warn};
 
-use crate::control::DeploymentControl;
-use crate::domain::{AppName, DeploymentId, ImageRef, ProcessName};
-use crate::error::{Error, Result};
+use tokio::sync::watch;
+
+use crate::control::{ControlState, DeploymentControl};
+use crate::domain::{AppName, DeploymentId, ImageRef};
 use crate::event::EventKind;
-use crate::fleet::Target;
+use crate::fleet::{Release, RolloutControl, Target};
 use crate::record::{
     DeploymentRecord, DeploymentStatus, ProcessRecord, ProcessStatus, RollbackPolicy, RolloutState,
 };
 use crate::rollout::{Rollout, Shared};
 use crate::store::DynDeploymentStore;
 use crate::strategy::DynStrategy;
-use crate::traits::deployer::{DeployMeta, DynDeployer};
 
 use super::{Engine, Planned};
-
-/// Restores a process to its previous release from its recorded state, without its strategy
-/// (after a crash, or a strategy that panicked): the rollout's default rollback. Records and
-/// returns the process's final record.
-pub(super) async fn restore_recorded(
-    shared: &Arc<Shared>,
-    app: &AppName,
-    recorded: &ProcessRecord,
-    load_balanced: bool,
-    reason: &str,
-) -> ProcessRecord {
-    let mut out = match recorded.to.clone() {
-        None => ProcessRecord {
-            status: ProcessStatus::NotStarted {
-                reason: format!("{reason}; nothing had changed yet"),
-            },
-            ..recorded.clone()
-        },
-        Some(revision) => {
-            let control = DeploymentControl::new();
-            let mut rollout = Rollout::new(
-                shared.clone(),
-                Target::new(app.clone(), recorded.process.clone()),
-                load_balanced,
-                recorded.state.stable_desired,
-                revision,
-                recorded.clone(),
-                control.subscribe(),
-            );
-            rollout.set_rolling_back();
-            let status = match rollout.restore_stable().await {
-                Ok(()) => ProcessStatus::RolledBack {
-                    reason: reason.to_owned(),
-                },
-                Err(e) => ProcessStatus::RollbackFailed {
-                    reason: format!("{reason}, and the rollback failed: {e}"),
-                },
-            };
-            ProcessRecord {
-                status,
-                ..rollout.record().clone()
-            }
-        }
-    };
-    out.finished_at = Some(SystemTime::now());
-    finish(shared, &out).await;
-    out
-}
 
 /// Aborts a background task when dropped, however its owner exits.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -81,7 +33,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn panic_message(e: tokio::task::JoinError) -> String {
+fn panic_message(e: JoinError) -> String {
     match e.try_into_panic() {
         Ok(payload) => payload
             .downcast_ref::<&str>()
@@ -92,6 +44,26 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
+/// Records a process that ended before anything changed, and returns its record.
+pub(super) async fn not_started(
+    shared: &Shared,
+    mut record: ProcessRecord,
+    reason: String,
+) -> ProcessRecord {
+    record.status = ProcessStatus::NotStarted { reason };
+    record.finished_at = Some(SystemTime::now());
+    shared
+        .publish(
+            Some(&record.process.clone()),
+            Some(&record),
+            EventKind::ProcessFinished {
+                status: record.status.clone(),
+            },
+        )
+        .await;
+    record
+}
+
 /// Runs one deployment to its end.
 pub(super) struct Driver {
     pub(super) engine: Engine,
@@ -99,7 +71,9 @@ pub(super) struct Driver {
     pub(super) record: DeploymentRecord,
     pub(super) planned: Vec<Planned>,
     pub(super) targets: Vec<Target>,
-    pub(super) control: DeploymentControl,
+    /// The deployment's controls, read-only: once the caller drops its handle, nobody can
+    /// promote any more, and a manual gate without a duration aborts.
+    pub(super) control: watch::Receiver<ControlState>,
 }
 
 /// How a process's run phase ended.
@@ -111,167 +85,193 @@ enum RunOutcome {
 }
 
 impl Driver {
-    pub(super) async fn run(self) -> Result<DeploymentRecord> {
-        let Driver {
-            engine,
-            shared,
-            mut record,
-            planned,
-            targets,
-            control,
-        } = self;
-        let inner = &engine.inner;
-        shared
-            .emit(
+    pub(super) async fn run(mut self) -> crate::Result<DeploymentRecord> {
+        let processes = self.planned.iter().map(|p| p.spec.name.clone()).collect();
+        self.shared
+            .publish(
+                None,
                 None,
                 EventKind::Started {
-                    image: record.image.clone(),
-                    processes: planned.iter().map(|p| p.spec.name.clone()).collect(),
+                    image: self.record.image.clone(),
+                    processes,
                 },
             )
             .await;
-
         let renew = AbortOnDrop(tokio::spawn(renew_locks(
-            inner.store.clone(),
-            targets.clone(),
-            record.id,
-            inner.lease,
+            self.engine.inner.store.clone(),
+            self.targets.clone(),
+            self.record.id,
+            self.engine.inner.lease,
         )));
+        let ready = self.run_processes().await;
+        self.settle(ready).await;
+        drop(renew);
+        self.finish().await;
+        Ok(self.record)
+    }
 
-        let semaphore = Arc::new(Semaphore::new(inner.concurrency));
+    /// Runs every process's strategy, at most `concurrency` at once. Returns the processes
+    /// that succeeded but wait for the all-or-nothing verdict.
+    async fn run_processes(&mut self) -> Vec<(usize, Rollout, DynStrategy)> {
+        let semaphore = Arc::new(Semaphore::new(self.engine.inner.concurrency));
         let mut tasks = JoinSet::new();
-        let mut task_index = HashMap::new();
-        for (index, plan) in planned.into_iter().enumerate() {
+        let mut index_of = HashMap::new();
+        for (index, plan) in std::mem::take(&mut self.planned).into_iter().enumerate() {
             let span = info_span!(
                 "deploy.process",
-                app = %record.app,
+                app = %self.record.app,
                 process = %plan.spec.name,
-                deployment.id = %record.id,
+                deployment.id = %self.record.id,
             );
             let job = ProcessJob {
-                shared: shared.clone(),
-                app: record.app.clone(),
-                image: record.image.clone(),
-                meta: DeployMeta::new(record.id, record.initiator.clone()),
-                policy: record.policy,
-                control: control.clone(),
+                shared: self.shared.clone(),
+                app: self.record.app.clone(),
+                image: self.record.image.clone(),
+                policy: self.record.policy,
+                control: self.control.clone(),
                 semaphore: semaphore.clone(),
                 plan,
             };
             let task = tasks.spawn(async move { (index, job.run().await) }.instrument(span));
-            task_index.insert(task.id(), index);
+            index_of.insert(task.id(), index);
         }
-        drop(control);
-
         let mut ready = Vec::new();
         while let Some(joined) = tasks.join_next_with_id().await {
-            let (index, outcome) = match joined {
-                Ok((_, done)) => done,
-                Err(e) => {
-                    // A strategy (or platform) panicked mid-deployment. Its state was recorded
-                    // after every change: restore the old release from it.
-                    let Some(&index) = task_index.get(&e.id()) else {
-                        continue;
-                    };
-                    let reason = format!("the deployment panicked: {}", panic_message(e));
-                    let recorded = inner
-                        .store
-                        .get(&record.id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|r| r.processes.into_iter().nth(index))
-                        .unwrap_or_else(|| record.processes[index].clone());
-                    let load_balanced = recorded.state.candidate_weight > 0
-                        || shared_spec_lb(&inner.deployer, &record.app, &recorded.process).await;
-                    let restored =
-                        restore_recorded(&shared, &record.app, &recorded, load_balanced, &reason)
-                            .await;
-                    record.processes[index] = restored;
-                    continue;
+            match joined {
+                Ok((_, (index, RunOutcome::Done(p)))) => self.record.processes[index] = *p,
+                Ok((_, (index, RunOutcome::Ready(rollout, strategy)))) => {
+                    ready.push((index, *rollout, strategy));
                 }
-            };
-            match outcome {
-                RunOutcome::Done(p) => record.processes[index] = *p,
-                RunOutcome::Ready(rollout, strategy) => ready.push((index, rollout, strategy)),
-            }
-        }
-
-        if !ready.is_empty() {
-            let failed: Vec<&ProcessRecord> = record
-                .processes
-                .iter()
-                .filter(|p| p.status.is_final() && p.status != ProcessStatus::Succeeded)
-                .collect();
-            let verdict = if failed.is_empty() {
-                None
-            } else {
-                let names: Vec<&str> = failed.iter().map(|p| p.process.as_str()).collect();
-                Some(format!(
-                    "all-or-nothing: rolled back because {} failed",
-                    names.join(", ")
-                ))
-            };
-            let mut finishing = JoinSet::new();
-            for (index, rollout, strategy) in ready {
-                let verdict = verdict.clone();
-                let span = info_span!("deploy.process", process = %rollout.target().process);
-                finishing.spawn(
-                    async move {
-                        let mut rollout = *rollout;
-                        let record = match verdict {
-                            None => finalize(&mut rollout, &strategy).await,
-                            Some(reason) => {
-                                roll_back(&mut rollout, &strategy, reason).await;
-                                rollout.record().clone()
-                            }
-                        };
-                        (index, record)
+                Err(e) => {
+                    if let Some(&index) = index_of.get(&e.id()) {
+                        self.restore_panicked(index, e).await;
                     }
-                    .instrument(span),
-                );
-            }
-            while let Some(joined) = finishing.join_next().await {
-                let (index, p) = joined.map_err(|e| Error::Platform {
-                    operation: "process deployment".into(),
-                    message: format!(
-                        "a process finalization task panicked ({}); see the history for its \
-                         state and roll it back with Engine::recover/rollback once its lock expires",
-                        panic_message(e)
-                    ),
-                    source: None,
-                })?;
-                record.processes[index] = p;
+                }
             }
         }
-        drop(renew);
+        ready
+    }
 
+    /// A strategy (or platform) panicked mid-deployment. Its state was recorded after every
+    /// change: restore the old release from it.
+    async fn restore_panicked(&mut self, index: usize, e: JoinError) {
+        let reason = format!("the deployment panicked: {}", panic_message(e));
+        let recorded = match self.engine.inner.store.get(&self.record.id).await {
+            Ok(Some(r)) => r.processes.into_iter().nth(index),
+            _ => None,
+        }
+        .unwrap_or_else(|| self.record.processes[index].clone());
+        self.record.processes[index] =
+            restore_recorded(&self.shared, &self.record.app, recorded, reason).await;
+    }
+
+    /// Finalizes the processes that wait for the all-or-nothing verdict, or rolls them back
+    /// if another failed.
+    async fn settle(&mut self, ready: Vec<(usize, Rollout, DynStrategy)>) {
+        if ready.is_empty() {
+            return;
+        }
+        let failed: Vec<&str> = self
+            .record
+            .processes
+            .iter()
+            .filter(|p| p.status.is_final() && p.status != ProcessStatus::Succeeded)
+            .map(|p| p.process.as_str())
+            .collect();
+        let verdict = (!failed.is_empty()).then(|| {
+            format!(
+                "all-or-nothing: rolled back because {} failed",
+                failed.join(", ")
+            )
+        });
+        let mut finishing = JoinSet::new();
+        for (index, rollout, strategy) in ready {
+            let verdict = verdict.clone();
+            let span = info_span!("deploy.process", process = %rollout.target().process);
+            finishing.spawn(
+                async move {
+                    let record = match verdict {
+                        None => rollout.finalize(&strategy).await,
+                        Some(reason) => rollout.roll_back(Some(&strategy), reason).await,
+                    };
+                    (index, record)
+                }
+                .instrument(span),
+            );
+        }
+        while let Some(joined) = finishing.join_next().await {
+            match joined {
+                Ok((index, p)) => self.record.processes[index] = p,
+                // Its record stays as last written; its lease lapses and recovery finds it.
+                Err(e) => warn!(
+                    panic = %panic_message(e),
+                    "a process finalization task panicked; roll it back with Engine::recover \
+                     and Engine::rollback once its lock expires"
+                ),
+            }
+        }
+    }
+
+    /// Records the outcome and releases the locks in one store write, then announces it.
+    async fn finish(&mut self) {
+        let record = &mut self.record;
         record.status =
             DeploymentStatus::from_processes(record.processes.iter().map(|p| &p.status));
         record.finished_at = Some(SystemTime::now());
-        if let Err(e) = inner.store.set_status(&record.id, record.status).await {
+        let store = &self.engine.inner.store;
+        if let Err(e) = store.finish(&record.id, record.status, &self.targets).await {
             warn!(error = %e, "could not record the deployment's outcome in the history");
+            self.engine.unlock_all(&self.targets, &record.id).await;
         }
-        shared
-            .emit(
-                None,
-                EventKind::Finished {
-                    status: record.status,
-                },
-            )
+        let status = record.status;
+        self.shared
+            .publish(None, None, EventKind::Finished { status })
             .await;
-        engine.unlock_all(&targets, &record.id).await;
-        Ok(record)
     }
 }
 
-/// Whether a process is load-balanced, by the platform's word (false if it cannot say).
-async fn shared_spec_lb(deployer: &DynDeployer, app: &AppName, process: &ProcessName) -> bool {
-    deployer
-        .processes(app)
-        .await
-        .map(|specs| specs.iter().any(|s| &s.name == process && s.load_balanced))
-        .unwrap_or(false)
+/// Restores a process to its previous release from its recorded state, without its strategy
+/// (after a crash, or a strategy that panicked). Records and returns its final record.
+pub(super) async fn restore_recorded(
+    shared: &Arc<Shared>,
+    app: &AppName,
+    recorded: ProcessRecord,
+    reason: String,
+) -> ProcessRecord {
+    match recorded.to.clone() {
+        None => {
+            let reason = format!("{reason}; nothing had changed yet");
+            not_started(shared, recorded, reason).await
+        }
+        Some(revision) => {
+            let control = DeploymentControl::new();
+            Rollout::new(shared.clone(), app, revision, recorded, control.subscribe())
+                .roll_back(None, reason)
+                .await
+        }
+    }
+}
+
+/// Finishes an interrupted process from the platform's actual state (see
+/// [`Rollout::recover`]). Records and returns its final record.
+pub(super) async fn recover_recorded(
+    shared: &Arc<Shared>,
+    app: &AppName,
+    recorded: ProcessRecord,
+    reason: String,
+) -> ProcessRecord {
+    match recorded.to.clone() {
+        None => {
+            let reason = format!("{reason}; nothing had changed yet");
+            not_started(shared, recorded, reason).await
+        }
+        Some(revision) => {
+            let control = DeploymentControl::new();
+            Rollout::new(shared.clone(), app, revision, recorded, control.subscribe())
+                .recover(reason)
+                .await
+        }
+    }
 }
 
 async fn renew_locks(
@@ -304,198 +304,100 @@ struct ProcessJob {
     shared: Arc<Shared>,
     app: AppName,
     image: ImageRef,
-    meta: DeployMeta,
     policy: RollbackPolicy,
-    control: DeploymentControl,
+    control: watch::Receiver<ControlState>,
     semaphore: Arc<Semaphore>,
     plan: Planned,
 }
 
 impl ProcessJob {
     async fn run(self) -> RunOutcome {
-        let ProcessJob {
-            shared,
-            app,
-            image,
-            meta,
-            policy,
-            control,
-            semaphore,
-            plan,
-        } = self;
-        let mut record = ProcessRecord::pending(plan.spec.name.clone(), plan.strategy.name());
-        let not_started = |mut record: ProcessRecord, reason: String| {
-            record.status = ProcessStatus::NotStarted { reason };
-            record.finished_at = Some(SystemTime::now());
-            record
+        let record = ProcessRecord::pending(self.plan.spec.name.clone(), self.plan.strategy.name());
+        let Ok(_permit) = self.semaphore.clone().acquire_owned().await else {
+            let reason = "engine shutting down".to_owned();
+            return RunOutcome::Done(Box::new(not_started(&self.shared, record, reason).await));
         };
-        let _permit = match semaphore.acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => {
-                return RunOutcome::Done(Box::new(not_started(
-                    record,
-                    "engine shutting down".into(),
-                )));
-            }
-        };
-        let rx = control.subscribe();
-        drop(control);
-        let aborted = rx.borrow().abort.clone();
+        let control = self.control.clone();
+        let aborted = control.borrow().abort.clone();
         if let Some(reason) = aborted {
-            let record = not_started(record, format!("aborted before it started: {reason}"));
-            finish(&shared, &record).await;
-            return RunOutcome::Done(Box::new(record));
+            let reason = format!("aborted before it started: {reason}");
+            return RunOutcome::Done(Box::new(not_started(&self.shared, record, reason).await));
         }
-        let target = Target::new(app, plan.spec.name.clone());
+        let mut rollout = match self.begin(record, control).await {
+            Ok(rollout) => rollout,
+            Err(record) => return RunOutcome::Done(record),
+        };
+        let strategy = self.plan.strategy;
+        rollout.announce(strategy.name()).await;
+        match strategy.run(&mut rollout).await {
+            Ok(()) if self.policy == RollbackPolicy::AllOrNothing => {
+                rollout
+                    .note("new version live; waiting for the other processes (all-or-nothing)")
+                    .await;
+                RunOutcome::Ready(Box::new(rollout), strategy)
+            }
+            Ok(()) => RunOutcome::Done(Box::new(rollout.finalize(&strategy).await)),
+            Err(e) => {
+                let record = rollout.roll_back(Some(&strategy), e.to_string()).await;
+                RunOutcome::Done(Box::new(record))
+            }
+        }
+    }
+
+    /// Reads the process's release and prepares the new revision (concurrently: one round
+    /// trip), then sets up its rollout; or records why it could not start.
+    async fn begin(
+        &self,
+        mut record: ProcessRecord,
+        control: watch::Receiver<ControlState>,
+    ) -> Result<Rollout, Box<ProcessRecord>> {
         record.status = ProcessStatus::Running;
         record.started_at = Some(SystemTime::now());
-
-        // Independent platform reads/writes: one round trip on the critical path, not two.
+        let ctx = self.shared.context(&self.app, &record);
+        let platform = self.shared.platform();
         let prepared = futures::future::try_join(
-            shared.deployer.current(&target),
-            shared.deployer.prepare(&target, &image, &meta),
+            platform.current(&ctx),
+            platform.prepare(&ctx, &self.image),
         )
         .await;
         let (current, revision) = match prepared {
             Ok(v) => v,
             Err(e) => {
-                let record =
-                    not_started(record, format!("could not prepare the new revision: {e}"));
-                finish(&shared, &record).await;
-                return RunOutcome::Done(Box::new(record));
+                let reason = format!("could not prepare the new revision: {e}");
+                return Err(Box::new(not_started(&self.shared, record, reason).await));
             }
-        };
-        let desired = if current.fleet.is_some() {
-            current.desired
-        } else {
-            plan.spec.desired
         };
         record.from = current.revision().cloned();
         record.to = Some(revision.clone());
-        record.state = RolloutState {
-            stable_desired: if current.fleet.is_some() {
-                current.desired
-            } else {
-                0
-            },
-            stable_count: if current.fleet.is_some() {
-                current.desired
-            } else {
-                0
-            },
-            stable: current.fleet.clone(),
-            ..RolloutState::default()
-        };
-        let load_balanced = current.load_balanced || plan.spec.load_balanced;
-        let mut rollout = Rollout::new(
-            shared.clone(),
-            target,
-            load_balanced,
-            desired,
-            revision.clone(),
+        record.state = initial_state(&self.plan, current);
+        Ok(Rollout::new(
+            self.shared.clone(),
+            &self.app,
+            revision,
             record,
-            rx,
-        );
-        rollout
-            .note(
-                EventKind::ProcessStarted {
-                    strategy: plan.strategy.name().to_owned(),
-                    from: current.revision().map(|r| r.id.clone()),
-                    to: revision.id.clone(),
-                }
-                .to_string(),
-            )
-            .await;
-
-        match plan.strategy.run(&mut rollout).await {
-            Ok(()) if policy == RollbackPolicy::AllOrNothing => {
-                rollout
-                    .note("new version live; waiting for the other processes (all-or-nothing)")
-                    .await;
-                RunOutcome::Ready(Box::new(rollout), plan.strategy)
-            }
-            Ok(()) => RunOutcome::Done(Box::new(finalize(&mut rollout, &plan.strategy).await)),
-            Err(e) => {
-                roll_back(&mut rollout, &plan.strategy, e.to_string()).await;
-                RunOutcome::Done(Box::new(rollout.record().clone()))
-            }
-        }
+            control,
+        ))
     }
 }
 
-/// Completes a succeeded process: retires the old fleet. A failure before the new fleet is
-/// fully live rolls back; a failure after (retiring the old fleet) is noted, not fatal.
-async fn finalize(rollout: &mut Rollout, strategy: &DynStrategy) -> ProcessRecord {
-    match strategy.finalize(rollout).await {
-        Ok(()) => set_final(rollout, ProcessStatus::Succeeded).await,
-        Err(e) => {
-            let state = rollout.state();
-            let live = state.candidate_primary
-                && (!rollout.load_balanced() || state.candidate_weight == 100);
-            if live {
-                rollout
-                    .note(format!(
-                        "the new version is live, but retiring the old fleet failed: {e}"
-                    ))
-                    .await;
-                set_final(rollout, ProcessStatus::Succeeded).await
-            } else {
-                roll_back(
-                    rollout,
-                    strategy,
-                    format!("completing the deployment failed: {e}"),
-                )
-                .await;
-                rollout.record().clone()
-            }
-        }
-    }
-}
-
-async fn roll_back(rollout: &mut Rollout, strategy: &DynStrategy, reason: String) {
-    rollout.set_rolling_back();
-    rollout
-        .shared_emit(EventKind::RollingBack {
-            reason: reason.clone(),
-        })
-        .await;
-    let status = match strategy.rollback(rollout).await {
-        Ok(()) => ProcessStatus::RolledBack { reason },
-        Err(e) => ProcessStatus::RollbackFailed {
-            reason: format!("{reason}; then the rollback failed: {e}"),
-        },
+/// Where a process's rollout starts: its release as the stable fleet, at the size it runs.
+fn initial_state(plan: &Planned, current: Release) -> RolloutState {
+    let running = if current.fleet.is_some() {
+        current.desired
+    } else {
+        0
     };
-    set_final(rollout, status).await;
-}
-
-async fn set_final(rollout: &mut Rollout, status: ProcessStatus) -> ProcessRecord {
-    let record = rollout.record_mut();
-    record.status = status;
-    record.finished_at = Some(SystemTime::now());
-    let record = record.clone();
-    rollout.persist_now().await;
-    rollout
-        .shared_emit(EventKind::ProcessFinished {
-            status: record.status.clone(),
-        })
-        .await;
-    record
-}
-
-async fn finish(shared: &Shared, record: &ProcessRecord) {
-    if let Err(e) = shared
-        .store
-        .update_process(&shared.deployment, record)
-        .await
-    {
-        warn!(error = %e, "could not record a process outcome in the history");
+    RolloutState {
+        desired: if current.fleet.is_some() {
+            current.desired
+        } else {
+            plan.spec.desired
+        },
+        load_balanced: plan.spec.load_balanced,
+        platform_run: matches!(plan.spec.rollout, RolloutControl::Platform { .. }),
+        stable: current.fleet,
+        stable_desired: running,
+        stable_count: running,
+        ..RolloutState::default()
     }
-    shared
-        .emit(
-            Some(&record.process),
-            EventKind::ProcessFinished {
-                status: record.status.clone(),
-            },
-        )
-        .await;
 }

@@ -10,11 +10,11 @@ use tracing::{Instrument, info_span, warn};
 use crate::control::DeploymentControl;
 use crate::domain::{AppName, DeploymentId, ImageRef, Initiator, ProcessName};
 use crate::error::{Error, Resource, Result};
-use crate::fleet::{ProcessSpec, Target};
+use crate::fleet::{ProcessSpec, RolloutControl, Target};
 use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, RollbackPolicy};
 use crate::rollout::{HealthGate, Shared};
 use crate::store::{DeploymentStoreExt, DynDeploymentStore};
-use crate::strategy::DynStrategy;
+use crate::strategy::{DynStrategy, PlatformRollout};
 use crate::traits::deployer::DynDeployer;
 use crate::traits::health::DynHealthProbe;
 use crate::traits::registry::DynImageRegistry;
@@ -56,6 +56,19 @@ struct Planned {
     strategy: DynStrategy,
 }
 
+/// Everything a deployment starts from, once its request was checked.
+#[derive(Debug)]
+struct Launch {
+    app: AppName,
+    image: ImageRef,
+    initiator: Initiator,
+    policy: RollbackPolicy,
+    lock_wait: Duration,
+    only_process: Option<ProcessName>,
+    planned: Vec<Planned>,
+    resumes: Option<DeploymentId>,
+}
+
 impl Engine {
     /// A builder.
     pub fn builder() -> EngineBuilder {
@@ -72,47 +85,7 @@ impl Engine {
     /// process, a process locked by another deployment.
     pub async fn deploy(&self, app: &AppName, request: DeployRequest) -> Result<DeploymentHandle> {
         let specs = self.inner.deployer.processes(app).await?;
-        let known = || {
-            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-            format!("app {app} has: {}", names.join(", "))
-        };
-        let check = |p: &ProcessName| {
-            if specs.iter().any(|s| &s.name == p) {
-                Ok(())
-            } else {
-                Err(Error::not_found(Resource::Process, p.as_str(), known()))
-            }
-        };
-        if let Some(p) = &request.process {
-            check(p)?;
-        }
-        for p in request.strategies.keys() {
-            check(p)?;
-        }
-        let planned = specs
-            .iter()
-            .filter(|s| request.process.as_ref().is_none_or(|p| p == &s.name))
-            .map(|spec| {
-                let strategy = request
-                    .strategies
-                    .get(&spec.name)
-                    .or(request.strategy.as_ref())
-                    .unwrap_or(&self.inner.strategy)
-                    .clone();
-                strategy.validate(spec)?;
-                Ok(Planned {
-                    spec: spec.clone(),
-                    strategy,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if planned.is_empty() {
-            return Err(Error::not_found(
-                Resource::Process,
-                "(any)",
-                format!("app {app} has no processes to deploy"),
-            ));
-        }
+        let planned = self.plan(app, &specs, &request)?;
         let image = self
             .inner
             .registry
@@ -124,50 +97,126 @@ impl Engine {
                 format!("the registry resolved {image} without a digest"),
             ));
         }
-        self.start(
-            app,
+        self.start(Launch {
+            app: app.clone(),
             image,
-            request.initiator,
-            request.policy,
-            request.lock_wait,
-            request.process,
+            initiator: request.initiator,
+            policy: request.policy,
+            lock_wait: request.lock_wait,
+            only_process: request.process,
             planned,
-            None,
-        )
+            resumes: None,
+        })
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn start(
+    /// The processes a request deploys, each with its strategy, or why the request is refused.
+    fn plan(
         &self,
         app: &AppName,
-        image: ImageRef,
-        initiator: Initiator,
-        policy: RollbackPolicy,
-        lock_wait: Duration,
-        only_process: Option<ProcessName>,
-        planned: Vec<Planned>,
-        resumes: Option<DeploymentId>,
-    ) -> Result<DeploymentHandle> {
-        let id = DeploymentId::new();
-        let targets: Vec<Target> = planned
+        specs: &[ProcessSpec],
+        request: &DeployRequest,
+    ) -> Result<Vec<Planned>> {
+        let check = |p: &ProcessName| {
+            if specs.iter().any(|s| &s.name == p) {
+                return Ok(());
+            }
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            Err(Error::not_found(
+                Resource::Process,
+                p.as_str(),
+                format!("app {app} has: {}", names.join(", ")),
+            ))
+        };
+        if let Some(p) = &request.process {
+            check(p)?;
+        }
+        for p in request.strategies.keys() {
+            check(p)?;
+        }
+        let planned = specs
             .iter()
-            .map(|p| Target::new(app.clone(), p.spec.name.clone()))
+            .filter(|s| request.process.as_ref().is_none_or(|p| p == &s.name))
+            .map(|spec| {
+                let requested = request
+                    .strategies
+                    .get(&spec.name)
+                    .or(request.strategy.as_ref());
+                Ok(Planned {
+                    strategy: self.strategy_for(app, spec, requested)?,
+                    spec: spec.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if planned.is_empty() {
+            return Err(Error::not_found(
+                Resource::Process,
+                "(any)",
+                format!("app {app} has no processes to deploy"),
+            ));
+        }
+        Ok(planned)
+    }
+
+    /// The strategy a process deploys with. A process whose platform runs the rollout gets
+    /// the platform's rollout for the default strategy and for a requested one of the same
+    /// kind; any other requested strategy is refused, naming the alternatives.
+    fn strategy_for(
+        &self,
+        app: &AppName,
+        spec: &ProcessSpec,
+        requested: Option<&DynStrategy>,
+    ) -> Result<DynStrategy> {
+        match (&spec.rollout, requested) {
+            (RolloutControl::Engine, requested) => {
+                let strategy = requested.unwrap_or(&self.inner.strategy).clone();
+                strategy.validate(spec)?;
+                Ok(strategy)
+            }
+            (RolloutControl::Platform { native, .. }, None) => {
+                Ok(Arc::new(PlatformRollout::new(*native)))
+            }
+            (RolloutControl::Platform { native, .. }, Some(s)) if s.kind() == *native => {
+                Ok(Arc::new(PlatformRollout::new(*native)))
+            }
+            (RolloutControl::Platform { native, by }, Some(s)) => Err(Error::invalid(
+                "strategy",
+                s.name(),
+                format!(
+                    "process {} of app {app} is rolled out by its platform ({by}), which runs \
+                     a {native} rollout itself and cannot scale or route fleets independently; \
+                     deploy it without a strategy of its own (the platform's {native} rollout, \
+                     under Tapitalee's health gates), or configure the platform to run a {} \
+                     rollout natively",
+                    spec.name,
+                    s.kind()
+                ),
+            )),
+        }
+    }
+
+    async fn start(&self, launch: Launch) -> Result<DeploymentHandle> {
+        let id = DeploymentId::new();
+        let targets: Vec<Target> = launch
+            .planned
+            .iter()
+            .map(|p| Target::new(launch.app.clone(), p.spec.name.clone()))
             .collect();
-        self.lock_all(&targets, &id, lock_wait).await?;
+        self.lock_all(&targets, &id, launch.lock_wait).await?;
         let record = DeploymentRecord {
             id,
-            app: app.clone(),
-            initiator,
-            image: image.clone(),
-            only_process,
-            policy,
+            app: launch.app.clone(),
+            initiator: launch.initiator,
+            image: launch.image.clone(),
+            only_process: launch.only_process,
+            policy: launch.policy,
             status: DeploymentStatus::Running,
             created_at: SystemTime::now(),
             finished_at: None,
-            resumes,
+            resumes: launch.resumes,
             steps: Vec::new(),
-            processes: planned
+            processes: launch
+                .planned
                 .iter()
                 .map(|p| ProcessRecord::pending(p.spec.name.clone(), p.strategy.name()))
                 .collect(),
@@ -178,22 +227,15 @@ impl Engine {
         }
         let (events, first_events) = broadcast::channel(4096);
         let control = DeploymentControl::new();
-        let shared = Arc::new(Shared {
-            deployment: id,
-            deployer: self.inner.deployer.clone(),
-            probe: self.inner.probe.clone(),
-            store: self.inner.store.clone(),
-            events: events.clone(),
-            gate: self.inner.gate.clone(),
-        });
-        let span = info_span!("deploy", app = %app, deployment.id = %id, image = %image);
+        let shared = self.shared(&record, events.clone());
+        let span = info_span!("deploy", app = %launch.app, deployment.id = %id, image = %launch.image);
         let driver = Driver {
             engine: self.clone(),
             shared,
             record,
-            planned,
+            planned: launch.planned,
             targets,
-            control: control.clone(),
+            control: control.subscribe(),
         };
         let join = tokio::spawn(driver.run().instrument(span));
         Ok(DeploymentHandle {
@@ -203,6 +245,23 @@ impl Engine {
             events,
             join,
         })
+    }
+
+    /// What the rollouts of a deployment share.
+    fn shared(
+        &self,
+        record: &DeploymentRecord,
+        events: broadcast::Sender<crate::event::DeployEvent>,
+    ) -> Arc<Shared> {
+        Shared::new(
+            record.id,
+            record.initiator.clone(),
+            self.inner.deployer.clone(),
+            self.inner.probe.clone(),
+            self.inner.store.clone(),
+            events,
+            self.inner.gate.clone(),
+        )
     }
 
     async fn lock_all(&self, targets: &[Target], id: &DeploymentId, wait: Duration) -> Result<()> {
@@ -291,7 +350,7 @@ impl Engine {
             Error::not_found(
                 Resource::Deployment,
                 id.to_string(),
-                "see `tapit list deploys` for the app's deployments",
+                "list the app's deployments for their ids",
             )
         })
     }

@@ -1,18 +1,16 @@
 //! Finding deployments interrupted by a crash, and resuming or rolling them back.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::domain::{AppName, DeploymentId, ProcessName};
+use crate::domain::{AppName, DeploymentId};
 use crate::error::{Error, Resource, Result};
 use crate::fleet::Target;
-use crate::record::{DeploymentRecord, DeploymentStatus, ProcessStatus};
-use crate::rollout::Shared;
+use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, ProcessStatus};
 
-use super::driver::restore_recorded;
-use super::{DeploymentHandle, Engine, Planned};
+use super::driver::recover_recorded;
+use super::{DeploymentHandle, Engine, Launch, Planned};
 
 impl Engine {
     /// Finds the app's deployments whose deployer stopped mid-way (recorded as running, but
@@ -51,8 +49,11 @@ impl Engine {
         Ok(found)
     }
 
-    /// Rolls back the interrupted processes of an interrupted deployment to what they ran
-    /// before it, from the platform state it recorded. Returns the updated record.
+    /// Finishes the interrupted processes of an interrupted deployment from the platform's
+    /// actual state: a process whose new version is already live on its own (its old fleet
+    /// retired or gone) is completed and reported succeeded; the others are rolled back to
+    /// what they ran before, from the state the deployment recorded. Returns the updated
+    /// record.
     pub async fn rollback(&self, id: &DeploymentId) -> Result<DeploymentRecord> {
         let record = self.interrupted(id).await?;
         self.restore_interrupted(&record, "interrupted; rolled back on request")
@@ -60,47 +61,59 @@ impl Engine {
         self.get(id).await
     }
 
-    /// Resumes an interrupted deployment: the processes it left half-way are first restored
-    /// to their previous release (removing the orphaned new fleet), then deployed again with
-    /// the same image digest, initiator and policy under a new deployment that records which
-    /// one it resumes.
+    /// Resumes an interrupted deployment: its interrupted processes are first finished as
+    /// [`rollback`](Self::rollback) does (removing an orphaned new fleet), then those back on
+    /// their previous release are deployed again with the same image digest, initiator and
+    /// policy under a new deployment that records which one it resumes.
     pub async fn resume(&self, id: &DeploymentId) -> Result<DeploymentHandle> {
         let record = self.interrupted(id).await?;
-        let names: Vec<ProcessName> = record
-            .processes
-            .iter()
-            .filter(|p| p.status == ProcessStatus::Interrupted)
-            .map(|p| p.process.clone())
-            .collect();
         let specs = self.inner.deployer.processes(&record.app).await?;
-        let planned = names
+        for p in record.processes.iter().filter(|p| p.status == ProcessStatus::Interrupted) {
+            if !specs.iter().any(|s| s.name == p.process) {
+                return Err(Error::not_found(
+                    Resource::Process,
+                    p.process.as_str(),
+                    format!("process no longer exists in app {}", record.app),
+                ));
+            }
+        }
+        let restored = self
+            .restore_interrupted(&record, "interrupted; restored before resuming")
+            .await?;
+        let planned = restored
             .iter()
-            .map(|n| {
-                let spec = specs.iter().find(|s| &s.name == n).ok_or_else(|| {
-                    Error::not_found(
-                        Resource::Process,
-                        n.as_str(),
-                        format!("process no longer exists in app {}", record.app),
-                    )
-                })?;
+            .filter(|p| {
+                matches!(
+                    p.status,
+                    ProcessStatus::RolledBack { .. } | ProcessStatus::NotStarted { .. }
+                )
+            })
+            .filter_map(|p| specs.iter().find(|s| s.name == p.process))
+            .map(|spec| {
                 Ok(Planned {
+                    strategy: self.strategy_for(&record.app, spec, None)?,
                     spec: spec.clone(),
-                    strategy: self.inner.strategy.clone(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        self.restore_interrupted(&record, "interrupted; restored before resuming")
-            .await?;
-        self.start(
-            &record.app,
-            record.image.clone(),
-            record.initiator.clone(),
-            record.policy,
-            Duration::ZERO,
-            record.only_process.clone(),
+        if planned.is_empty() {
+            return Err(Error::invalid(
+                "deployment",
+                id.to_string(),
+                "has nothing left to resume: every interrupted process was found completed \
+                 on the platform",
+            ));
+        }
+        self.start(Launch {
+            app: record.app.clone(),
+            image: record.image.clone(),
+            initiator: record.initiator.clone(),
+            policy: record.policy,
+            lock_wait: Duration::ZERO,
+            only_process: record.only_process.clone(),
             planned,
-            Some(record.id),
-        )
+            resumes: Some(record.id),
+        })
         .await
     }
 
@@ -120,7 +133,13 @@ impl Engine {
         Ok(record)
     }
 
-    async fn restore_interrupted(&self, record: &DeploymentRecord, reason: &str) -> Result<()> {
+    /// Finishes every interrupted process of `record`; returns the processes' final records
+    /// (only those that were interrupted).
+    async fn restore_interrupted(
+        &self,
+        record: &DeploymentRecord,
+        reason: &str,
+    ) -> Result<Vec<ProcessRecord>> {
         let targets: Vec<Target> = record
             .processes
             .iter()
@@ -129,28 +148,20 @@ impl Engine {
             .collect();
         self.lock_all(&targets, &record.id, Duration::ZERO).await?;
         let (events, _) = broadcast::channel(16);
-        let shared = Arc::new(Shared {
-            deployment: record.id,
-            deployer: self.inner.deployer.clone(),
-            probe: self.inner.probe.clone(),
-            store: self.inner.store.clone(),
-            events,
-            gate: self.inner.gate.clone(),
-        });
-        let specs = self.inner.deployer.processes(&record.app).await?;
+        let shared = self.shared(record, events);
         let mut statuses = Vec::new();
+        let mut restored = Vec::new();
         for p in &record.processes {
             if p.status != ProcessStatus::Interrupted {
                 statuses.push(p.status.clone());
                 continue;
             }
-            let load_balanced = specs.iter().any(|s| s.name == p.process && s.load_balanced);
-            let restored = restore_recorded(&shared, &record.app, p, load_balanced, reason).await;
-            statuses.push(restored.status);
+            let done = recover_recorded(&shared, &record.app, p.clone(), reason.to_owned()).await;
+            statuses.push(done.status.clone());
+            restored.push(done);
         }
         let overall = DeploymentStatus::from_processes(&statuses);
-        self.inner.store.set_status(&record.id, overall).await?;
-        self.unlock_all(&targets, &record.id).await;
-        Ok(())
+        self.inner.store.finish(&record.id, overall, &targets).await?;
+        Ok(restored)
     }
 }

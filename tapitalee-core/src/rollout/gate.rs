@@ -10,7 +10,8 @@ use tracing::debug;
 use super::{Role, Rollout};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, FleetStatus, InstanceStatus};
+use crate::traits::health::HealthReport;
 
 /// When a fleet counts as healthy, and when it has failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +53,10 @@ impl HealthGate {
 }
 
 /// Adds the fleet's stopped instances not seen before to `seen`; returns their stop reasons.
-fn record_failures(seen: &mut HashSet<String>, status: &crate::FleetStatus) -> Vec<String> {
+fn record_failures(seen: &mut HashSet<String>, status: &FleetStatus) -> Vec<String> {
     let mut newly = Vec::new();
     for i in &status.instances {
-        if let crate::InstanceStatus::Stopped { reason, exit_code } = &i.status
+        if let InstanceStatus::Stopped { reason, exit_code } = &i.status
             && seen.insert(i.id.clone())
         {
             newly.push(match exit_code {
@@ -65,6 +66,156 @@ fn record_failures(seen: &mut HashSet<String>, status: &crate::FleetStatus) -> V
         }
     }
     newly
+}
+
+fn count(set: &HashSet<String>) -> u32 {
+    u32::try_from(set.len()).unwrap_or(u32::MAX)
+}
+
+/// One wait for a fleet to become healthy: what it has seen so far, and the verdict of each
+/// poll. Pure bookkeeping, no I/O, so the waiting loop stays short.
+struct Wait {
+    role: Role,
+    wanted: u32,
+    /// Instance failures that fail the wait (new fleet only).
+    threshold: Option<u32>,
+    min_healthy: Duration,
+    progress_deadline: Duration,
+    max_poll_errors: u32,
+    deadline: Instant,
+    best: u32,
+    healthy_since: Option<Instant>,
+    last_reported: Option<(u32, u32)>,
+    poll_errors: u32,
+    problems: Vec<String>,
+    failures: HashSet<String>,
+}
+
+/// What a poll decided.
+enum Verdict {
+    /// Healthy long enough.
+    Healthy,
+    /// Not yet: poll again.
+    Pending,
+}
+
+impl Wait {
+    fn new(gate: &HealthGate, role: Role, wanted: u32, desired: u32, failures: HashSet<String>) -> Self {
+        let (threshold, min_healthy) = match role {
+            Role::Candidate => (Some(gate.threshold_for(desired)), gate.min_healthy_time),
+            Role::Stable => (None, Duration::ZERO),
+        };
+        Wait {
+            role,
+            wanted,
+            threshold,
+            min_healthy,
+            progress_deadline: gate.progress_deadline,
+            max_poll_errors: gate.max_poll_errors,
+            deadline: Instant::now() + gate.progress_deadline,
+            best: 0,
+            healthy_since: None,
+            last_reported: None,
+            poll_errors: 0,
+            problems: Vec::new(),
+            failures,
+        }
+    }
+
+    /// Takes one poll's answer. Returns the health event to publish if the reading changed.
+    fn observe(
+        &mut self,
+        now: Instant,
+        process: &str,
+        status: &FleetStatus,
+        report: &HealthReport,
+    ) -> (Option<EventKind>, Result<Verdict>) {
+        self.poll_errors = 0;
+        let newly_failed = record_failures(&mut self.failures, status);
+        let failures = count(&self.failures);
+        let healthy = report.healthy;
+        let event = (self.last_reported != Some((healthy, failures))).then(|| {
+            self.last_reported = Some((healthy, failures));
+            EventKind::Health {
+                fleet: self.role.label().into(),
+                healthy,
+                wanted: self.wanted,
+                failures,
+            }
+        });
+        if let Some(reason) = newly_failed.last() {
+            self.problems.push(reason.clone());
+        }
+        if let Some(threshold) = self.threshold.filter(|t| failures >= *t) {
+            return (
+                event,
+                Err(Error::HealthFailed {
+                    process: process.to_owned(),
+                    reason: format!(
+                        "{failures} instance failure(s) reached the threshold of {threshold}; \
+                         last: {}",
+                        self.problems.last().map_or("stopped", String::as_str)
+                    ),
+                }),
+            );
+        }
+        if healthy > self.best {
+            self.best = healthy;
+            self.deadline = now + self.progress_deadline;
+        }
+        if healthy >= self.wanted {
+            let since = *self.healthy_since.get_or_insert(now);
+            if now.duration_since(since) >= self.min_healthy {
+                return (event, Ok(Verdict::Healthy));
+            }
+        } else {
+            self.healthy_since = None;
+            if !report.problems.is_empty() {
+                self.problems.extend(report.problems.iter().take(3).cloned());
+                let excess = self.problems.len().saturating_sub(5);
+                self.problems.drain(..excess);
+            }
+        }
+        (event, Ok(Verdict::Pending))
+    }
+
+    /// Takes a failed poll: retryable errors are tolerated a few times in a row.
+    fn poll_failed(&mut self, e: Error) -> Result<()> {
+        if e.is_retryable() && self.poll_errors < self.max_poll_errors {
+            self.poll_errors += 1;
+            debug!(error = %e, errors = self.poll_errors, "retryable error polling fleet health");
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+
+    /// The deadline error, if it has passed.
+    fn check_deadline(&self, now: Instant, process: &str) -> Result<()> {
+        if now < self.deadline {
+            return Ok(());
+        }
+        let (best, wanted) = (self.best, self.wanted);
+        let detail = match self.problems.last() {
+            Some(p) => format!("{best}/{wanted} healthy; last problem: {p}"),
+            None => format!("{best}/{wanted} healthy"),
+        };
+        Err(Error::DeadlineExceeded {
+            process: process.to_owned(),
+            after: self.progress_deadline,
+            detail,
+        })
+    }
+
+    /// When to poll next: the poll interval, or sooner when the minimum healthy time or the
+    /// deadline ends first.
+    fn next_poll(&self, now: Instant, interval: Duration) -> Instant {
+        let mut wake = (now + interval).min(self.deadline);
+        if let Some(since) = self.healthy_since {
+            wake = wake.min(since + self.min_healthy);
+        }
+        wake
+    }
 }
 
 impl Rollout {
@@ -91,16 +242,16 @@ impl Rollout {
         let Some(fleet) = self.record.state.candidate.clone() else {
             return Ok(());
         };
-        let status = match self.shared.deployer.status(&fleet).await {
+        let status = match self.shared.deployer.status(&self.ctx, &fleet).await {
             Ok(status) => status,
             Err(e) if e.is_retryable() => return Ok(()),
             Err(e) => return Err(e),
         };
         let newly = record_failures(&mut self.failed_instances, &status);
-        let failures = u32::try_from(self.failed_instances.len()).unwrap_or(u32::MAX);
-        let threshold = self.shared.gate.threshold_for(self.desired);
+        let failures = count(&self.failed_instances);
+        let threshold = self.shared.gate.threshold_for(self.desired());
         if !newly.is_empty() {
-            self.emit(EventKind::Health {
+            self.publish(EventKind::Health {
                 fleet: Role::Candidate.label().into(),
                 healthy: status.running(),
                 wanted: self.record.state.candidate_count,
@@ -110,7 +261,7 @@ impl Rollout {
         }
         if failures >= threshold {
             return Err(Error::HealthFailed {
-                process: self.target.process.to_string(),
+                process: self.ctx.target.process.to_string(),
                 reason: format!(
                     "{failures} instance failure(s) reached the threshold of {threshold} after \
                      the new fleet passed its health gate; last: {}",
@@ -128,129 +279,56 @@ impl Rollout {
         self.wait_healthy(Role::Candidate, wanted).await
     }
 
-    /// Waits until the old fleet has `wanted` healthy instances (no minimum healthy time: it
-    /// is the known-good version).
-    pub async fn wait_stable_healthy(&mut self, wanted: u32) -> Result<()> {
-        self.wait_healthy(Role::Stable, wanted).await
-    }
-
     pub(super) async fn wait_healthy(&mut self, role: Role, wanted: u32) -> Result<()> {
         if wanted == 0 {
             return Ok(());
         }
         let fleet = self.fleet(role)?;
-        let gate = self.shared.gate.clone();
-        let min_healthy = match role {
-            Role::Candidate => gate.min_healthy_time,
-            Role::Stable => Duration::ZERO,
-        };
-        let threshold = gate.threshold_for(self.desired);
-        let mut deadline = Instant::now() + gate.progress_deadline;
-        let mut best = 0;
-        let mut healthy_since: Option<Instant> = None;
-        let mut last = None;
-        let mut errors = 0;
-        let mut problems: Vec<String> = Vec::new();
-        let mut seen_failures = match role {
+        let failures = match role {
             Role::Candidate => std::mem::take(&mut self.failed_instances),
             Role::Stable => HashSet::new(),
         };
-        let result = loop {
-            if let Err(e) = self.check_abort() {
-                break Err(e);
-            }
-            let now = Instant::now();
-            match self.poll(&fleet).await {
-                Ok((status, report)) => {
-                    errors = 0;
-                    let newly_failed = record_failures(&mut seen_failures, &status);
-                    let failures = u32::try_from(seen_failures.len()).unwrap_or(u32::MAX);
-                    let healthy = report.healthy;
-                    if last != Some((healthy, failures)) {
-                        last = Some((healthy, failures));
-                        self.emit(EventKind::Health {
-                            fleet: role.label().into(),
-                            healthy,
-                            wanted,
-                            failures,
-                        })
-                        .await;
-                    }
-                    if let Some(reason) = newly_failed.last() {
-                        problems.push(reason.clone());
-                    }
-                    if role == Role::Candidate && failures >= threshold {
-                        break Err(Error::HealthFailed {
-                            process: self.target.process.to_string(),
-                            reason: format!(
-                                "{failures} instance failure(s) reached the threshold of \
-                                 {threshold}; last: {}",
-                                problems.last().map_or("stopped", String::as_str)
-                            ),
-                        });
-                    }
-                    if healthy > best {
-                        best = healthy;
-                        deadline = now + gate.progress_deadline;
-                    }
-                    if healthy >= wanted {
-                        let since = *healthy_since.get_or_insert(now);
-                        if now.duration_since(since) >= min_healthy {
-                            break Ok(());
-                        }
-                    } else {
-                        healthy_since = None;
-                        if !report.problems.is_empty() {
-                            problems.extend(report.problems.iter().take(3).cloned());
-                            let excess = problems.len().saturating_sub(5);
-                            problems.drain(..excess);
-                        }
-                    }
-                }
-                Err(e) if e.is_retryable() && errors < gate.max_poll_errors => {
-                    errors += 1;
-                    debug!(error = %e, errors, "retryable error polling fleet health");
-                }
-                Err(e) => break Err(e),
-            }
-            if now >= deadline {
-                let detail = match problems.last() {
-                    Some(p) => format!("{best}/{wanted} healthy; last problem: {p}"),
-                    None => format!("{best}/{wanted} healthy"),
-                };
-                break Err(Error::DeadlineExceeded {
-                    process: self.target.process.to_string(),
-                    after: gate.progress_deadline,
-                    detail,
-                });
-            }
-            let mut wake = (now + gate.poll_interval).min(deadline);
-            if let Some(since) = healthy_since {
-                wake = wake.min(since + min_healthy);
-            }
-            if let Err(e) = self.sleep(wake.saturating_duration_since(now)).await {
-                break Err(e);
-            }
-        };
+        let mut wait = Wait::new(&self.shared.gate, role, wanted, self.desired(), failures);
+        let result = self.run_wait(&fleet, &mut wait).await;
         if role == Role::Candidate {
-            self.failed_instances = seen_failures;
+            self.failed_instances = wait.failures;
         }
         result
+    }
+
+    async fn run_wait(&mut self, fleet: &Fleet, wait: &mut Wait) -> Result<()> {
+        let process = self.ctx.target.process.to_string();
+        loop {
+            self.check_abort()?;
+            let now = Instant::now();
+            match self.poll(fleet).await {
+                Ok((status, report)) => {
+                    let (event, verdict) = wait.observe(now, &process, &status, &report);
+                    if let Some(event) = event {
+                        self.publish(event).await;
+                    }
+                    if let Verdict::Healthy = verdict? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => wait.poll_failed(e)?,
+            }
+            wait.check_deadline(now, &process)?;
+            let wake = wait.next_poll(now, self.shared.gate.poll_interval);
+            self.sleep(wake.saturating_duration_since(now)).await?;
+        }
     }
 
     /// Polls the new fleet's health once, without waiting: how many of its instances pass the
     /// probe right now. For a strategy that must know a fleet is healthy *at this moment*
     /// (e.g. just before routing traffic to it after a long manual pause).
-    pub async fn check_candidate(&self) -> Result<crate::traits::health::HealthReport> {
+    pub async fn check_candidate(&self) -> Result<HealthReport> {
         let fleet = self.fleet(Role::Candidate)?;
         Ok(self.poll(&fleet).await?.1)
     }
 
-    async fn poll(
-        &self,
-        fleet: &Fleet,
-    ) -> Result<(crate::FleetStatus, crate::traits::health::HealthReport)> {
-        let status = self.shared.deployer.status(fleet).await?;
+    async fn poll(&self, fleet: &Fleet) -> Result<(FleetStatus, HealthReport)> {
+        let status = self.shared.deployer.status(&self.ctx, fleet).await?;
         let report = self.shared.probe.check(fleet, &status).await?;
         Ok((status, report))
     }

@@ -5,7 +5,8 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use tapitalee_core::store::{MemoryStore, conformance};
+//! use tapitalee_core::MemoryStore;
+//! use tapitalee_core::testkit::store_conformance as conformance;
 //! conformance::run_all(&MemoryStore::new()).await;
 //! # }
 //! ```
@@ -34,6 +35,8 @@ pub async fn run_all(store: &dyn DeploymentStore) {
     set_status_sets_finished_at_when_final(store).await;
     list_newest_first_without_steps(store).await;
     latest_is_newest_with_steps(store).await;
+    list_orders_by_start_then_id(store).await;
+    finish_sets_status_and_releases_locks(store).await;
     unknown_ids_are_not_found(store).await;
     duplicate_create_fails(store).await;
     lock_is_exclusive_and_renewable(store).await;
@@ -120,6 +123,9 @@ pub fn sample_record(app: &AppName) -> DeploymentRecord {
         started_at: Some(created_at + Duration::from_millis(5)),
         finished_at: Some(created_at + Duration::from_millis(90_001)),
         state: RolloutState {
+            desired: 4,
+            load_balanced: true,
+            platform_run: false,
             stable: Some(stable),
             stable_desired: 4,
             stable_count: 3,
@@ -456,6 +462,80 @@ pub async fn latest_is_newest_with_steps(store: &dyn DeploymentStore) {
     assert_eq!(latest.id, ids[1]);
     assert_eq!(latest.steps, [s1]);
     assert_eq!(latest.processes[0].steps, [s2]);
+}
+
+/// `list` and `latest` order by start time, newest first; deployments started in the same
+/// millisecond by id (ids increase within a process). A deployment another machine started
+/// later comes first even if its id sorts lower.
+pub async fn list_orders_by_start_then_id(store: &dyn DeploymentStore) {
+    let app = fresh_app("order");
+    let ids = sorted_ids(3);
+    let at = now_ms();
+    // ids[0] and ids[1] started in the same millisecond; ids[2]'s record says it started
+    // earlier (another machine's clock), so it is the oldest although its id is the highest.
+    let starts = [at, at, at - Duration::from_secs(5)];
+    for (i, &id) in ids.iter().enumerate().rev() {
+        let rec = DeploymentRecord {
+            id,
+            created_at: starts[i],
+            ..running_record(&app)
+        };
+        store.create(&rec).await.expect("create succeeds");
+    }
+    let got: Vec<_> = store
+        .list(&app, 10)
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        got,
+        [ids[1], ids[0], ids[2]],
+        "newest start first, same-millisecond starts by id"
+    );
+    let latest = store.latest(&app).await.expect("latest").expect("some");
+    assert_eq!(latest.id, ids[1], "latest is the newest start, ties by id");
+}
+
+/// `finish` sets the final status and releases the deployment's locks together: once the
+/// status reads final, the processes can be locked by another deployment.
+pub async fn finish_sets_status_and_releases_locks(store: &dyn DeploymentStore) {
+    let app = fresh_app("finish");
+    let rec = running_record(&app);
+    store.create(&rec).await.expect("create succeeds");
+    let targets: Vec<Target> = ["default", "worker"]
+        .iter()
+        .map(|p| Target::new(app.clone(), process(p)))
+        .collect();
+    let lease = Duration::from_secs(60);
+    for t in &targets {
+        assert_eq!(store.try_lock(t, &rec.id, lease).await.expect("lock"), None);
+    }
+    // A lock of another deployment on a process not named is left alone.
+    let other = DeploymentId::new();
+    let third = Target::new(app.clone(), process("scheduler"));
+    assert_eq!(store.try_lock(&third, &other, lease).await.expect("lock"), None);
+
+    store
+        .finish(&rec.id, DeploymentStatus::Partial, &targets)
+        .await
+        .expect("finish succeeds");
+    let got = get(store, &rec.id).await;
+    assert_eq!(got.status, DeploymentStatus::Partial);
+    assert!(got.finished_at.is_some(), "a final status sets finished_at");
+    let next = DeploymentId::new();
+    for t in &targets {
+        assert_eq!(store.lock_holder(t).await.expect("holder"), None, "{t} released");
+        assert_eq!(store.try_lock(t, &next, lease).await.expect("lock"), None);
+    }
+    assert_eq!(store.lock_holder(&third).await.expect("holder"), Some(other));
+    assert_not_found(
+        store
+            .finish(&DeploymentId::new(), DeploymentStatus::Failed, &[])
+            .await,
+        "finish",
+    );
 }
 
 fn assert_not_found(result: crate::error::Result<()>, what: &str) {

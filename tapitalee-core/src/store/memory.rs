@@ -83,6 +83,9 @@ fn update_in_place(to: &mut ProcessRecord, from: &ProcessRecord) {
     assign(&mut to.started_at, started_at);
     assign(&mut to.finished_at, finished_at);
     let RolloutState {
+        desired,
+        load_balanced,
+        platform_run,
         stable,
         stable_desired,
         stable_count,
@@ -94,6 +97,9 @@ fn update_in_place(to: &mut ProcessRecord, from: &ProcessRecord) {
         steps_done,
     } = state;
     let s = &mut to.state;
+    s.desired = *desired;
+    s.load_balanced = *load_balanced;
+    s.platform_run = *platform_run;
     assign(&mut s.stable, stable);
     assign(&mut s.candidate, candidate);
     s.stable_desired = *stable_desired;
@@ -201,18 +207,45 @@ impl DeploymentStore for MemoryStore {
         })
     }
 
+    async fn finish(
+        &self,
+        id: &DeploymentId,
+        status: DeploymentStatus,
+        targets: &[Target],
+    ) -> Result<()> {
+        self.with(|inner| {
+            let rec = &mut inner
+                .deployments
+                .get_mut(id)
+                .ok_or_else(|| missing(id))?
+                .record;
+            rec.status = status;
+            rec.finished_at = status.is_final().then(SystemTime::now);
+            for t in targets {
+                if inner.locks.get(t).is_some_and(|(h, _)| h == id) {
+                    inner.locks.remove(t);
+                }
+            }
+            Ok(())
+        })
+    }
+
     async fn get(&self, id: &DeploymentId) -> Result<Option<DeploymentRecord>> {
         self.with(|inner| Ok(inner.deployments.get(id).map(|e| e.record.clone())))
     }
 
     async fn list(&self, app: &AppName, limit: usize) -> Result<Vec<DeploymentRecord>> {
         self.with(|inner| {
-            Ok(inner
+            // Newest start first; ids break ties (they increase within a process).
+            let mut mine: Vec<&DeploymentRecord> = inner
                 .deployments
                 .values()
-                .rev()
                 .map(|e| &e.record)
                 .filter(|r| &r.app == app)
+                .collect();
+            mine.sort_unstable_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            Ok(mine
+                .into_iter()
                 .take(limit)
                 .map(|r| {
                     let mut r = r.clone();

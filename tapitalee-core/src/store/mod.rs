@@ -1,8 +1,9 @@
 //! [`DeploymentStore`]: the deployment history and the per-process locks.
 //!
 //! Two implementations ship: [`MemoryStore`] (one process, tests, benchmarks) and
-//! [`SqliteStore`] (the embedded default: one file, shared by every `tapit` on the machine,
-//! survives restarts). Both pass the same [`conformance`] suite.
+//! `SqliteStore` (feature `sqlite`, the embedded default: one file, shared by every `tapit` on
+//! the machine, survives restarts). Both pass the same conformance suite
+//! (`testkit::store_conformance`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,11 +16,14 @@ use crate::error::Result;
 use crate::fleet::Target;
 use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, StepRecord};
 
+#[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
 mod memory;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// The deployment history and the per-process locks.
@@ -53,6 +57,25 @@ pub trait DeploymentStore: Send + Sync + fmt::Debug + 'static {
 
     /// Sets a deployment's overall status (and its end time when final).
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()>;
+
+    /// Ends a deployment: sets its final status and releases the locks it holds on `targets`,
+    /// in one write where the store can. A caller that sees the final status can deploy the
+    /// same processes at once, and no reader ever sees a running deployment without its locks
+    /// (which `Engine::recover` would take for a crashed one).
+    ///
+    /// The default releases the locks, then sets the status: stores that can should override
+    /// it with one atomic write.
+    async fn finish(
+        &self,
+        id: &DeploymentId,
+        status: DeploymentStatus,
+        targets: &[Target],
+    ) -> Result<()> {
+        for target in targets {
+            self.unlock(target, id).await?;
+        }
+        self.set_status(id, status).await
+    }
 
     /// One deployment with every process and step, or `None`.
     async fn get(&self, id: &DeploymentId) -> Result<Option<DeploymentRecord>>;

@@ -5,9 +5,10 @@
 //! a busy timeout, so several OS processes can read and write it at once; locks are leases
 //! whose expiry is wall-clock unix milliseconds, which every process on the machine agrees on.
 //!
-//! Each store runs its calls on one writer thread with group commit (see [`writer`]): calls
-//! made while a transaction runs share the next one, so a thousand concurrent writers cost a
-//! few commits, not a thousand, and a call still returns only once its change is committed.
+//! Each store runs its calls one at a time on tokio's blocking pool with group commit (see
+//! [`writer`]): calls made while a transaction runs share the next one, so a thousand
+//! concurrent writers cost a few commits, not a thousand, and a call still returns only once
+//! its change is committed.
 //!
 //! Times are kept to the millisecond.
 
@@ -35,8 +36,8 @@ use writer::{Job, Writer};
 /// Keeps history and locks in one SQLite file: the embedded default.
 ///
 /// Every `tapit` on the machine can open the same file; each sees the others' deployments and
-/// locks. Calls run on a thread of the store's own, which commits the calls made at the same
-/// time together; clones share it, and it stops when the last clone is dropped.
+/// locks. Calls run on tokio's blocking pool, one transaction at a time, and calls made at
+/// the same time commit together; clones share the connection, closed with the last clone.
 #[derive(Clone)]
 pub struct SqliteStore {
     path: Option<Arc<PathBuf>>,
@@ -70,8 +71,7 @@ impl SqliteStore {
         }
         let name = path.display().to_string();
         let file = path.clone();
-        // The writer thread opens the connection: once this returns, the store is ready.
-        let writer = Writer::spawn(&path.display().to_string(), move || {
+        let writer = Writer::open(&path.display().to_string(), move || {
             let conn = Connection::open(&file)
                 .map_err(|e| Error::store(format!("cannot open the deployment store {name}"), e))?;
             schema::init(conn, &name, true)
@@ -84,7 +84,7 @@ impl SqliteStore {
 
     /// A private store in memory, gone when dropped: for tests.
     pub fn open_in_memory() -> Result<Self> {
-        let writer = Writer::spawn(":memory:", || {
+        let writer = Writer::open(":memory:", || {
             let conn = Connection::open_in_memory()
                 .map_err(|e| Error::store("cannot open an in-memory SQLite store", e))?;
             schema::init(conn, ":memory:", false)
@@ -100,7 +100,7 @@ impl SqliteStore {
         self.path.as_deref().map(PathBuf::as_path)
     }
 
-    /// Runs `f` on the writer thread, inside a transaction shared with the calls queued at the
+    /// Runs `f` on the blocking pool, inside a transaction shared with the calls queued at the
     /// same time; returns its outcome once that transaction committed. `writes` says whether
     /// `f` changes anything (then it runs in a savepoint, undone if it fails).
     async fn call<T, F>(&self, writes: bool, f: F) -> Result<T>
@@ -112,7 +112,7 @@ impl SqliteStore {
         self.writer.send(job)?;
         reply
             .await
-            .map_err(|e| Error::store("SQLite store: the writer thread stopped during a call", e))?
+            .map_err(|e| Error::store("SQLite store: the writer stopped during a call", e))?
     }
 }
 
@@ -164,6 +164,25 @@ impl DeploymentStore for SqliteStore {
         let id = id.to_string();
         let finished = status.is_final().then(now_ms);
         self.call(true, move |conn| {
+            rows::set_status(conn, &id, status, finished)
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        id: &DeploymentId,
+        status: DeploymentStatus,
+        targets: &[Target],
+    ) -> Result<()> {
+        let id = id.to_string();
+        let finished = status.is_final().then(now_ms);
+        let targets: Vec<(String, String)> = targets.iter().map(target_params).collect();
+        // One savepoint: the status and the released locks land together.
+        self.call(true, move |conn| {
+            for t in &targets {
+                rows::unlock(conn, t, &id)?;
+            }
             rows::set_status(conn, &id, status, finished)
         })
         .await

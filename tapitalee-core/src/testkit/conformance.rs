@@ -9,8 +9,12 @@
 use crate::domain::{AppName, DeploymentId, DockerTag, Initiator};
 use crate::error::{Error, Resource};
 use crate::fleet::{Target, TrafficWeight};
-use crate::traits::deployer::{DeployMeta, Deployer};
+use crate::traits::deployer::{DeployContext, Deployer};
 use crate::traits::registry::ImageRegistry;
+
+mod crash;
+
+pub use crash::{Backend, crash_recovery};
 
 /// What the suite deploys: an app with at least one process, and an existing tag.
 #[derive(Debug, Clone)]
@@ -31,10 +35,12 @@ impl Fixture {
     }
 }
 
-fn meta() -> DeployMeta {
-    DeployMeta::new(
+/// A context for a fresh deployment of the fixture's process (stable fleet not yet known).
+fn ctx(target: Target) -> DeployContext {
+    DeployContext::new(
         DeploymentId::new(),
         Initiator::new("conformance").expect("initiator"),
+        target,
     )
 }
 
@@ -100,14 +106,13 @@ pub async fn processes_and_releases(deployer: &dyn Deployer, fx: &Fixture) {
         .unwrap_or_else(|| panic!("app {} must list process {}", fx.app, fx.process));
     assert_eq!(spec.load_balanced, fx.load_balanced, "load-balanced flag");
     let release = deployer
-        .current(&fx.target())
+        .current(&ctx(fx.target()))
         .await
         .expect("current release");
     assert!(
         release.fleet.is_some(),
         "the fixture process must have a live fleet"
     );
-    assert_eq!(release.load_balanced, fx.load_balanced);
     let unknown = AppName::new("no-such-app-conformance").expect("app");
     match deployer.processes(&unknown).await {
         Err(Error::NotFound { .. }) => {}
@@ -117,7 +122,7 @@ pub async fn processes_and_releases(deployer: &dyn Deployer, fx: &Fixture) {
         fx.app.clone(),
         crate::ProcessName::new("ghost").expect("name"),
     );
-    match deployer.current(&ghost).await {
+    match deployer.current(&ctx(ghost)).await {
         Err(Error::NotFound { .. }) => {}
         other => panic!("an unknown process must be NotFound, got {other:?}"),
     }
@@ -127,41 +132,38 @@ pub async fn processes_and_releases(deployer: &dyn Deployer, fx: &Fixture) {
 pub async fn fleet_lifecycle(deployer: &dyn Deployer, registry: &dyn ImageRegistry, fx: &Fixture) {
     let image = registry.resolve(&fx.app, &fx.tag).await.expect("resolve");
     let target = fx.target();
-    let revision = deployer
-        .prepare(&target, &image, &meta())
-        .await
-        .expect("prepare");
+    let c = ctx(target.clone());
+    let revision = deployer.prepare(&c, &image).await.expect("prepare");
     assert_eq!(
         revision.image.digest, image.digest,
         "the revision runs the pinned digest"
     );
-    let fleet = deployer
-        .launch(&target, &revision, 1)
-        .await
-        .expect("launch");
+    let stable = deployer.current(&c).await.expect("current").fleet;
+    let c = c.with_stable(stable);
+    let fleet = deployer.launch(&c, &revision, 1).await.expect("launch");
     assert_eq!(fleet.target, target);
     assert_eq!(fleet.revision, revision);
-    let status = deployer.status(&fleet).await.expect("status");
+    let status = deployer.status(&c, &fleet).await.expect("status");
     assert_eq!(status.fleet, fleet.id);
     assert_eq!(
         status.desired, 1,
         "a fleet launched with 1 instance wants 1"
     );
-    deployer.scale(&fleet, 2).await.expect("scale up");
-    assert_eq!(deployer.status(&fleet).await.expect("status").desired, 2);
-    deployer.scale(&fleet, 0).await.expect("scale to zero");
-    assert_eq!(deployer.status(&fleet).await.expect("status").desired, 0);
-    deployer.retire(&fleet).await.expect("retire");
+    deployer.scale(&c, &fleet, 2).await.expect("scale up");
+    assert_eq!(deployer.status(&c, &fleet).await.expect("status").desired, 2);
+    deployer.scale(&c, &fleet, 0).await.expect("scale to zero");
+    assert_eq!(deployer.status(&c, &fleet).await.expect("status").desired, 0);
+    deployer.retire(&c, &fleet).await.expect("retire");
     deployer
-        .retire(&fleet)
+        .retire(&c, &fleet)
         .await
         .expect("retiring a retired fleet succeeds");
-    match deployer.status(&fleet).await {
+    match deployer.status(&c, &fleet).await {
         Err(Error::NotFound { .. }) => {}
         Ok(s) if s.desired == 0 && s.instances.is_empty() => {}
         other => panic!("a retired fleet is gone (NotFound or empty), got {other:?}"),
     }
-    let release = deployer.current(&target).await.expect("current");
+    let release = deployer.current(&c).await.expect("current");
     assert_ne!(
         release.fleet.as_ref().map(|f| &f.id),
         Some(&fleet.id),
@@ -171,56 +173,49 @@ pub async fn fleet_lifecycle(deployer: &dyn Deployer, registry: &dyn ImageRegist
 
 /// A new fleet made primary becomes the current release; switching back restores it.
 pub async fn primary_switch(deployer: &dyn Deployer, registry: &dyn ImageRegistry, fx: &Fixture) {
-    let target = fx.target();
-    let before = deployer.current(&target).await.expect("current");
+    let c = ctx(fx.target());
+    let before = deployer.current(&c).await.expect("current");
     let old = before.fleet.clone().expect("live fleet");
+    let c = c.with_stable(Some(old.clone()));
     let image = registry.resolve(&fx.app, &fx.tag).await.expect("resolve");
-    let revision = deployer
-        .prepare(&target, &image, &meta())
-        .await
-        .expect("prepare");
+    let revision = deployer.prepare(&c, &image).await.expect("prepare");
     let fleet = deployer
-        .launch(&target, &revision, before.desired)
+        .launch(&c, &revision, before.desired)
         .await
         .expect("launch");
-    deployer.make_primary(&fleet).await.expect("make primary");
-    let now = deployer.current(&target).await.expect("current");
+    deployer.make_primary(&c, &fleet).await.expect("make primary");
+    let now = deployer.current(&c).await.expect("current");
     assert_eq!(
         now.fleet.as_ref().map(|f| &f.id),
         Some(&fleet.id),
         "the new fleet is live"
     );
     deployer
-        .make_primary(&old)
+        .make_primary(&c, &old)
         .await
         .expect("make the old fleet primary again");
-    let back = deployer.current(&target).await.expect("current");
+    let back = deployer.current(&c).await.expect("current");
     assert_eq!(
         back.fleet.as_ref().map(|f| &f.id),
         Some(&old.id),
         "the old fleet is live again"
     );
-    deployer.retire(&fleet).await.expect("retire");
+    deployer.retire(&c, &fleet).await.expect("retire");
 }
 
 /// Traffic moves between two fleets by weight and back.
 pub async fn routing(deployer: &dyn Deployer, registry: &dyn ImageRegistry, fx: &Fixture) {
-    let target = fx.target();
+    let c = ctx(fx.target());
     let old = deployer
-        .current(&target)
+        .current(&c)
         .await
         .expect("current")
         .fleet
         .expect("live fleet");
+    let c = c.with_stable(Some(old.clone()));
     let image = registry.resolve(&fx.app, &fx.tag).await.expect("resolve");
-    let revision = deployer
-        .prepare(&target, &image, &meta())
-        .await
-        .expect("prepare");
-    let fleet = deployer
-        .launch(&target, &revision, 1)
-        .await
-        .expect("launch");
+    let revision = deployer.prepare(&c, &image).await.expect("prepare");
+    let fleet = deployer.launch(&c, &revision, 1).await.expect("launch");
     let split = |new: u8| {
         vec![
             TrafficWeight {
@@ -235,12 +230,12 @@ pub async fn routing(deployer: &dyn Deployer, registry: &dyn ImageRegistry, fx: 
     };
     for w in [10, 50, 100, 0] {
         deployer
-            .route(&target, &split(w))
+            .route(&c, &split(w))
             .await
             .unwrap_or_else(|e| panic!("route {w}%: {e}"));
     }
     deployer
-        .retire(&fleet)
+        .retire(&c, &fleet)
         .await
         .expect("retire after routing back");
 }

@@ -10,11 +10,11 @@ use tokio::time::Instant;
 use crate::domain::{AppName, Digest, DockerTag, ImageRef, ProcessName};
 use crate::error::{Error, Resource, Result};
 use crate::fleet::{
-    Fleet, FleetId, FleetStatus, InstanceStatus, ProcessSpec, Release, Revision, Target,
-    TrafficWeight,
+    Fleet, FleetId, FleetStatus, InstanceStatus, ProcessSpec, Release, Revision, RolloutControl,
+    RolloutKind, Target, TrafficWeight,
 };
-use crate::traits::deployer::{DeployMeta, Deployer, RollbackOrder};
-use crate::traits::health::{HealthProbe, HealthReport};
+use crate::traits::deployer::{DeployContext, Deployer};
+use crate::traits::health::{DynHealthProbe, HealthProbe, HealthReport};
 use crate::traits::registry::{ImageInfo, ImageRegistry, RegistryCredentials, Secret};
 
 use super::behavior::Behavior;
@@ -109,7 +109,6 @@ struct State {
     next_fleet: u64,
     next_digest: u64,
     latency: Duration,
-    rollback_orders: HashMap<Target, RollbackOrder>,
 }
 
 /// A simulated platform: apps, processes, fleets of instances with scripted behaviour per
@@ -159,11 +158,7 @@ impl InMemoryPlatform {
             procs.insert(
                 name.clone(),
                 SimProcess {
-                    spec: ProcessSpec {
-                        name,
-                        load_balanced: *lb,
-                        desired: *desired,
-                    },
+                    spec: ProcessSpec::new(name, *desired, *lb),
                     primary: None,
                     fleets: BTreeMap::new(),
                     traffic: Vec::new(),
@@ -275,17 +270,26 @@ impl InMemoryPlatform {
         }
     }
 
-    /// Makes a process roll back in `order` (as an ECS-controller service would:
-    /// [`RollbackOrder::RetireFirst`]).
+    /// Makes the platform run a process's rollouts itself, as ECS does for a service on the
+    /// ECS deployment controller ([`RolloutControl::Platform`]): launching a fleet starts the
+    /// platform's rollout; making it primary drains the old fleet; retiring the new fleet
+    /// while the deployment's stable fleet exists rolls back to it (as
+    /// `StopServiceDeployment(ROLLBACK)` does); scaling a fleet is refused.
     ///
     /// # Panics
-    /// On an invalid process name (this is test setup).
-    pub fn set_rollback_order(&self, app: &AppName, process: &str, order: RollbackOrder) {
-        let target = Target::new(
-            app.clone(),
-            ProcessName::new(process).expect("valid process name"),
-        );
-        self.lock().rollback_orders.insert(target, order);
+    /// On an unknown app or process (this is test setup).
+    pub fn set_platform_rollout(&self, app: &AppName, process: &str, native: RolloutKind) {
+        let process = ProcessName::new(process).expect("valid process name");
+        let mut state = self.lock();
+        let proc = state
+            .apps
+            .get_mut(app)
+            .and_then(|p| p.get_mut(&process))
+            .expect("known process");
+        proc.spec.rollout = RolloutControl::Platform {
+            native,
+            by: "the in-memory platform's own rollout".into(),
+        };
     }
 
     /// Adds latency to every platform call.
@@ -477,7 +481,8 @@ impl Deployer for InMemoryPlatform {
         Ok(specs)
     }
 
-    async fn current(&self, target: &Target) -> Result<Release> {
+    async fn current(&self, ctx: &DeployContext) -> Result<Release> {
+        let target = &ctx.target;
         self.enter(Op::Current, Some(&target.process), String::new)
             .await?;
         let mut state = self.lock();
@@ -494,19 +499,11 @@ impl Deployer for InMemoryPlatform {
                 .map_or(proc.spec.desired, |f| f.desired.max(proc.spec.desired)),
             None => proc.spec.desired,
         };
-        Ok(Release {
-            fleet,
-            desired,
-            load_balanced: proc.spec.load_balanced,
-        })
+        Ok(Release { fleet, desired })
     }
 
-    async fn prepare(
-        &self,
-        target: &Target,
-        image: &ImageRef,
-        _meta: &DeployMeta,
-    ) -> Result<Revision> {
+    async fn prepare(&self, ctx: &DeployContext, image: &ImageRef) -> Result<Revision> {
+        let target = &ctx.target;
         self.enter(Op::Prepare, Some(&target.process), || image.to_string())
             .await?;
         let mut state = self.lock();
@@ -536,7 +533,13 @@ impl Deployer for InMemoryPlatform {
         })
     }
 
-    async fn launch(&self, target: &Target, revision: &Revision, count: u32) -> Result<Fleet> {
+    async fn launch(
+        &self,
+        ctx: &DeployContext,
+        revision: &Revision,
+        count: u32,
+    ) -> Result<Fleet> {
+        let target = &ctx.target;
         self.enter(Op::Launch, Some(&target.process), || {
             format!("{} x{count}", revision.id)
         })
@@ -578,18 +581,29 @@ impl Deployer for InMemoryPlatform {
         Ok(fleet)
     }
 
-    async fn scale(&self, fleet: &Fleet, count: u32) -> Result<()> {
-        self.enter(Op::Scale, Some(&fleet.target.process), || {
+    async fn scale(&self, ctx: &DeployContext, fleet: &Fleet, count: u32) -> Result<()> {
+        self.enter(Op::Scale, Some(&ctx.target.process), || {
             format!("{} -> {count}", fleet.id)
         })
         .await?;
         let now = Instant::now();
         let mut state = self.lock();
+        if platform_run(process_mut(&mut state, &fleet.target)?) {
+            return Err(Error::invalid(
+                "instance count",
+                count.to_string(),
+                format!(
+                    "the platform runs the rollouts of {} and sizes its fleets itself",
+                    fleet.target
+                ),
+            ));
+        }
         fleet_mut(&mut state, fleet)?.scale_to(count, now);
         Ok(())
     }
 
-    async fn route(&self, target: &Target, weights: &[TrafficWeight]) -> Result<()> {
+    async fn route(&self, ctx: &DeployContext, weights: &[TrafficWeight]) -> Result<()> {
+        let target = &ctx.target;
         self.enter(Op::Route, Some(&target.process), || {
             weights
                 .iter()
@@ -626,11 +640,12 @@ impl Deployer for InMemoryPlatform {
         Ok(())
     }
 
-    async fn make_primary(&self, fleet: &Fleet) -> Result<()> {
-        self.enter(Op::MakePrimary, Some(&fleet.target.process), || {
+    async fn make_primary(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
+        self.enter(Op::MakePrimary, Some(&ctx.target.process), || {
             fleet.id.to_string()
         })
         .await?;
+        let now = Instant::now();
         let mut state = self.lock();
         let proc = process_mut(&mut state, &fleet.target)?;
         if !proc.fleets.contains_key(&fleet.id) {
@@ -640,17 +655,29 @@ impl Deployer for InMemoryPlatform {
                 "it was retired",
             ));
         }
+        if platform_run(proc) {
+            // The platform moves capacity with primacy: the new primary runs the process's
+            // count, the others drain.
+            let desired = proc.spec.desired;
+            for (id, sim) in &mut proc.fleets {
+                sim.scale_to(if id == &fleet.id { desired } else { 0 }, now);
+            }
+        }
         proc.primary = Some(fleet.id.clone());
         Ok(())
     }
 
-    async fn retire(&self, fleet: &Fleet) -> Result<()> {
-        self.enter(Op::Retire, Some(&fleet.target.process), || {
+    async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
+        self.enter(Op::Retire, Some(&ctx.target.process), || {
             fleet.id.to_string()
         })
         .await?;
+        let now = Instant::now();
         let mut state = self.lock();
         let proc = process_mut(&mut state, &fleet.target)?;
+        if platform_run(proc) && proc.fleets.contains_key(&fleet.id) {
+            platform_rollback(proc, ctx, fleet, now)?;
+        }
         if proc.primary.as_ref() == Some(&fleet.id) && proc.fleets.len() > 1 {
             return Err(Error::invalid(
                 "fleet",
@@ -677,8 +704,8 @@ impl Deployer for InMemoryPlatform {
         Ok(())
     }
 
-    async fn status(&self, fleet: &Fleet) -> Result<FleetStatus> {
-        self.enter(Op::Status, Some(&fleet.target.process), || {
+    async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
+        self.enter(Op::Status, Some(&ctx.target.process), || {
             fleet.id.to_string()
         })
         .await?;
@@ -689,13 +716,48 @@ impl Deployer for InMemoryPlatform {
         Ok(sim.status(now))
     }
 
-    fn rollback_order(&self, target: &Target) -> RollbackOrder {
-        self.lock()
-            .rollback_orders
-            .get(target)
-            .copied()
-            .unwrap_or_default()
+    fn target_health(&self) -> Option<DynHealthProbe> {
+        Some(Arc::new(self.clone()))
     }
+}
+
+fn platform_run(proc: &SimProcess) -> bool {
+    matches!(proc.spec.rollout, RolloutControl::Platform { .. })
+}
+
+/// Retiring a platform-run process's new fleet: the platform returns to the deployment's
+/// stable fleet (which the call's context names), as ECS's `ROLLBACK` does. Without one
+/// there is nothing to return to: refused, as ECS would leave the service as it is.
+fn platform_rollback(
+    proc: &mut SimProcess,
+    ctx: &DeployContext,
+    fleet: &Fleet,
+    now: Instant,
+) -> Result<()> {
+    let stable = ctx.stable.as_ref().filter(|s| s.id != fleet.id);
+    let Some(stable) = stable else {
+        if proc.fleets.len() == 1 {
+            return Ok(()); // the only fleet: a first deploy rolled back to nothing
+        }
+        return Err(Error::platform(
+            "retire",
+            format!(
+                "{} is the new revision of {} and there is no previous one to return to",
+                fleet.id, fleet.target
+            ),
+        ));
+    };
+    let desired = proc.spec.desired;
+    let Some(old) = proc.fleets.get_mut(&stable.id) else {
+        return Err(Error::not_found(
+            Resource::Fleet,
+            stable.id.to_string(),
+            "the previous fleet is gone; deploy the previous tag again",
+        ));
+    };
+    old.scale_to(old.desired.max(desired), now);
+    proc.primary = Some(stable.id.clone());
+    Ok(())
 }
 
 #[async_trait]

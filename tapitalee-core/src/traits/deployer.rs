@@ -9,37 +9,44 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{AppName, DeploymentId, ImageRef, Initiator};
 use crate::error::Result;
 use crate::fleet::{Fleet, FleetStatus, ProcessSpec, Release, Revision, Target, TrafficWeight};
+use crate::traits::health::DynHealthProbe;
 
-/// What a platform records on a revision it prepares, for its own audit trail (ECS: tags).
+/// Whom a platform call serves: the deployment, who started it, the process, and what the
+/// process ran before.
+///
+/// The engine builds it from the deployment's record (the stable fleet is the one recorded
+/// when the deployment started), so a fresh backend after a crash receives exactly what the
+/// first one did: a backend keeps no per-process state between calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeployMeta {
-    /// The deployment preparing it.
+pub struct DeployContext {
+    /// The deployment making the call (platforms tag and attribute with it).
     pub deployment: DeploymentId,
     /// Who started that deployment.
     pub initiator: Initiator,
+    /// The app and process.
+    pub target: Target,
+    /// The fleet the process ran when the deployment started: its rollback target. `None` on
+    /// a first deploy, and in [`current`](Deployer::current) and
+    /// [`prepare`](Deployer::prepare), which run before it is known.
+    pub stable: Option<Fleet>,
 }
 
-/// How a process is restored when its deployment rolls back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RollbackOrder {
-    /// Restore the old fleet's capacity and wait for it, then its traffic, then retire the
-    /// new fleet: the process never lacks capacity (the default, for platforms where fleets
-    /// are independent, such as ECS task sets).
-    #[default]
-    CapacityFirst,
-    /// Retire the new fleet first: the platform itself then brings the old version back (ECS
-    /// services on the ECS deployment controller, where stopping a deployment with
-    /// `ROLLBACK` restores the previous one). Then wait for the old fleet's capacity.
-    RetireFirst,
-}
-
-impl DeployMeta {
-    /// Metadata for a deployment.
-    pub fn new(deployment: DeploymentId, initiator: Initiator) -> Self {
-        DeployMeta {
+impl DeployContext {
+    /// A context for a deployment of `target`, before its stable fleet is known.
+    pub fn new(deployment: DeploymentId, initiator: Initiator, target: Target) -> Self {
+        DeployContext {
             deployment,
             initiator,
+            target,
+            stable: None,
         }
+    }
+
+    /// The same context with the process's stable fleet.
+    #[must_use]
+    pub fn with_stable(mut self, stable: Option<Fleet>) -> Self {
+        self.stable = stable;
+        self
     }
 }
 
@@ -47,7 +54,10 @@ impl DeployMeta {
 ///
 /// Every method is one platform operation; strategies compose them. Implementations map their
 /// own failures into [`Error`](crate::Error) kinds (throttled and transient errors are
-/// retryable) and must be safe to call concurrently for different processes.
+/// retryable) and must be safe to call concurrently for different processes. Everything a call
+/// depends on arrives in its arguments ([`DeployContext`], [`Fleet`], [`Revision`]): an
+/// implementation holds clients and caches of immutable things, never per-process state
+/// filled by earlier calls.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait Deployer: Send + Sync + fmt::Debug + 'static {
@@ -55,42 +65,43 @@ pub trait Deployer: Send + Sync + fmt::Debug + 'static {
     async fn processes(&self, app: &AppName) -> Result<Vec<ProcessSpec>>;
 
     /// What the process runs now: the rollback target.
-    async fn current(&self, target: &Target) -> Result<Release>;
+    async fn current(&self, ctx: &DeployContext) -> Result<Release>;
 
     /// A revision of the process's live one with only the image changed (pinned by digest).
-    async fn prepare(
-        &self,
-        target: &Target,
-        image: &ImageRef,
-        meta: &DeployMeta,
-    ) -> Result<Revision>;
+    async fn prepare(&self, ctx: &DeployContext, image: &ImageRef) -> Result<Revision>;
 
     /// Starts a new fleet of `count` instances of a revision. It takes no traffic until
-    /// [`route`](Deployer::route) sends it some.
-    async fn launch(&self, target: &Target, revision: &Revision, count: u32) -> Result<Fleet>;
+    /// [`route`](Deployer::route) sends it some. On a process whose platform runs the rollout
+    /// ([`RolloutControl::Platform`](crate::RolloutControl::Platform)) this starts the
+    /// platform's rollout to the revision.
+    async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32)
+    -> Result<Fleet>;
 
     /// Asks a fleet to run `count` instances.
-    async fn scale(&self, fleet: &Fleet, count: u32) -> Result<()>;
+    async fn scale(&self, ctx: &DeployContext, fleet: &Fleet, count: u32) -> Result<()>;
 
     /// Splits the process's traffic between fleets. Only for load-balanced processes; weights
     /// sum to 100.
-    async fn route(&self, target: &Target, weights: &[TrafficWeight]) -> Result<()>;
+    async fn route(&self, ctx: &DeployContext, weights: &[TrafficWeight]) -> Result<()>;
 
     /// Makes a fleet the process's live release (ECS: the primary task set).
-    async fn make_primary(&self, fleet: &Fleet) -> Result<()>;
+    async fn make_primary(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()>;
 
-    /// Stops and removes a fleet. Retiring a fleet that is already gone succeeds.
-    async fn retire(&self, fleet: &Fleet) -> Result<()>;
+    /// Stops and removes a fleet. Retiring a fleet that is already gone succeeds. On a
+    /// platform-run process, retiring the new fleet asks the platform to roll back to
+    /// `ctx.stable`.
+    async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()>;
 
-    /// A fleet's instances as the platform sees them now.
-    async fn status(&self, fleet: &Fleet) -> Result<FleetStatus>;
+    /// A fleet's instances as the platform sees them now. A fleet that no longer exists is
+    /// [`Error::NotFound`](crate::Error::NotFound) with [`Resource::Fleet`](crate::Resource).
+    async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus>;
 
-    /// How a rollback of this process must be ordered (default:
-    /// [`RollbackOrder::CapacityFirst`]). Asked once per process deployment, after
-    /// [`current`](Deployer::current).
-    fn rollback_order(&self, target: &Target) -> RollbackOrder {
-        let _ = target;
-        RollbackOrder::CapacityFirst
+    /// The platform's load balancer target-health probe, if it has one. The engine's default
+    /// health gate is container health AND this probe, so a new fleet that fails the load
+    /// balancer's health check never takes all the traffic. The probe must pass fleets of
+    /// processes without a load balancer. Default: none.
+    fn target_health(&self) -> Option<DynHealthProbe> {
+        None
     }
 }
 

@@ -4,3 +4,4 @@ pub mod analysis;
 pub mod deployer;
 pub mod health;
 pub mod registry;
+pub mod retry;

@@ -482,7 +482,7 @@ pub(super) fn list(conn: &Connection, app: &str, limit: i64) -> Result<Vec<Deplo
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE app = ?1 \
-             ORDER BY id DESC LIMIT ?2"
+             ORDER BY created_at_ms DESC, id DESC LIMIT ?2"
         ))
         .and_then(|mut s| {
             s.query_map(params![app, limit], read_deployment)?

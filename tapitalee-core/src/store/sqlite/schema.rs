@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     resumes         TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS deployments_by_app ON deployments (app, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_start ON deployments (app, created_at_ms DESC, id DESC);
 
 CREATE TABLE IF NOT EXISTS processes (
     deployment_id   TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,

@@ -1,5 +1,4 @@
 //! SQLite-only tests: persistence across reopen, sharing between handles, schema versions.
-use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use super::rows::{from_ms, to_ms};
@@ -164,7 +163,7 @@ async fn many_concurrent_writers_all_land_in_order() {
     let store = SqliteStore::open(dir.path().join("tapit.db")).unwrap();
     let rec = wide_record(TASKS);
     store.create(&rec).await.unwrap();
-    let before = store.writer.commits().load(Ordering::Relaxed);
+    let before = store.writer.commits();
 
     let mut tasks = tokio::task::JoinSet::new();
     for p in rec.processes.clone() {
@@ -181,7 +180,7 @@ async fn many_concurrent_writers_all_land_in_order() {
     while let Some(done) = tasks.join_next().await {
         done.unwrap();
     }
-    let commits = store.writer.commits().load(Ordering::Relaxed) - before;
+    let commits = store.writer.commits() - before;
 
     // Read back through a second store on the file: everything is committed.
     let got = SqliteStore::open(dir.path().join("tapit.db"))
@@ -235,7 +234,7 @@ async fn a_failing_job_rolls_back_alone() {
     );
     let also_kept = conformance::step(None, "also kept");
     let release = hold_the_writer(&store).await;
-    let before = store.writer.commits().load(Ordering::Relaxed);
+    let before = store.writer.commits();
     let ok_change = store.record_change(&rec.id, &p0, &kept);
     let not_found = store.record_change(&missing, &p0, &x);
     let duplicate = store.create(&rec);
@@ -275,7 +274,7 @@ async fn a_failing_job_rolls_back_alone() {
     assert!(undone.unwrap_err().to_string().contains("deliberate"));
     assert!(panics.unwrap_err().to_string().contains("panicked"));
     assert_eq!(
-        store.writer.commits().load(Ordering::Relaxed) - before,
+        store.writer.commits() - before,
         2,
         "the held job's transaction, then one for all six calls"
     );
@@ -312,22 +311,28 @@ async fn two_try_locks_in_one_batch_run_in_order() {
 }
 
 #[tokio::test]
-async fn dropping_the_last_handle_stops_the_thread() {
+async fn dropping_the_last_handle_closes_the_connection() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tapit.db");
     let store = SqliteStore::open(&path).unwrap();
     let clone = store.clone();
     let rec = conformance::sample_record(&conformance::fresh_app("drop"));
     store.create(&rec).await.unwrap();
-    // The thread holds its own reference to the counter until it ends.
-    let thread_alive = Arc::downgrade(store.writer.commits());
+    // A running drain holds its own reference until it ends, just after its last reply.
+    let owner = store.writer.owner();
 
     drop(store);
-    assert!(thread_alive.upgrade().is_some(), "a clone keeps it running");
+    assert!(owner.upgrade().is_some(), "a clone keeps the connection open");
     assert!(clone.get(&rec.id).await.unwrap().is_some());
 
     drop(clone);
-    assert!(thread_alive.upgrade().is_none(), "the thread has ended");
+    for _ in 0..100 {
+        if owner.upgrade().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(owner.upgrade().is_none(), "the connection was released");
     let wal = dir.path().join("tapit.db-wal");
     assert!(
         !wal.exists(),
@@ -341,4 +346,30 @@ async fn dropping_the_last_handle_stops_the_thread() {
             .unwrap()
             .is_some()
     );
+}
+
+/// A store call holds tokio's paused clock like `spawn_blocking` does: while a write is in
+/// flight the runtime is not idle, so the clock does not jump ahead (with the writer on a
+/// thread of its own it did, and a paused-clock deployment on SQLite took simulated minutes
+/// more than in memory).
+#[tokio::test(start_paused = true)]
+async fn store_calls_take_no_simulated_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("tapit.db")).unwrap();
+    let start = tokio::time::Instant::now();
+    let writes = async {
+        for _ in 0..20 {
+            let rec = conformance::sample_record(&conformance::fresh_app("paused"));
+            store.create(&rec).await.unwrap();
+            store.get(&rec.id).await.unwrap().unwrap();
+        }
+    };
+    // A timer elsewhere in the runtime: an idle runtime would auto-advance to it.
+    tokio::select! {
+        () = writes => {}
+        () = tokio::time::sleep(Duration::from_secs(3600)) => {
+            panic!("the paused clock jumped an hour ahead during store calls");
+        }
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
 }

@@ -1,24 +1,29 @@
-//! The writer thread: group commit.
+//! The writer: group commit, run on tokio's blocking pool.
 //!
-//! One named thread owns the connection. Callers send it jobs and await a oneshot reply. The
-//! thread blocks for a job, drains whatever else is queued (up to [`MAX_BATCH`]) and runs the
-//! lot in one transaction (`BEGIN IMMEDIATE` if any job writes), each writing job inside its
-//! own savepoint: a job that fails rolls back alone and gets its own error while the others
-//! go on. Replies go out only after `COMMIT` succeeded, so a call that returned `Ok` is
-//! committed; if the transaction fails, every job in it gets that error.
+//! Callers queue jobs and await a oneshot reply. When a job arrives and no drain is running,
+//! one is started with `spawn_blocking`: it takes whatever is queued (up to [`MAX_BATCH`]),
+//! runs the lot in one transaction (`BEGIN IMMEDIATE` if any job writes), each writing job
+//! inside its own savepoint: a job that fails rolls back alone and gets its own error while
+//! the others go on. It repeats until the queue is empty, then ends. Replies go out only after
+//! `COMMIT` succeeded, so a call that returned `Ok` is committed; if the transaction fails,
+//! every job in it gets that error.
 //!
 //! Jobs run one after another, in arrival order, so two calls in one batch behave exactly as
 //! if they had been made one after the other. Under load a batch holds many jobs and one
-//! commit serves them all; alone, a call costs one transaction, as before.
+//! commit serves them all; alone, a call costs one transaction.
+//!
+//! Why the blocking pool rather than a thread of its own: while a blocking task runs, tokio's
+//! paused test clock does not auto-advance, so a paused-clock test sees a store write take no
+//! simulated time, as it takes none with the in-memory store. With a private thread, the
+//! runtime looked idle while a write was in flight and jumped its clock ahead.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{error, trace, warn};
 
 use crate::error::{Error, Result};
@@ -117,117 +122,106 @@ impl Failure {
     }
 }
 
-/// The writer thread, as its handles see it. Dropping it closes the channel and waits for
-/// the thread to finish the jobs already queued and close the connection.
+/// The connection and the queue of jobs waiting for it.
 pub(super) struct Writer {
-    jobs: Option<mpsc::UnboundedSender<Job>>,
-    thread: Option<JoinHandle<()>>,
-    /// Committed transactions; held by the thread too, so it is unique once the thread ended.
-    commits: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: Mutex<Connection>,
+    queue: Mutex<Queue>,
+    commits: AtomicU64,
+    db: String,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Whether a drain is running (it will see jobs queued before it clears this).
+    draining: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Jobs run under catch_unwind, so a poisoned lock holds consistent data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Writer {
-    /// Starts the thread, which opens its connection with `open` and owns it from then on.
-    /// Returns once the connection is open (or failed to), so the first call finds the thread
-    /// running. `name` names the store in errors.
-    pub(super) fn spawn<O>(name: &str, open: O) -> Result<Self>
+    /// Opens the connection (on the calling thread): once this returns, the store is ready.
+    pub(super) fn open<O>(name: &str, open: O) -> Result<Self>
     where
-        O: FnOnce() -> Result<Connection> + Send + 'static,
+        O: FnOnce() -> Result<Connection>,
     {
-        let (jobs, queue) = mpsc::unbounded_channel();
-        let (ready, opened) = std::sync::mpsc::sync_channel(1);
-        let commits = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&commits);
-        let db = name.to_owned();
-        let thread = std::thread::Builder::new()
-            .name("tapit-sqlite-writer".into())
-            .spawn(move || {
-                let conn = match open() {
-                    Ok(conn) => {
-                        let _ = ready.send(Ok(()));
-                        conn
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        return;
-                    }
-                };
-                serve(&conn, queue, &counter, &db);
-            })
-            .map_err(|e| {
-                Error::store(
-                    format!("cannot start the writer thread of the deployment store {name}"),
-                    e,
-                )
-            })?;
-        let writer = Writer {
-            jobs: Some(jobs),
-            thread: Some(thread),
-            commits,
-        };
-        match opened.recv() {
-            Ok(opened) => opened.map(|()| writer),
-            // The thread panicked while opening (and `writer`'s drop joins it).
-            Err(e) => Err(Error::store(
-                format!("the writer thread of the deployment store {name} failed to start"),
-                e,
-            )),
-        }
+        Ok(Writer {
+            shared: Arc::new(Shared {
+                conn: Mutex::new(open()?),
+                queue: Mutex::new(Queue {
+                    jobs: VecDeque::new(),
+                    draining: false,
+                }),
+                commits: AtomicU64::new(0),
+                db: name.to_owned(),
+            }),
+        })
     }
 
-    /// Queues a job.
+    /// Queues a job, starting a drain if none runs.
     pub(super) fn send(&self, job: Job) -> Result<()> {
-        self.jobs
-            .as_ref()
-            .ok_or("closed")
-            .and_then(|jobs| jobs.send(job).map_err(|_| "the thread has stopped"))
-            .map_err(|e| Error::store("SQLite store: the writer thread is gone", e))
+        let start = {
+            let mut queue = lock(&self.shared.queue);
+            queue.jobs.push_back(job);
+            !std::mem::replace(&mut queue.draining, true)
+        };
+        if start {
+            let shared = Arc::clone(&self.shared);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drain(&shared))),
+                // Outside a runtime (a synchronous caller): run here.
+                Err(_) => drain(&shared),
+            }
+        }
+        Ok(())
     }
 
-    /// The counter of committed transactions (for tests).
+    /// Transactions committed so far.
     #[cfg(test)]
-    pub(super) fn commits(&self) -> &Arc<AtomicU64> {
-        &self.commits
+    pub(super) fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// A weak handle on the connection's owner, to see it released.
+    #[cfg(test)]
+    pub(super) fn owner(&self) -> std::sync::Weak<impl Sized + use<>> {
+        Arc::downgrade(&self.shared)
     }
 }
 
-impl Drop for Writer {
+impl Drop for Shared {
     fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            error!("the SQLite store's writer thread panicked");
-        }
         trace!(
+            db = self.db,
             commits = self.commits.load(Ordering::Relaxed),
             "SQLite store closed"
         );
     }
 }
 
-/// The thread's loop: until every handle is gone, run what is queued, one batch at a time.
-fn serve(
-    conn: &Connection,
-    mut queue: mpsc::UnboundedReceiver<Job>,
-    commits: &AtomicU64,
-    db: &str,
-) {
-    let mut batch = VecDeque::with_capacity(MAX_BATCH);
-    // Parks on a futex, without spinning: the thread does not compete with the runtime.
-    while let Some(first) = queue.blocking_recv() {
-        batch.push_back(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push_back(job),
-                Err(_) => break,
+/// Runs batches until the queue is empty.
+fn drain(shared: &Shared) {
+    let conn = lock(&shared.conn);
+    loop {
+        let mut batch: VecDeque<Job> = {
+            let mut queue = lock(&shared.queue);
+            if queue.jobs.is_empty() {
+                queue.draining = false;
+                return;
             }
-        }
+            let n = queue.jobs.len().min(MAX_BATCH);
+            queue.jobs.drain(..n).collect()
+        };
         while !batch.is_empty() {
-            run_batch(conn, &mut batch, commits);
+            run_batch(&conn, &mut batch, &shared.commits);
         }
     }
-    trace!(db, "SQLite store writer stopping: every handle is gone");
 }
 
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {

@@ -1,0 +1,80 @@
+//! The default rollback and completion of a [`Rollout`].
+
+use super::{Phase, Role, Rollout};
+use crate::error::{Error, Result};
+
+impl Rollout {
+    /// The default rollback, from any state: restore the old fleet's capacity and wait for it,
+    /// then its traffic and primacy, then retire the new fleet. Never leaves the process
+    /// without healthy capacity that it had before.
+    ///
+    /// On a process whose platform runs the rollout, retiring the new fleet is what brings the
+    /// old version back (ECS: stopping the deployment with `ROLLBACK`): traffic and primacy go
+    /// back first, then the new fleet is retired, then the old fleet's capacity is awaited.
+    pub async fn restore_stable(&mut self) -> Result<()> {
+        self.phase = Phase::RollingBack;
+        let state = &self.record.state;
+        if let (Some(stable), true) = (&state.stable, state.stable_retired) {
+            return Err(Error::platform(
+                "rollback",
+                format!(
+                    "the old fleet {} was already retired; deploy the previous tag again",
+                    stable.id
+                ),
+            ));
+        }
+        if state.platform_run {
+            self.return_to_stable().await?;
+            self.retire(Role::Candidate).await?;
+            self.restore_capacity().await
+        } else {
+            self.restore_capacity().await?;
+            self.return_to_stable().await?;
+            self.retire(Role::Candidate).await
+        }
+    }
+
+    /// The old fleet back at the size it had before the deployment, healthy (no minimum
+    /// healthy time: it is the known-good version). Nothing to do without an old fleet.
+    async fn restore_capacity(&mut self) -> Result<()> {
+        let state = &self.record.state;
+        if state.live_stable().is_none() {
+            return Ok(());
+        }
+        let wanted = state.stable_desired;
+        if state.stable_count < wanted {
+            self.scale(Role::Stable, wanted).await?;
+        }
+        self.wait_healthy(Role::Stable, wanted).await
+    }
+
+    /// All traffic and primacy back to the old fleet, if the new one has any.
+    async fn return_to_stable(&mut self) -> Result<()> {
+        let state = &self.record.state;
+        if state.live_stable().is_none() {
+            return Ok(());
+        }
+        if state.load_balanced && state.candidate_weight > 0 && state.candidate.is_some() {
+            self.route(0).await?;
+        }
+        self.set_primary(Role::Stable).await
+    }
+
+    /// The default completion: the new fleet at full size, all traffic and primary; then the
+    /// old fleet retired. Not abortable: it only removes the old fleet.
+    pub async fn complete(&mut self) -> Result<()> {
+        self.phase = Phase::Completing;
+        let state = &self.record.state;
+        let desired = state.desired;
+        let route_all = state.load_balanced && !state.platform_run && state.candidate_weight < 100;
+        if state.candidate_count < desired && !state.platform_run {
+            self.scale(Role::Candidate, desired).await?;
+            self.wait_healthy(Role::Candidate, desired).await?;
+        }
+        if route_all {
+            self.route(100).await?;
+        }
+        self.set_primary(Role::Candidate).await?;
+        self.retire(Role::Stable).await
+    }
+}

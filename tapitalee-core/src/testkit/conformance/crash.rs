@@ -1,0 +1,233 @@
+//! The crash-recovery case: a deployer dies mid-rollout; a fresh engine and a fresh backend
+//! on the same store finish the deployment, from what the store recorded and what the
+//! platform says. Every backend must pass it: it is what "a backend keeps no per-process state
+//! between calls" means in practice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::Fixture;
+use crate::domain::{DeploymentId, Initiator};
+use crate::engine::{DeployRequest, DeploymentHandle, Engine};
+use crate::error::Result;
+use crate::record::{DeploymentRecord, DeploymentStatus, ProcessStatus};
+use crate::rollout::{HealthGate, Rollout};
+use crate::store::DynDeploymentStore;
+use crate::strategy::Strategy;
+use crate::traits::deployer::{DeployContext, DynDeployer};
+use crate::traits::registry::DynImageRegistry;
+
+/// Connects a fresh backend, as a new `tapit` process would: its deployer and registry.
+pub type Backend = Arc<dyn Fn() -> (DynDeployer, DynImageRegistry) + Send + Sync>;
+
+/// How long a dead deployer's locks last; recovery waits this out.
+const LEASE: Duration = Duration::from_millis(300);
+
+/// A gate that holds a launched fleet "waiting to be healthy" far longer than the test runs:
+/// the rollout is mid-way when the deployer is killed.
+fn holding_gate() -> HealthGate {
+    HealthGate {
+        min_healthy_time: Duration::from_secs(3600),
+        progress_deadline: Duration::from_secs(7200),
+        poll_interval: Duration::from_millis(50),
+        ..HealthGate::default()
+    }
+}
+
+fn quick_gate() -> HealthGate {
+    HealthGate {
+        min_healthy_time: Duration::from_millis(100),
+        progress_deadline: Duration::from_secs(60),
+        poll_interval: Duration::from_millis(50),
+        ..HealthGate::default()
+    }
+}
+
+/// Completes the deployment (the old fleet retired), then hangs before the engine records
+/// the outcome: the deployer is killed there.
+#[derive(Debug)]
+struct HangAfterCompleting;
+
+#[async_trait]
+impl Strategy for HangAfterCompleting {
+    fn name(&self) -> &str {
+        "hang-after-completing"
+    }
+
+    async fn run(&self, rollout: &mut Rollout) -> Result<()> {
+        let desired = rollout.desired();
+        rollout.launch(desired).await?;
+        rollout.wait_candidate_healthy(desired).await?;
+        if rollout.load_balanced() {
+            rollout.route(100).await?;
+        }
+        rollout.make_primary().await
+    }
+
+    async fn finalize(&self, rollout: &mut Rollout) -> Result<()> {
+        rollout.complete().await?;
+        rollout.note("completed; the deployer dies now").await;
+        std::future::pending().await
+    }
+}
+
+fn engine(backend: &Backend, store: &DynDeploymentStore, gate: HealthGate, halt: bool) -> Engine {
+    let (deployer, registry) = backend();
+    let strategy: Arc<dyn Strategy> = if halt {
+        Arc::new(HangAfterCompleting)
+    } else {
+        Arc::new(super::super::AllAtOnce)
+    };
+    Engine::builder()
+        .deployer(deployer)
+        .registry(registry)
+        .store(store.clone())
+        .default_strategy(strategy)
+        .health_gate(gate)
+        .lock_lease(LEASE)
+        .build()
+        .expect("engine")
+}
+
+/// Runs a deployment on a runtime of its own until `reached` says so, then drops that runtime
+/// with the deployment in flight: its tasks vanish at their await points, no rollback runs,
+/// its locks stop being renewed. Exactly what a killed process leaves behind.
+async fn kill_when(
+    backend: &Backend,
+    store: &DynDeploymentStore,
+    fx: &Fixture,
+    gate: HealthGate,
+    halt: bool,
+    reached: fn(&DeploymentRecord) -> bool,
+) -> DeploymentId {
+    let (backend, store, fx) = (backend.clone(), store.clone(), fx.clone());
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the deployer that will die");
+        let (id, handle): (DeploymentId, DeploymentHandle) = runtime.block_on(async {
+            let engine = engine(&backend, &store, gate, halt);
+            let request = DeployRequest::new()
+                .docker_tag(fx.tag.clone())
+                .process(fx.process.clone())
+                .initiator(Initiator::new("conformance-crash").expect("initiator"));
+            let handle = engine.deploy(&fx.app, request).await.expect("deploy");
+            let id = handle.id();
+            for _ in 0..600 {
+                if let Some(record) = store.get(&id).await.expect("read the history")
+                    && reached(&record)
+                {
+                    return (id, handle);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("deployment {id} never reached the point where the deployer is killed");
+        });
+        drop(runtime); // the crash
+        drop(handle);
+        id
+    })
+    .await
+    .expect("the deployer's thread")
+}
+
+/// Finds the killed deployment with a fresh engine once its lease lapsed.
+async fn recover(engine: &Engine, fx: &Fixture, id: DeploymentId) {
+    tokio::time::sleep(LEASE * 2).await;
+    let found = engine.recover(&fx.app).await.expect("recover");
+    assert!(found.contains(&id), "recover finds {id} interrupted; got {found:?}");
+}
+
+async fn live_fleet(deployer: &DynDeployer, fx: &Fixture) -> Option<crate::Fleet> {
+    let ctx = DeployContext::new(
+        DeploymentId::new(),
+        Initiator::new("conformance-crash").expect("initiator"),
+        fx.target(),
+    );
+    deployer.current(&ctx).await.expect("current").fleet
+}
+
+/// Runs the three crash cases against a backend: killed mid-rollout then `recover` +
+/// `rollback` (back on the old fleet, the new one gone), killed mid-rollout then `recover` +
+/// `resume` (on the new revision), and — on processes whose fleets the engine controls —
+/// killed after the old fleet was retired but before the outcome was written, then
+/// `recover` + `rollback`, which must report the truth: succeeded, on the new version.
+///
+/// Instances must start on the backend (the new fleet has to become healthy). Runs on a real
+/// clock: each case waits out a 300 ms lease.
+pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &Fixture) {
+    let mid_rollout =
+        |r: &DeploymentRecord| r.processes.iter().any(|p| p.state.candidate.is_some());
+
+    // 1. Killed mid-rollout; a fresh deployer rolls it back.
+    let (deployer, _) = backend();
+    let old = live_fleet(&deployer, fx).await.expect("a live fleet to start from");
+    let id = kill_when(backend, &store, fx, holding_gate(), false, mid_rollout).await;
+    let fresh = engine(backend, &store, quick_gate(), false);
+    recover(&fresh, fx, id).await;
+    let record = fresh.rollback(&id).await.expect("rollback after a crash");
+    let p = &record.processes[0];
+    assert!(
+        matches!(p.status, ProcessStatus::RolledBack { .. }),
+        "rolled back after a crash, got {}",
+        p.status
+    );
+    assert_eq!(record.status, DeploymentStatus::Failed);
+    let (deployer, _) = backend();
+    assert_eq!(
+        live_fleet(&deployer, fx).await.map(|f| f.id),
+        Some(old.id.clone()),
+        "the old fleet is live again"
+    );
+
+    // 2. Killed mid-rollout; a fresh deployer resumes it to the end.
+    let id = kill_when(backend, &store, fx, holding_gate(), false, mid_rollout).await;
+    let fresh = engine(backend, &store, quick_gate(), false);
+    recover(&fresh, fx, id).await;
+    let resumed = fresh.resume(&id).await.expect("resume after a crash");
+    let record = resumed.wait().await.expect("the resumed deployment");
+    assert_eq!(
+        record.status,
+        DeploymentStatus::Succeeded,
+        "resumed: {:?}",
+        record.processes[0].status
+    );
+    let (deployer, _) = backend();
+    let live = live_fleet(&deployer, fx).await.expect("a live fleet");
+    let image = &record.image;
+    assert_eq!(live.revision.image.digest, image.digest, "runs the new digest");
+    let before = fresh.get(&id).await.expect("the interrupted record");
+    assert!(
+        matches!(before.processes[0].status, ProcessStatus::RolledBack { .. }),
+        "the interrupted attempt was restored before resuming: {}",
+        before.processes[0].status
+    );
+
+    // 3. Killed after completing (old fleet retired), before the outcome was written: the
+    //    truth is that the process runs the new version.
+    let specs = deployer.processes(&fx.app).await.expect("processes");
+    let engine_run = specs
+        .iter()
+        .any(|s| s.name == fx.process && s.rollout == crate::RolloutControl::Engine);
+    if !engine_run {
+        return;
+    }
+    let retired = |r: &DeploymentRecord| r.processes.iter().any(|p| p.state.stable_retired);
+    let id = kill_when(backend, &store, fx, quick_gate(), true, retired).await;
+    let fresh = engine(backend, &store, quick_gate(), false);
+    recover(&fresh, fx, id).await;
+    let record = fresh.rollback(&id).await.expect("finish after a crash");
+    assert_eq!(
+        record.processes[0].status,
+        ProcessStatus::Succeeded,
+        "a process already on its new version, old fleet gone, is reported succeeded"
+    );
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    let (deployer, _) = backend();
+    let live = live_fleet(&deployer, fx).await.expect("a live fleet");
+    assert_eq!(live.revision.image.digest, record.image.digest);
+}
