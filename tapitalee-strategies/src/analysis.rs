@@ -164,7 +164,7 @@ impl AnalysisSpec {
             )
         })?;
         let target = AnalysisTarget {
-            target: rollout.target().clone(),
+            context: rollout.context().clone(),
             candidate,
             stable: rollout.stable().cloned(),
         };
@@ -363,7 +363,9 @@ impl Analysis for HealthAnalysis {
     }
 
     async fn measure(&self, target: &AnalysisTarget) -> Result<Measurement> {
-        let status = self.deployer.status(&target.candidate).await?;
+        let status = self.deployer
+            .status(&target.context, &target.candidate)
+            .await?;
         let report = self.probe.check(&target.candidate, &status).await?;
         let wanted = status.desired;
         let healthy = report.healthy;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tapitalee_core::{Error, Result, Rollout, Strategy};
+use tapitalee_core::{Error, Result, Rollout, RolloutKind, Strategy};
 use tokio::time::Instant;
 
 use crate::analysis::AnalysisSpec;
@@ -157,6 +157,10 @@ impl BlueGreenBuilder {
 impl Strategy for BlueGreen {
     fn name(&self) -> &str {
         "blue-green"
+    }
+
+    fn kind(&self) -> RolloutKind {
+        RolloutKind::BlueGreen
     }
 
     async fn run(&self, rollout: &mut Rollout) -> Result<()> {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tapitalee_core::{Error, ProcessSpec, Result, Rollout, Strategy};
+use tapitalee_core::{Error, ProcessSpec, Result, Rollout, RolloutKind, Strategy};
 
 use crate::analysis::AnalysisSpec;
 use crate::common::{Gate, analysis_gate, ensure_healthy_now, gate_of, has_stable, promote_fully};
@@ -224,6 +224,10 @@ impl Strategy for Canary {
         "canary"
     }
 
+    fn kind(&self) -> RolloutKind {
+        RolloutKind::Canary
+    }
+
     fn validate(&self, process: &ProcessSpec) -> Result<()> {
         if process.load_balanced || self.split_by_instances {
             return Ok(());
@@ -383,11 +387,7 @@ mod tests {
                 .build()
                 .is_ok()
         );
-        let worker = ProcessSpec {
-            name: "worker".parse().unwrap(),
-            load_balanced: false,
-            desired: 2,
-        };
+        let worker = ProcessSpec::new("worker".parse().unwrap(), 2, false);
         let c = Canary::builder().set_weight(20).build().unwrap();
         let e = c.validate(&worker).unwrap_err();
         assert!(

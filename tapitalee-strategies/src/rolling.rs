@@ -2,7 +2,7 @@
 //! `max_surge` and `max_unavailable`.
 
 use async_trait::async_trait;
-use tapitalee_core::{Error, Result, Rollout, Strategy};
+use tapitalee_core::{Error, Result, Rollout, RolloutKind, Strategy};
 
 use crate::common::{has_stable, stable_count};
 use crate::plan::{Bounds, rolling_plan};
@@ -116,6 +116,10 @@ impl RollingBuilder {
 impl Strategy for Rolling {
     fn name(&self) -> &str {
         "rolling"
+    }
+
+    fn kind(&self) -> RolloutKind {
+        RolloutKind::Rolling
     }
 
     async fn run(&self, rollout: &mut Rollout) -> Result<()> {

@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mockall::Sequence;
-use tapitalee_core::traits::analysis::MockAnalysis;
-use tapitalee_core::traits::deployer::MockDeployer;
-use tapitalee_core::traits::registry::MockImageRegistry;
+use tapitalee_core::mocks::{MockAnalysis, MockDeployer, MockImageRegistry};
 use tapitalee_core::*;
 use tapitalee_strategies::{AnalysisSpec, BlueGreen, Canary, Rolling};
 
@@ -82,25 +80,19 @@ fn registry() -> MockImageRegistry {
 /// once a poll of the new fleet reported it fully healthy.
 fn deployer(script: Script, sim: Arc<Mutex<Sim>>, healthy_seen: Arc<AtomicBool>) -> MockDeployer {
     let mut d = MockDeployer::new();
-    d.expect_rollback_order()
-        .return_const(RollbackOrder::CapacityFirst);
+    d.expect_target_health().returning(|| None);
     d.expect_processes().returning(move |_| {
-        Ok(vec![ProcessSpec {
-            name: "web".parse().unwrap(),
-            load_balanced: script.lb,
-            desired: script.desired,
-        }])
+        Ok(vec![ProcessSpec::new("web".parse().unwrap(), script.desired, script.lb)])
     });
     sim.lock().unwrap().sizes.insert(OLD.into(), script.desired);
     d.expect_current().returning(move |_| {
         Ok(Release {
             fleet: Some(fleet(OLD)),
             desired: script.desired,
-            load_balanced: script.lb,
         })
     });
     d.expect_prepare()
-        .returning(|_, _, _| Ok(fleet(NEW).revision));
+        .returning(|_, _| Ok(fleet(NEW).revision));
     let s = sim.clone();
     d.expect_launch().returning(move |_, _, n| {
         let mut s = s.lock().unwrap();
@@ -109,7 +101,7 @@ fn deployer(script: Script, sim: Arc<Mutex<Sim>>, healthy_seen: Arc<AtomicBool>)
         Ok(fleet(NEW))
     });
     let s = sim.clone();
-    d.expect_scale().returning(move |f, n| {
+    d.expect_scale().returning(move |_, f, n| {
         let mut s = s.lock().unwrap();
         s.sizes.insert(f.id.0.clone(), n);
         let which = if f.id.0 == NEW { "new" } else { "old" };
@@ -126,19 +118,19 @@ fn deployer(script: Script, sim: Arc<Mutex<Sim>>, healthy_seen: Arc<AtomicBool>)
         Ok(())
     });
     let s = sim.clone();
-    d.expect_make_primary().returning(move |f| {
+    d.expect_make_primary().returning(move |_, f| {
         let which = if f.id.0 == NEW { "new" } else { "old" };
         s.lock().unwrap().log.push(format!("primary {which}"));
         Ok(())
     });
     let s = sim.clone();
-    d.expect_retire().returning(move |f| {
+    d.expect_retire().returning(move |_, f| {
         let which = if f.id.0 == NEW { "new" } else { "old" };
         s.lock().unwrap().log.push(format!("retire {which}"));
         Ok(())
     });
     let s = sim;
-    d.expect_status().returning(move |f| {
+    d.expect_status().returning(move |_, f| {
         let mut s = s.lock().unwrap();
         let n = s.sizes.get(&f.id.0).copied().unwrap_or(0);
         let instances = if f.id.0 == OLD {
@@ -218,27 +210,21 @@ fn pos(log: &[String], entry: &str) -> usize {
 async fn blue_green_routes_only_after_health_in_strict_order() {
     let healthy = Arc::new(AtomicBool::new(false));
     let mut d = MockDeployer::new();
-    d.expect_rollback_order()
-        .return_const(RollbackOrder::CapacityFirst);
+    d.expect_target_health().returning(|| None);
     // Strict sequence: launch, one switch, primacy, then the engine retires the old fleet.
     // Anything else, or another order, fails the test.
     let mut seq = Sequence::new();
     d.expect_processes().returning(move |_| {
-        Ok(vec![ProcessSpec {
-            name: "web".parse().unwrap(),
-            load_balanced: true,
-            desired: 2,
-        }])
+        Ok(vec![ProcessSpec::new("web".parse().unwrap(), 2, true)])
     });
     d.expect_current().returning(move |_| {
         Ok(Release {
             fleet: Some(fleet(OLD)),
             desired: 2,
-            load_balanced: true,
         })
     });
     d.expect_prepare()
-        .returning(|_, _, _| Ok(fleet(NEW).revision));
+        .returning(|_, _| Ok(fleet(NEW).revision));
     d.expect_launch()
         .times(1)
         .in_sequence(&mut seq)
@@ -253,8 +239,8 @@ async fn blue_green_routes_only_after_health_in_strict_order() {
     // Polls are not in the sequence (their number is the health gate's business); the route
     // below checks that they reported the fleet healthy for the minimum healthy time.
     d.expect_status()
-        .withf(|f| f.id.0 == NEW)
-        .returning(move |f| {
+        .withf(|_, f| f.id.0 == NEW)
+        .returning(move |_, f| {
             let mut p = polls.lock().unwrap();
             *p += 1;
             let pending = *p <= 3;
@@ -288,13 +274,13 @@ async fn blue_green_routes_only_after_health_in_strict_order() {
     d.expect_make_primary()
         .times(1)
         .in_sequence(&mut seq)
-        .withf(|f| f.id.0 == NEW)
-        .returning(|_| Ok(()));
+        .withf(|_, f| f.id.0 == NEW)
+        .returning(|_, _| Ok(()));
     d.expect_retire()
         .times(1)
         .in_sequence(&mut seq)
-        .withf(|f| f.id.0 == OLD)
-        .returning(|_| Ok(()));
+        .withf(|_, f| f.id.0 == OLD)
+        .returning(|_, _| Ok(()));
     let e = engine(d);
     let p = run(
         &e,

@@ -224,6 +224,12 @@ impl Rollout {
         &self.ctx.target
     }
 
+    /// The context of this rollout's platform calls: for a strategy or analysis that calls
+    /// the platform itself.
+    pub fn context(&self) -> &DeployContext {
+        &self.ctx
+    }
+
     /// How many instances the process should run when done.
     pub fn desired(&self) -> u32 {
         self.record.state.desired

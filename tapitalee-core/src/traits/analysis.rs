@@ -8,13 +8,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::fleet::{Fleet, Target};
+use crate::fleet::Fleet;
+use crate::traits::deployer::DeployContext;
 
 /// What an analysis looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnalysisTarget {
-    /// The process.
-    pub target: Target,
+    /// The deployment and process (platform calls take it as their context).
+    pub context: DeployContext,
     /// The new fleet under analysis.
     pub candidate: Fleet,
     /// The stable fleet it is compared with, if any.

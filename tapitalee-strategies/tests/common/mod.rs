@@ -130,43 +130,43 @@ impl Deployer for Checked {
     async fn processes(&self, app: &AppName) -> Result<Vec<ProcessSpec>> {
         self.platform.processes(app).await
     }
-    async fn current(&self, target: &Target) -> Result<Release> {
-        self.platform.current(target).await
+    async fn current(&self, ctx: &DeployContext) -> Result<Release> {
+        self.platform.current(ctx).await
     }
-    async fn prepare(&self, t: &Target, image: &ImageRef, meta: &DeployMeta) -> Result<Revision> {
-        self.platform.prepare(t, image, meta).await
+    async fn prepare(&self, ctx: &DeployContext, image: &ImageRef) -> Result<Revision> {
+        self.platform.prepare(ctx, image).await
     }
-    async fn launch(&self, target: &Target, revision: &Revision, count: u32) -> Result<Fleet> {
-        self.before(target)?;
-        let f = self.platform.launch(target, revision, count).await?;
-        self.after(target, "launch");
+    async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32) -> Result<Fleet> {
+        self.before(&ctx.target)?;
+        let f = self.platform.launch(ctx, revision, count).await?;
+        self.after(&ctx.target, "launch");
         Ok(f)
     }
-    async fn scale(&self, fleet: &Fleet, count: u32) -> Result<()> {
+    async fn scale(&self, ctx: &DeployContext, fleet: &Fleet, count: u32) -> Result<()> {
         self.before(&fleet.target)?;
-        self.platform.scale(fleet, count).await?;
+        self.platform.scale(ctx, fleet, count).await?;
         self.after(&fleet.target, "scale");
         Ok(())
     }
-    async fn route(&self, target: &Target, weights: &[TrafficWeight]) -> Result<()> {
-        self.before(target)?;
-        self.platform.route(target, weights).await?;
-        self.after(target, "route");
+    async fn route(&self, ctx: &DeployContext, weights: &[TrafficWeight]) -> Result<()> {
+        self.before(&ctx.target)?;
+        self.platform.route(ctx, weights).await?;
+        self.after(&ctx.target, "route");
         Ok(())
     }
-    async fn make_primary(&self, fleet: &Fleet) -> Result<()> {
+    async fn make_primary(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
         self.before(&fleet.target)?;
-        self.platform.make_primary(fleet).await?;
+        self.platform.make_primary(ctx, fleet).await?;
         self.after(&fleet.target, "primary");
         Ok(())
     }
-    async fn retire(&self, fleet: &Fleet) -> Result<()> {
-        self.platform.retire(fleet).await?;
+    async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
+        self.platform.retire(ctx, fleet).await?;
         self.after(&fleet.target, "retire");
         Ok(())
     }
-    async fn status(&self, fleet: &Fleet) -> Result<FleetStatus> {
-        self.platform.status(fleet).await
+    async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
+        self.platform.status(ctx, fleet).await
     }
 }
 
