@@ -1,13 +1,12 @@
 //! [`AwsBackend`]: the SDK clients, the call layer, the shared poller and the counters; every
 //! trait implementation of the crate is a cheap handle on one of these.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_credential_types::Credentials;
-use tapitalee_core::{DeploymentId, Error, Result, Revision, Target};
+use tapitalee_core::{Error, Result};
 
 use crate::cloudwatch::{AlarmAnalysis, MetricAnalysis, MetricQuery};
 use crate::config::AwsConfig;
@@ -16,7 +15,6 @@ use crate::ecs::EcsDeployer;
 use crate::elb::TargetHealth;
 use crate::logs::CloudWatchLogs;
 use crate::metrics::{ApiCalls, CallCounter, CountingInterceptor};
-use crate::model::Controller;
 use crate::poller::Poller;
 use crate::retry::CallLayer;
 use crate::taskdef::TaskDefCache;
@@ -41,62 +39,6 @@ pub(crate) struct Shared {
     pub(crate) counter: CallCounter,
     pub(crate) poller: Poller,
     pub(crate) task_defs: TaskDefCache,
-    /// The deployment each process is being deployed by (set by `prepare`), for attributing
-    /// API calls.
-    deployments: Mutex<HashMap<Target, DeploymentId>>,
-    /// The revision each process ran when its deployment started (`current`), the target of
-    /// an ECS-controller rollback.
-    stables: Mutex<HashMap<Target, Revision>>,
-    /// Each process's deployment controller, as last described: how its rollback is ordered
-    /// ([`Deployer::rollback_order`](tapitalee_core::Deployer::rollback_order) cannot ask).
-    controllers: Mutex<HashMap<Target, Controller>>,
-}
-
-impl Shared {
-    pub(crate) fn deployment_of(&self, target: &Target) -> Option<DeploymentId> {
-        self.deployments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(target)
-            .copied()
-    }
-
-    pub(crate) fn stable_of(&self, target: &Target) -> Option<Revision> {
-        self.stables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(target)
-            .cloned()
-    }
-
-    pub(crate) fn set_stable(&self, target: &Target, revision: Revision) {
-        self.stables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(target.clone(), revision);
-    }
-
-    pub(crate) fn controller_of(&self, target: &Target) -> Option<Controller> {
-        self.controllers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(target)
-            .copied()
-    }
-
-    pub(crate) fn set_controller(&self, target: &Target, controller: Controller) {
-        self.controllers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(target.clone(), controller);
-    }
-
-    pub(crate) fn set_deployment(&self, target: &Target, deployment: DeploymentId) {
-        self.deployments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(target.clone(), deployment);
-    }
 }
 
 /// The AWS backend: ECS (Fargate), ECR, ELBv2 and CloudWatch behind Tapitalee's traits.
@@ -192,16 +134,8 @@ impl AwsBackend {
                 counter,
                 poller,
                 task_defs: TaskDefCache::default(),
-                deployments: Mutex::new(HashMap::new()),
-                stables: Mutex::new(HashMap::new()),
-                controllers: Mutex::new(HashMap::new()),
             }),
         }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn shared_for_tests(&self) -> &Arc<Shared> {
-        &self.shared
     }
 
     /// The configuration in force.

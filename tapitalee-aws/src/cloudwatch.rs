@@ -58,15 +58,11 @@ impl Analysis for AlarmAnalysis {
         let out = self
             .shared
             .layer
-            .call(
-                "DescribeAlarms",
-                self.shared.deployment_of(&target.target),
-                || {
-                    cw.describe_alarms()
-                        .set_alarm_names(Some(self.alarms.clone()))
-                        .send()
-                },
-            )
+            .call("DescribeAlarms", Some(target.context.deployment), || {
+                cw.describe_alarms()
+                    .set_alarm_names(Some(self.alarms.clone()))
+                    .send()
+            })
             .await?;
         let states: Vec<(String, StateValue, String)> = out
             .metric_alarms()
@@ -230,8 +226,8 @@ impl MetricAnalysis {
         let p = self
             .shared
             .config
-            .app(&target.target.app)?
-            .get(&target.target.process)?
+            .app(&target.context.target.app)?
+            .get(&target.context.target.process)?
             .clone();
         let info = self
             .shared
@@ -295,17 +291,13 @@ impl Analysis for MetricAnalysis {
         let out = self
             .shared
             .layer
-            .call(
-                "GetMetricData",
-                self.shared.deployment_of(&target.target),
-                || {
-                    cw.get_metric_data()
-                        .metric_data_queries(query.clone())
-                        .start_time(start)
-                        .end_time(end)
-                        .send()
-                },
-            )
+            .call("GetMetricData", Some(target.context.deployment), || {
+                cw.get_metric_data()
+                    .metric_data_queries(query.clone())
+                    .start_time(start)
+                    .end_time(end)
+                    .send()
+            })
             .await?;
         // Results come newest first.
         match out

@@ -19,13 +19,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{LaunchType, LoadBalancer, Scale, ScaleUnit};
 use tapitalee_core::{
-    AppName, DeployMeta, Deployer, Error, Fleet, FleetId, FleetStatus, ImageRef, Instance,
-    InstanceStatus, ProcessSpec, Release, Resource, Result, Revision, RollbackOrder, Target,
-    TrafficWeight,
+    AppName, DeployContext, Deployer, DynHealthProbe, Error, Fleet, FleetId, FleetStatus, ImageRef,
+    Instance, InstanceStatus, ProcessSpec, Release, Resource, Result, Revision, RolloutControl,
+    RolloutKind, Target, TrafficWeight,
 };
 
 use crate::backend::Shared;
 use crate::config::ProcessConfig;
+use crate::elb::TargetHealth;
 use crate::error::unexpected;
 use crate::model::{Controller, ServiceInfo, TaskInfo, TaskSetInfo};
 use crate::poller::ServiceKey;
@@ -80,7 +81,6 @@ impl EcsDeployer {
             .poller
             .service(ServiceKey::new(&p.cluster, &p.service))
             .await?;
-        self.shared.set_controller(target, info.controller);
         if info.controller == Controller::CodeDeploy {
             return Err(Error::invalid(
                 "deployment controller",
@@ -97,14 +97,11 @@ impl EcsDeployer {
 
     pub(crate) async fn revision_of(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         td: &str,
         p: &ProcessConfig,
     ) -> Result<Revision> {
-        let def = self
-            .shared
-            .task_def(td, self.shared.deployment_of(target))
-            .await?;
+        let def = self.shared.task_def(td, Some(ctx.deployment)).await?;
         Ok(Revision {
             id: td.to_owned(),
             image: def.image(p.container.as_deref())?,
@@ -161,33 +158,34 @@ impl EcsDeployer {
 
     async fn ts_current(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         p: &ProcessConfig,
         info: &ServiceInfo,
     ) -> Result<Release> {
+        let target = &ctx.target;
         let fleet = match Self::release_task_set(info) {
             Some(ts) => Some(Fleet {
                 id: FleetId(ts.arn.clone()),
                 target: target.clone(),
-                revision: self.revision_of(target, &ts.task_definition, p).await?,
+                revision: self.revision_of(ctx, &ts.task_definition, p).await?,
             }),
             None => None,
         };
         Ok(Release {
             fleet,
             desired: u32::try_from(info.desired).unwrap_or(0),
-            load_balanced: p.load_balancer.is_some(),
         })
     }
 
     async fn ts_launch(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         p: &ProcessConfig,
         info: &ServiceInfo,
         revision: &Revision,
         count: u32,
     ) -> Result<Fleet> {
+        let target = &ctx.target;
         let desired = u32::try_from(info.desired).unwrap_or(0);
         check_count(target, &p.service, count, desired)?;
         let primary = Self::release_task_set(info);
@@ -236,7 +234,7 @@ impl EcsDeployer {
                 None => {
                     let def = self
                         .shared
-                        .task_def(&revision.id, self.shared.deployment_of(target))
+                        .task_def(&revision.id, Some(ctx.deployment))
                         .await?;
                     def.main_container(p.container.as_deref())?
                         .name()
@@ -252,7 +250,7 @@ impl EcsDeployer {
                     .build(),
             );
         }
-        let deployment = self.shared.deployment_of(target);
+        let deployment = Some(ctx.deployment);
         let ecs = &self.shared.clients.ecs;
         let percent = scale_percent(count, desired);
         // Like the live task set, else like the service, else Fargate.
@@ -306,6 +304,7 @@ impl EcsDeployer {
 
     async fn ts_scale(
         &self,
+        ctx: &DeployContext,
         fleet: &Fleet,
         p: &ProcessConfig,
         info: &ServiceInfo,
@@ -317,65 +316,58 @@ impl EcsDeployer {
         let ecs = &self.shared.clients.ecs;
         self.shared
             .layer
-            .call(
-                "UpdateTaskSet",
-                self.shared.deployment_of(&fleet.target),
-                || {
-                    ecs.update_task_set()
-                        .cluster(&p.cluster)
-                        .service(&p.service)
-                        .task_set(&fleet.id.0)
-                        .scale(
-                            Scale::builder()
-                                .value(percent)
-                                .unit(ScaleUnit::Percent)
-                                .build(),
-                        )
-                        .send()
-                },
-            )
+            .call("UpdateTaskSet", Some(ctx.deployment), || {
+                ecs.update_task_set()
+                    .cluster(&p.cluster)
+                    .service(&p.service)
+                    .task_set(&fleet.id.0)
+                    .scale(
+                        Scale::builder()
+                            .value(percent)
+                            .unit(ScaleUnit::Percent)
+                            .build(),
+                    )
+                    .send()
+            })
             .await
             .map_err(|e| fleet_gone(e, fleet))?;
         Ok(())
     }
 
-    async fn ts_make_primary(&self, fleet: &Fleet, p: &ProcessConfig) -> Result<()> {
+    async fn ts_make_primary(
+        &self,
+        ctx: &DeployContext,
+        fleet: &Fleet,
+        p: &ProcessConfig,
+    ) -> Result<()> {
         let ecs = &self.shared.clients.ecs;
         self.shared
             .layer
-            .call(
-                "UpdateServicePrimaryTaskSet",
-                self.shared.deployment_of(&fleet.target),
-                || {
-                    ecs.update_service_primary_task_set()
-                        .cluster(&p.cluster)
-                        .service(&p.service)
-                        .primary_task_set(&fleet.id.0)
-                        .send()
-                },
-            )
+            .call("UpdateServicePrimaryTaskSet", Some(ctx.deployment), || {
+                ecs.update_service_primary_task_set()
+                    .cluster(&p.cluster)
+                    .service(&p.service)
+                    .primary_task_set(&fleet.id.0)
+                    .send()
+            })
             .await
             .map_err(|e| fleet_gone(e, fleet))?;
         Ok(())
     }
 
-    async fn ts_retire(&self, fleet: &Fleet, p: &ProcessConfig) -> Result<()> {
+    async fn ts_retire(&self, ctx: &DeployContext, fleet: &Fleet, p: &ProcessConfig) -> Result<()> {
         let ecs = &self.shared.clients.ecs;
         let result = self
             .shared
             .layer
-            .call(
-                "DeleteTaskSet",
-                self.shared.deployment_of(&fleet.target),
-                || {
-                    ecs.delete_task_set()
-                        .cluster(&p.cluster)
-                        .service(&p.service)
-                        .task_set(&fleet.id.0)
-                        .force(true)
-                        .send()
-                },
-            )
+            .call("DeleteTaskSet", Some(ctx.deployment), || {
+                ecs.delete_task_set()
+                    .cluster(&p.cluster)
+                    .service(&p.service)
+                    .task_set(&fleet.id.0)
+                    .force(true)
+                    .send()
+            })
             .await;
         match result {
             Ok(_) => Ok(()),
@@ -389,6 +381,7 @@ impl EcsDeployer {
 
     async fn ts_status(
         &self,
+        ctx: &DeployContext,
         fleet: &Fleet,
         p: &ProcessConfig,
         info: &ServiceInfo,
@@ -415,10 +408,7 @@ impl EcsDeployer {
             .collect();
         let def = self
             .shared
-            .task_def(
-                &ts.task_definition,
-                self.shared.deployment_of(&fleet.target),
-            )
+            .task_def(&ts.task_definition, Some(ctx.deployment))
             .await?;
         Ok(FleetStatus {
             fleet: fleet.id.clone(),
@@ -429,11 +419,12 @@ impl EcsDeployer {
 
     async fn ts_route(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         p: &ProcessConfig,
         info: &ServiceInfo,
         weights: &[TrafficWeight],
     ) -> Result<()> {
+        let target = &ctx.target;
         let lb = p.load_balancer.as_ref().ok_or_else(|| {
             Error::invalid(
                 "traffic weight",
@@ -467,7 +458,7 @@ impl EcsDeployer {
             })?;
             split[i] = split[i].saturating_add(w.percent);
         }
-        crate::elb::set_weights(&self.shared, self.shared.deployment_of(target), lb, split).await
+        crate::elb::set_weights(&self.shared, Some(ctx.deployment), lb, split).await
     }
 }
 
@@ -557,29 +548,34 @@ impl Deployer for EcsDeployer {
                 // Only task sets let us split traffic; ECS-controller services shift it alone.
                 load_balanced: info.controller == Controller::External && p.load_balancer.is_some(),
                 desired: u32::try_from(info.desired).unwrap_or(0),
+                rollout: match info.controller {
+                    Controller::External => RolloutControl::Engine,
+                    _ => RolloutControl::Platform {
+                        native: p
+                            .ecs_strategy
+                            .as_ref()
+                            .map_or(RolloutKind::Rolling, |s| s.kind()),
+                        by: format!(
+                            "ECS deployment controller of service {}; for Tapitalee's own \
+                             strategies move the service to the EXTERNAL controller",
+                            p.service
+                        ),
+                    },
+                },
             })
             .collect())
     }
 
-    async fn current(&self, target: &Target) -> Result<Release> {
-        let (p, info) = self.service(target).await?;
-        let release = match info.controller {
-            Controller::External => self.ts_current(target, &p, &info).await?,
-            _ => self.native_current(target, &p, &info).await?,
-        };
-        if let Some(r) = release.revision() {
-            self.shared.set_stable(target, r.clone());
+    async fn current(&self, ctx: &DeployContext) -> Result<Release> {
+        let (p, info) = self.service(&ctx.target).await?;
+        match info.controller {
+            Controller::External => self.ts_current(ctx, &p, &info).await,
+            _ => self.native_current(ctx, &p, &info).await,
         }
-        Ok(release)
     }
 
-    async fn prepare(
-        &self,
-        target: &Target,
-        image: &ImageRef,
-        meta: &DeployMeta,
-    ) -> Result<Revision> {
-        self.shared.set_deployment(target, meta.deployment);
+    async fn prepare(&self, ctx: &DeployContext, image: &ImageRef) -> Result<Revision> {
+        let target = &ctx.target;
         let (p, info) = self.service(target).await?;
         if let (Controller::External, Some(strategy)) = (info.controller, &p.ecs_strategy) {
             return Err(Error::invalid(
@@ -616,32 +612,33 @@ impl Deployer for EcsDeployer {
                     ),
                 )
             })?;
-        let def = self.shared.task_def(&base, Some(meta.deployment)).await?;
+        let def = self.shared.task_def(&base, Some(ctx.deployment)).await?;
         self.shared
-            .register_copy(&def, p.container.as_deref(), image, meta)
+            .register_copy(&def, p.container.as_deref(), image, ctx)
             .await
     }
 
-    async fn launch(&self, target: &Target, revision: &Revision, count: u32) -> Result<Fleet> {
-        let (p, info) = self.service(target).await?;
+    async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32) -> Result<Fleet> {
+        let (p, info) = self.service(&ctx.target).await?;
         match info.controller {
-            Controller::External => self.ts_launch(target, &p, &info, revision, count).await,
-            _ => self.native_launch(target, &p, &info, revision).await,
+            Controller::External => self.ts_launch(ctx, &p, &info, revision, count).await,
+            _ => self.native_launch(ctx, &p, &info, revision).await,
         }
     }
 
-    async fn scale(&self, fleet: &Fleet, count: u32) -> Result<()> {
+    async fn scale(&self, ctx: &DeployContext, fleet: &Fleet, count: u32) -> Result<()> {
         let (p, info) = self.service(&fleet.target).await?;
         match info.controller {
-            Controller::External => self.ts_scale(fleet, &p, &info, count).await,
-            _ => self.native_scale(fleet, &p, &info, count).await,
+            Controller::External => self.ts_scale(ctx, fleet, &p, &info, count).await,
+            _ => self.native_scale(ctx, fleet, &p, &info, count).await,
         }
     }
 
-    async fn route(&self, target: &Target, weights: &[TrafficWeight]) -> Result<()> {
+    async fn route(&self, ctx: &DeployContext, weights: &[TrafficWeight]) -> Result<()> {
+        let target = &ctx.target;
         let (p, info) = self.service(target).await?;
         match info.controller {
-            Controller::External => self.ts_route(target, &p, &info, weights).await,
+            Controller::External => self.ts_route(ctx, &p, &info, weights).await,
             _ => Err(Error::invalid(
                 "traffic weight",
                 format!("{weights:?}"),
@@ -654,39 +651,34 @@ impl Deployer for EcsDeployer {
         }
     }
 
-    async fn make_primary(&self, fleet: &Fleet) -> Result<()> {
+    async fn make_primary(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
         let (p, info) = self.service(&fleet.target).await?;
         match info.controller {
-            Controller::External => self.ts_make_primary(fleet, &p).await,
-            _ => self.native_make_primary(fleet, &p, &info).await,
+            Controller::External => self.ts_make_primary(ctx, fleet, &p).await,
+            _ => self.native_make_primary(ctx, fleet, &p, &info).await,
         }
     }
 
-    async fn retire(&self, fleet: &Fleet) -> Result<()> {
+    async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
         let (p, info) = self.service(&fleet.target).await?;
         match info.controller {
-            Controller::External => self.ts_retire(fleet, &p).await,
-            _ => self.native_retire(fleet, &p, &info).await,
+            Controller::External => self.ts_retire(ctx, fleet, &p).await,
+            _ => self.native_retire(ctx, fleet, &p, &info).await,
         }
     }
 
-    async fn status(&self, fleet: &Fleet) -> Result<FleetStatus> {
+    async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
         let (p, info) = self.service(&fleet.target).await?;
         match info.controller {
-            Controller::External => self.ts_status(fleet, &p, &info).await,
-            _ => self.native_status(fleet, &p, &info).await,
+            Controller::External => self.ts_status(ctx, fleet, &p, &info).await,
+            _ => self.native_status(ctx, fleet, &p, &info).await,
         }
     }
 
-    /// ECS-controller services retire first: stopping the new deployment with `ROLLBACK`
-    /// (or redeploying the old revision) is what brings the old version back, so there is no
-    /// old capacity to wait for before it. Task sets (EXTERNAL) restore capacity first. The
-    /// controller is the one [`current`](Deployer::current) saw.
-    fn rollback_order(&self, target: &Target) -> RollbackOrder {
-        match self.shared.controller_of(target) {
-            Some(Controller::Ecs) => RollbackOrder::RetireFirst,
-            _ => RollbackOrder::CapacityFirst,
-        }
+    /// Load balancer target health of the process's new target group (passes processes
+    /// without a load balancer).
+    fn target_health(&self) -> Option<DynHealthProbe> {
+        Some(Arc::new(TargetHealth::new(self.shared.clone())))
     }
 }
 

@@ -19,14 +19,15 @@
 //! `retire` of the new one rolls back: `StopServiceDeployment(ROLLBACK)` while the rollout is
 //! in progress, else `UpdateService` with the previous task definition.
 //!
-//! Because retiring the new fleet is what restores the old one, these services answer
-//! [`RollbackOrder::RetireFirst`](tapitalee_core::RollbackOrder::RetireFirst): the engine stops
-//! the new deployment first, then waits for the old revision's capacity (task sets answer
-//! `CapacityFirst`).
+//! Because retiring the new fleet is what restores the old one, these services are
+//! [`RolloutControl::Platform`](tapitalee_core::RolloutControl::Platform): the engine launches
+//! once, gates, and on failure retires the new fleet first (the previous revision comes from
+//! the call's [`DeployContext`]: nothing is remembered between calls), then waits for the old
+//! revision's capacity.
 
 use aws_sdk_ecs::types::{DeploymentConfiguration, StopServiceDeploymentStopType};
 use tapitalee_core::{
-    Error, Fleet, FleetId, FleetStatus, InstanceStatus, Release, Result, Revision, Target,
+    DeployContext, Error, Fleet, FleetId, FleetStatus, InstanceStatus, Release, Result, Revision,
 };
 
 use crate::config::ProcessConfig;
@@ -51,36 +52,37 @@ fn service_revision(info: &ServiceInfo) -> Option<&str> {
 impl EcsDeployer {
     pub(crate) async fn native_current(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         p: &ProcessConfig,
         info: &ServiceInfo,
     ) -> Result<Release> {
+        let target = &ctx.target;
         let fleet = match service_revision(info) {
             Some(td) => Some(Fleet {
                 id: FleetId(td.to_owned()),
                 target: target.clone(),
-                revision: self.revision_of(target, td, p).await?,
+                revision: self.revision_of(ctx, td, p).await?,
             }),
             None => None,
         };
         Ok(Release {
             fleet,
             desired: u32::try_from(info.desired).unwrap_or(0),
-            load_balanced: false,
         })
     }
 
     pub(crate) async fn native_launch(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         p: &ProcessConfig,
         info: &ServiceInfo,
         revision: &Revision,
     ) -> Result<Fleet> {
+        let target = &ctx.target;
         let config = p
             .ecs_strategy
             .map(|s| s.apply(info.deployment_configuration.as_ref()));
-        self.update_service(target, p, &revision.id, config).await?;
+        self.update_service(ctx, p, &revision.id, config).await?;
         Ok(Fleet {
             id: FleetId(revision.id.clone()),
             target: target.clone(),
@@ -90,6 +92,7 @@ impl EcsDeployer {
 
     pub(crate) async fn native_scale(
         &self,
+        ctx: &DeployContext,
         fleet: &Fleet,
         p: &ProcessConfig,
         info: &ServiceInfo,
@@ -101,12 +104,12 @@ impl EcsDeployer {
             return Ok(());
         }
         // Capacity for a revision that is not the service's: only a rollback gives it.
-        self.roll_back_to(&fleet.target, p, info, &fleet.revision)
-            .await
+        self.roll_back_to(ctx, p, info, &fleet.revision).await
     }
 
     pub(crate) async fn native_make_primary(
         &self,
+        ctx: &DeployContext,
         fleet: &Fleet,
         p: &ProcessConfig,
         info: &ServiceInfo,
@@ -114,12 +117,12 @@ impl EcsDeployer {
         if service_revision(info) == Some(fleet.revision.id.as_str()) {
             return Ok(());
         }
-        self.roll_back_to(&fleet.target, p, info, &fleet.revision)
-            .await
+        self.roll_back_to(ctx, p, info, &fleet.revision).await
     }
 
     pub(crate) async fn native_retire(
         &self,
+        ctx: &DeployContext,
         fleet: &Fleet,
         p: &ProcessConfig,
         info: &ServiceInfo,
@@ -128,9 +131,9 @@ impl EcsDeployer {
             // Not the service's revision: ECS drains (or drained) its tasks itself.
             return Ok(());
         }
-        match self.shared.stable_of(&fleet.target) {
+        match ctx.stable.as_ref().map(|f| &f.revision) {
             Some(stable) if stable.id != fleet.revision.id => {
-                self.roll_back_to(&fleet.target, p, info, &stable).await
+                self.roll_back_to(ctx, p, info, stable).await
             }
             _ => Err(Error::platform(
                 "retire",
@@ -145,6 +148,7 @@ impl EcsDeployer {
 
     pub(crate) async fn native_status(
         &self,
+        ctx: &DeployContext,
         fleet: &Fleet,
         p: &ProcessConfig,
         info: &ServiceInfo,
@@ -156,7 +160,7 @@ impl EcsDeployer {
             .collect();
         ours.sort_by_key(|d| d.status != "PRIMARY");
         let Some(d) = ours.first() else {
-            let why = self.rollback_reason(&fleet.target, p).await;
+            let why = self.rollback_reason(ctx, p).await;
             return Err(Error::HealthFailed {
                 process: fleet.target.process.to_string(),
                 reason: format!(
@@ -191,7 +195,7 @@ impl EcsDeployer {
             .collect();
         let def = self
             .shared
-            .task_def(&fleet.revision.id, self.shared.deployment_of(&fleet.target))
+            .task_def(&fleet.revision.id, Some(ctx.deployment))
             .await?;
         let mut instances = Self::instances(&mine, def.has_health_check());
         let desired = u32::try_from(d.desired).unwrap_or(0);
@@ -219,11 +223,12 @@ impl EcsDeployer {
 
     async fn update_service(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         p: &ProcessConfig,
         task_definition: &str,
         deployment_configuration: Option<DeploymentConfiguration>,
     ) -> Result<()> {
+        let target = &ctx.target;
         let ecs = &self.shared.clients.ecs;
         let strategy = deployment_configuration
             .as_ref()
@@ -231,7 +236,7 @@ impl EcsDeployer {
             .map(|s| s.as_str().to_owned());
         self.shared
             .layer
-            .call("UpdateService", self.shared.deployment_of(target), || {
+            .call("UpdateService", Some(ctx.deployment), || {
                 ecs.update_service()
                     .cluster(&p.cluster)
                     .service(&p.service)
@@ -248,16 +253,17 @@ impl EcsDeployer {
     /// when there is one, else redeploys `revision`.
     async fn roll_back_to(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         p: &ProcessConfig,
         info: &ServiceInfo,
         revision: &Revision,
     ) -> Result<()> {
+        let target = &ctx.target;
         let in_progress = primary(info).is_some_and(|d| {
             d.rollout_state.as_deref() == Some("IN_PROGRESS") && d.task_definition != revision.id
         });
         if in_progress {
-            match self.stop_in_progress(target, p).await {
+            match self.stop_in_progress(ctx, p).await {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) => {
@@ -265,13 +271,14 @@ impl EcsDeployer {
                 }
             }
         }
-        self.update_service(target, p, &revision.id, None).await
+        self.update_service(ctx, p, &revision.id, None).await
     }
 
     /// `StopServiceDeployment(ROLLBACK)` on the service's in-progress deployment, if any.
-    async fn stop_in_progress(&self, target: &Target, p: &ProcessConfig) -> Result<bool> {
+    async fn stop_in_progress(&self, ctx: &DeployContext, p: &ProcessConfig) -> Result<bool> {
+        let target = &ctx.target;
         let ecs = &self.shared.clients.ecs;
-        let deployment = self.shared.deployment_of(target);
+        let deployment = Some(ctx.deployment);
         let out = self
             .shared
             .layer
@@ -305,22 +312,18 @@ impl EcsDeployer {
     }
 
     /// ECS's words on the latest rollback of the service, best effort, as ": …" or "".
-    async fn rollback_reason(&self, target: &Target, p: &ProcessConfig) -> String {
+    async fn rollback_reason(&self, ctx: &DeployContext, p: &ProcessConfig) -> String {
         let ecs = &self.shared.clients.ecs;
         let out = self
             .shared
             .layer
-            .call(
-                "ListServiceDeployments",
-                self.shared.deployment_of(target),
-                || {
-                    ecs.list_service_deployments()
-                        .cluster(&p.cluster)
-                        .service(&p.service)
-                        .max_results(5)
-                        .send()
-                },
-            )
+            .call("ListServiceDeployments", Some(ctx.deployment), || {
+                ecs.list_service_deployments()
+                    .cluster(&p.cluster)
+                    .service(&p.service)
+                    .max_results(5)
+                    .send()
+            })
             .await;
         match out {
             Ok(out) => out

@@ -63,6 +63,17 @@ pub enum EcsStrategy {
 }
 
 impl EcsStrategy {
+    /// The family of rollout this is, to map a requested strategy onto it.
+    pub fn kind(&self) -> tapitalee_core::RolloutKind {
+        match self {
+            EcsStrategy::Rolling => tapitalee_core::RolloutKind::Rolling,
+            EcsStrategy::BlueGreen { .. } => tapitalee_core::RolloutKind::BlueGreen,
+            EcsStrategy::Linear { .. } | EcsStrategy::Canary { .. } => {
+                tapitalee_core::RolloutKind::Canary
+            }
+        }
+    }
+
     /// ECS's name of the strategy (`ROLLING`, `BLUE_GREEN`, `LINEAR`, `CANARY`).
     pub fn name(&self) -> &'static str {
         match self {

@@ -194,7 +194,7 @@ impl HealthProbe for TargetHealth {
                 )],
             });
         };
-        let deployment = self.shared.deployment_of(&fleet.target);
+        let deployment = None; // a probe is called without a deployment context
         let targets = self.targets(&tg, deployment).await?;
         let ips: HashMap<String, Option<String>> = self
             .shared

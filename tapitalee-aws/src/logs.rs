@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tapitalee_core::{Deployer, Error, Result, Target};
+use tapitalee_core::{DeployContext, Deployer, DeploymentId, Error, Initiator, Result, Target};
 
 use crate::backend::Shared;
 use crate::ecs::EcsDeployer;
@@ -77,7 +77,9 @@ impl CloudWatchLogs {
         }
         let deployer = EcsDeployer::new(self.shared.clone());
         let p = deployer.process(target)?;
-        let release = deployer.current(target).await?;
+        // A read outside any deployment: its calls are counted under an id of their own.
+        let ctx = DeployContext::new(DeploymentId::new(), Initiator::unknown(), target.clone());
+        let release = deployer.current(&ctx).await?;
         let revision = release.revision().ok_or_else(|| {
             Error::platform(
                 "find the process's logs",

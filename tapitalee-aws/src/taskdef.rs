@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_ecs::types::{
     ContainerDefinition, LogDriver, Tag, TaskDefinition, TaskDefinitionField,
 };
-use tapitalee_core::{DeployMeta, DeploymentId, Error, ImageRef, Resource, Result, Revision};
+use tapitalee_core::{DeployContext, DeploymentId, Error, ImageRef, Resource, Result, Revision};
 
 use crate::backend::Shared;
 use crate::error::unexpected;
@@ -168,7 +168,7 @@ impl Shared {
         base: &TaskDef,
         container: Option<&str>,
         image: &ImageRef,
-        meta: &DeployMeta,
+        meta: &DeployContext,
     ) -> Result<Revision> {
         if image.digest.is_none() {
             return Err(Error::invalid(

@@ -8,8 +8,8 @@ use std::time::Duration;
 use aws_sdk_ecs::types::DeploymentStrategy;
 use tapitalee_aws::{AwsBackend, EcsStrategy, LogQuery};
 use tapitalee_core::{
-    DeployMeta, Deployer, DeploymentId, DockerTag, Error, ImageRegistry, Initiator, ProcessName,
-    Resource, RollbackOrder, Target, TrafficWeight,
+    DeployContext, Deployer, DeploymentId, DockerTag, Error, ImageRegistry, Initiator, ProcessName,
+    Resource, RolloutControl, Target, TrafficWeight,
 };
 
 async fn listener_weights(f: &support::Fixture) -> Vec<(String, i32)> {
@@ -40,7 +40,12 @@ async fn task_sets_traffic_and_primary() {
     let backend = support::backend(&f).await;
     let deployer = backend.deployer();
     let app = f.app();
-    let web = Target::new(app.clone(), ProcessName::new("default").unwrap());
+    let deployment = DeploymentId::new();
+    let web = DeployContext::new(
+        deployment,
+        Initiator::new("ci [bot]").unwrap(),
+        Target::new(app.clone(), ProcessName::new("default").unwrap()),
+    );
 
     // Processes come from the configuration plus DescribeServices.
     let specs = deployer.processes(&app).await.unwrap();
@@ -60,7 +65,6 @@ async fn task_sets_traffic_and_primary() {
     assert_eq!(stable.id.0, f.s("live_task_set"));
     assert_eq!(stable.revision.id, f.s("web_task_definition"));
     assert_eq!(current.desired, 4);
-    assert!(current.load_balanced);
 
     // Prepare: a copy of the live task definition with only the image changed, by digest.
     let image = backend
@@ -68,9 +72,7 @@ async fn task_sets_traffic_and_primary() {
         .resolve(&app, &DockerTag::new("v2").unwrap())
         .await
         .unwrap();
-    let deployment = DeploymentId::new();
-    let meta = DeployMeta::new(deployment, Initiator::new("ci [bot]").unwrap());
-    let revision = deployer.prepare(&web, &image, &meta).await.unwrap();
+    let revision = deployer.prepare(&web, &image).await.unwrap();
     assert_ne!(revision.id, stable.revision.id);
     let ecs = aws_sdk_ecs::Client::new(&support::sdk().await);
     let td = ecs
@@ -104,10 +106,7 @@ async fn task_sets_traffic_and_primary() {
     // An unresolved image is refused before anything is registered.
     let mut unresolved = image.clone();
     unresolved.digest = None;
-    let e = deployer
-        .prepare(&web, &unresolved, &meta)
-        .await
-        .unwrap_err();
+    let e = deployer.prepare(&web, &unresolved).await.unwrap_err();
     assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
 
     // Launch a task set of 1 (25% of 4) on the green target group.
@@ -134,9 +133,9 @@ async fn task_sets_traffic_and_primary() {
     assert_eq!(new.external_id(), Some(deployment.to_string().as_str()));
 
     // More than the service's desired count cannot be a percent of it.
-    let e = deployer.scale(&candidate, 5).await.unwrap_err();
+    let e = deployer.scale(&web, &candidate, 5).await.unwrap_err();
     assert!(e.to_string().contains("at most 4"), "{e}");
-    deployer.scale(&candidate, 2).await.unwrap();
+    deployer.scale(&web, &candidate, 2).await.unwrap();
 
     // Traffic: 90/10, then all to the new fleet.
     deployer
@@ -176,14 +175,14 @@ async fn task_sets_traffic_and_primary() {
     );
 
     // Primary, then the old fleet retired (twice: already gone is fine).
-    deployer.make_primary(&candidate).await.unwrap();
+    deployer.make_primary(&web, &candidate).await.unwrap();
     let now = deployer.current(&web).await.unwrap();
     assert_eq!(now.fleet.unwrap().id, candidate.id);
     // (Fleet status is tested with scripted responses: moto's DescribeTasks answer does not
     // parse — it sends container cpu as a number.)
-    deployer.retire(&stable).await.unwrap();
-    deployer.retire(&stable).await.unwrap();
-    let e = deployer.status(&stable).await.unwrap_err();
+    deployer.retire(&web, &stable).await.unwrap();
+    deployer.retire(&web, &stable).await.unwrap();
+    let e = deployer.status(&web, &stable).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -211,20 +210,22 @@ async fn ecs_controller_service_updates_in_place() {
     let backend = support::backend(&f).await;
     let deployer = backend.deployer();
     let app = f.app();
-    let worker = Target::new(app.clone(), ProcessName::new("worker").unwrap());
+    let worker = DeployContext::new(
+        DeploymentId::new(),
+        Initiator::unknown(),
+        Target::new(app.clone(), ProcessName::new("worker").unwrap()),
+    );
 
     let current = deployer.current(&worker).await.unwrap();
     let stable = current.fleet.expect("the service's task definition");
     assert_eq!(stable.revision.id, f.s("worker_task_definition"));
-    assert!(!current.load_balanced);
 
     let image = backend
         .registry()
         .resolve(&app, &DockerTag::new("v2").unwrap())
         .await
         .unwrap();
-    let meta = DeployMeta::new(DeploymentId::new(), Initiator::unknown());
-    let revision = deployer.prepare(&worker, &image, &meta).await.unwrap();
+    let revision = deployer.prepare(&worker, &image).await.unwrap();
     let fleet = deployer.launch(&worker, &revision, 2).await.unwrap();
     assert_eq!(fleet.id.0, revision.id);
 
@@ -256,7 +257,7 @@ async fn ecs_controller_service_updates_in_place() {
 
     // Scaling the old revision down is ECS's business: no call.
     let before = backend.api_calls();
-    deployer.scale(&stable, 0).await.unwrap();
+    deployer.scale(&worker, &stable, 0).await.unwrap();
     let delta = backend.api_calls().since(&before);
     assert!(!delta.contains_key("UpdateService"), "{delta:?}");
 }
@@ -272,16 +273,24 @@ async fn ecs_controller_launch_sets_the_native_strategy() {
     });
     let backend = AwsBackend::connect(support::config_of(app)).await.unwrap();
     let deployer = backend.deployer();
-    let worker = Target::new(f.app(), ProcessName::new("worker").unwrap());
-    deployer.current(&worker).await.unwrap();
-    assert_eq!(deployer.rollback_order(&worker), RollbackOrder::RetireFirst);
+    let worker = DeployContext::new(
+        DeploymentId::new(),
+        Initiator::unknown(),
+        Target::new(f.app(), ProcessName::new("worker").unwrap()),
+    );
+    let specs = deployer.processes(&f.app()).await.unwrap();
+    let spec = specs.iter().find(|s| s.name.as_str() == "worker").unwrap();
+    assert!(
+        matches!(spec.rollout, RolloutControl::Platform { .. }),
+        "an ECS-controller service runs its own rollout: {:?}",
+        spec.rollout
+    );
     let image = backend
         .registry()
         .resolve(&f.app(), &DockerTag::new("v2").unwrap())
         .await
         .unwrap();
-    let meta = DeployMeta::new(DeploymentId::new(), Initiator::unknown());
-    let revision = deployer.prepare(&worker, &image, &meta).await.unwrap();
+    let revision = deployer.prepare(&worker, &image).await.unwrap();
     deployer.launch(&worker, &revision, 2).await.unwrap();
 
     let ecs = aws_sdk_ecs::Client::new(&support::sdk().await);
@@ -303,10 +312,9 @@ async fn ecs_controller_launch_sets_the_native_strategy() {
     assert_eq!(canary.canary_bake_time_in_minutes(), Some(10));
     assert_eq!(c.bake_time_in_minutes(), Some(2));
 
-    // The web process is on the EXTERNAL controller: its rollback restores capacity first.
-    let web = Target::new(f.app(), ProcessName::new("default").unwrap());
-    deployer.current(&web).await.unwrap();
-    assert_eq!(deployer.rollback_order(&web), RollbackOrder::CapacityFirst);
+    // The web process is on the EXTERNAL controller: the engine runs its rollout.
+    let web = specs.iter().find(|s| s.name.as_str() == "default").unwrap();
+    assert_eq!(web.rollout, RolloutControl::Engine);
 }
 
 #[tokio::test]
@@ -315,7 +323,11 @@ async fn unknown_names_fail_with_the_fix() {
     let backend = support::backend(&f).await;
     let deployer = backend.deployer();
     let e = deployer
-        .current(&Target::new(f.app(), ProcessName::new("wrker").unwrap()))
+        .current(&DeployContext::new(
+            DeploymentId::new(),
+            Initiator::unknown(),
+            Target::new(f.app(), ProcessName::new("wrker").unwrap()),
+        ))
         .await
         .unwrap_err();
     assert_eq!(

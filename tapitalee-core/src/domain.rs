@@ -540,7 +540,10 @@ mod tests {
         ] {
             let e = Initiator::new(bad).unwrap_err().to_string();
             assert!(e.contains("U+"), "{bad:?}: {e}");
-            assert!(!e.contains('\u{202e}'), "the message must not carry the character: {e}");
+            assert!(
+                !e.contains('\u{202e}'),
+                "the message must not carry the character: {e}"
+            );
         }
     }
 
@@ -569,7 +572,9 @@ mod tests {
         }
         // From several threads at once, too: no two equal, each thread's in order.
         let handles: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| (0..1_000).map(|_| DeploymentId::new()).collect::<Vec<_>>()))
+            .map(|_| {
+                std::thread::spawn(|| (0..1_000).map(|_| DeploymentId::new()).collect::<Vec<_>>())
+            })
             .collect();
         let mut all = Vec::new();
         for h in handles {

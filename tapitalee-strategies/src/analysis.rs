@@ -363,7 +363,8 @@ impl Analysis for HealthAnalysis {
     }
 
     async fn measure(&self, target: &AnalysisTarget) -> Result<Measurement> {
-        let status = self.deployer
+        let status = self
+            .deployer
             .status(&target.context, &target.candidate)
             .await?;
         let report = self.probe.check(&target.candidate, &status).await?;

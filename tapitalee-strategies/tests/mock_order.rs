@@ -82,7 +82,11 @@ fn deployer(script: Script, sim: Arc<Mutex<Sim>>, healthy_seen: Arc<AtomicBool>)
     let mut d = MockDeployer::new();
     d.expect_target_health().returning(|| None);
     d.expect_processes().returning(move |_| {
-        Ok(vec![ProcessSpec::new("web".parse().unwrap(), script.desired, script.lb)])
+        Ok(vec![ProcessSpec::new(
+            "web".parse().unwrap(),
+            script.desired,
+            script.lb,
+        )])
     });
     sim.lock().unwrap().sizes.insert(OLD.into(), script.desired);
     d.expect_current().returning(move |_| {
@@ -91,8 +95,7 @@ fn deployer(script: Script, sim: Arc<Mutex<Sim>>, healthy_seen: Arc<AtomicBool>)
             desired: script.desired,
         })
     });
-    d.expect_prepare()
-        .returning(|_, _| Ok(fleet(NEW).revision));
+    d.expect_prepare().returning(|_, _| Ok(fleet(NEW).revision));
     let s = sim.clone();
     d.expect_launch().returning(move |_, _, n| {
         let mut s = s.lock().unwrap();
@@ -214,17 +217,15 @@ async fn blue_green_routes_only_after_health_in_strict_order() {
     // Strict sequence: launch, one switch, primacy, then the engine retires the old fleet.
     // Anything else, or another order, fails the test.
     let mut seq = Sequence::new();
-    d.expect_processes().returning(move |_| {
-        Ok(vec![ProcessSpec::new("web".parse().unwrap(), 2, true)])
-    });
+    d.expect_processes()
+        .returning(move |_| Ok(vec![ProcessSpec::new("web".parse().unwrap(), 2, true)]));
     d.expect_current().returning(move |_| {
         Ok(Release {
             fleet: Some(fleet(OLD)),
             desired: 2,
         })
     });
-    d.expect_prepare()
-        .returning(|_, _| Ok(fleet(NEW).revision));
+    d.expect_prepare().returning(|_, _| Ok(fleet(NEW).revision));
     d.expect_launch()
         .times(1)
         .in_sequence(&mut seq)

@@ -10,7 +10,7 @@ use aws_smithy_mocks::{Rule, mock};
 use tapitalee_core::{Analysis, AnalysisTarget, Error, Measurement};
 
 use super::scripted;
-use super::scripted::{NEW_TD, OLD_TD, app, ecs_service, fleet, services_rule, target};
+use super::scripted::{NEW_TD, OLD_TD, app, ecs_service, fleet, services_rule};
 use crate::cloudwatch::{CANDIDATE_TARGET_GROUP, FailWhen, MetricQuery};
 
 const TS_ARN: &str = "arn:aws:ecs:us-east-1:1:task-set/c/s0/ecs-svc/9";
@@ -18,7 +18,7 @@ const GREEN: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/green/
 
 fn analysis_target() -> AnalysisTarget {
     AnalysisTarget {
-        target: target("p0"),
+        context: super::scripted::ctx("p0"),
         candidate: fleet("p0", TS_ARN, NEW_TD),
         stable: Some(fleet("p0", "arn:ts/old", OLD_TD)),
     }

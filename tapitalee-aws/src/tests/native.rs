@@ -25,13 +25,13 @@ use aws_sdk_ecs::types::{
 use aws_smithy_mocks::{Rule, mock};
 use tapitalee_core::testkit::AllAtOnce;
 use tapitalee_core::{
-    AppName, DeployMeta, DeployRequest, Deployer, DeploymentId, DockerTag, Engine, Error, Fleet,
-    FleetStatus, HealthGate, ImageRef, Initiator, ProcessName, ProcessSpec, ProcessStatus, Release,
-    Revision, RollbackOrder, Target, TrafficWeight,
+    AppName, DeployContext, DeployRequest, Deployer, DockerTag, Engine, Error, Fleet, FleetStatus,
+    HealthGate, ImageRef, Initiator, ProcessName, ProcessSpec, ProcessStatus, Release, Revision,
+    RolloutControl, RolloutKind, TrafficWeight,
 };
 
 use super::scripted::{
-    NEW_TD, OLD_TD, deployment, ecs_service, fleet, refs, running, services_rule, target,
+    NEW_TD, OLD_TD, ctx, deployment, ecs_service, fleet, refs, running, services_rule,
     task_def_rule,
 };
 use super::{scripted, scripted_with_ecr};
@@ -98,7 +98,7 @@ async fn launch_sets_the_configured_ecs_strategy_and_keeps_the_rest() {
     let new = fleet("p0", NEW_TD, NEW_TD);
     let launched = backend
         .deployer()
-        .launch(&target("p0"), &new.revision, 2)
+        .launch(&ctx("p0"), &new.revision, 2)
         .await
         .unwrap();
     assert_eq!(launched.id.0, NEW_TD);
@@ -124,7 +124,7 @@ async fn launch_sets_the_configured_ecs_strategy_and_keeps_the_rest() {
     let backend = scripted(vec![app_with(Some(linear))], &[&svc, &update], &[], &[]);
     backend
         .deployer()
-        .launch(&target("p0"), &new.revision, 2)
+        .launch(&ctx("p0"), &new.revision, 2)
         .await
         .unwrap();
     assert_eq!(update.num_calls(), 1);
@@ -136,7 +136,7 @@ async fn launch_sets_the_configured_ecs_strategy_and_keeps_the_rest() {
     let backend = scripted(vec![app_with(None)], &[&svc, &update], &[], &[]);
     backend
         .deployer()
-        .launch(&target("p0"), &new.revision, 2)
+        .launch(&ctx("p0"), &new.revision, 2)
         .await
         .unwrap();
     assert_eq!(update.num_calls(), 1);
@@ -159,10 +159,9 @@ async fn an_ecs_strategy_on_an_external_service_is_refused_before_anything_chang
         "repo/app:v2@sha256:0000000000000000000000000000000000000000000000000000000000000000"
             .parse::<ImageRef>()
             .unwrap();
-    let meta = DeployMeta::new(DeploymentId::new(), Initiator::new("ci").unwrap());
     let e = backend
         .deployer()
-        .prepare(&target("p0"), &image, &meta)
+        .prepare(&ctx("p0"), &image)
         .await
         .unwrap_err();
     assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
@@ -177,14 +176,10 @@ async fn an_ecs_strategy_on_an_external_service_is_refused_before_anything_chang
 }
 
 #[tokio::test]
-async fn rollback_order_follows_the_controller_seen_by_current() {
-    let td = task_def_rule();
-    for (controller, order) in [
-        (DeploymentControllerType::Ecs, RollbackOrder::RetireFirst),
-        (
-            DeploymentControllerType::External,
-            RollbackOrder::CapacityFirst,
-        ),
+async fn the_controller_decides_who_runs_the_rollout() {
+    for (controller, platform_run) in [
+        (DeploymentControllerType::Ecs, true),
+        (DeploymentControllerType::External, false),
     ] {
         let svc = services_rule(vec![ecs_service(
             "s0",
@@ -197,10 +192,20 @@ async fn rollback_order_follows_the_controller_seen_by_current() {
                 "",
             )],
         )]);
-        let backend = scripted(vec![app_with(None)], &[&svc, &td], &[], &[]);
-        let d = backend.deployer();
-        d.current(&target("p0")).await.unwrap();
-        assert_eq!(d.rollback_order(&target("p0")), order, "{controller:?}");
+        let backend = scripted(vec![app_with(None)], &[&svc], &[], &[]);
+        let specs = backend
+            .deployer()
+            .processes(&AppName::new("myapp").unwrap())
+            .await
+            .unwrap();
+        match &specs[0].rollout {
+            RolloutControl::Platform { native, by } => {
+                assert!(platform_run, "{controller:?}");
+                assert_eq!(*native, RolloutKind::Rolling);
+                assert!(by.contains("EXTERNAL"), "{by}");
+            }
+            RolloutControl::Engine => assert!(!platform_run, "{controller:?}"),
+        }
     }
 }
 
@@ -222,52 +227,57 @@ impl Deployer for Recorder {
     async fn processes(&self, app: &AppName) -> tapitalee_core::Result<Vec<ProcessSpec>> {
         self.inner.processes(app).await
     }
-    async fn current(&self, target: &Target) -> tapitalee_core::Result<Release> {
-        self.inner.current(target).await
+    async fn current(&self, ctx: &DeployContext) -> tapitalee_core::Result<Release> {
+        self.inner.current(ctx).await
     }
     async fn prepare(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         image: &ImageRef,
-        meta: &DeployMeta,
     ) -> tapitalee_core::Result<Revision> {
-        self.inner.prepare(target, image, meta).await
+        self.inner.prepare(ctx, image).await
     }
     async fn launch(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         revision: &Revision,
         count: u32,
     ) -> tapitalee_core::Result<Fleet> {
         self.note(format!("launch {}", revision.id));
-        self.inner.launch(target, revision, count).await
+        self.inner.launch(ctx, revision, count).await
     }
-    async fn scale(&self, fleet: &Fleet, count: u32) -> tapitalee_core::Result<()> {
+    async fn scale(
+        &self,
+        ctx: &DeployContext,
+        fleet: &Fleet,
+        count: u32,
+    ) -> tapitalee_core::Result<()> {
         self.note(format!("scale {} {count}", fleet.id));
-        self.inner.scale(fleet, count).await
+        self.inner.scale(ctx, fleet, count).await
     }
     async fn route(
         &self,
-        target: &Target,
+        ctx: &DeployContext,
         weights: &[TrafficWeight],
     ) -> tapitalee_core::Result<()> {
         self.note("route".into());
-        self.inner.route(target, weights).await
+        self.inner.route(ctx, weights).await
     }
-    async fn make_primary(&self, fleet: &Fleet) -> tapitalee_core::Result<()> {
+    async fn make_primary(&self, ctx: &DeployContext, fleet: &Fleet) -> tapitalee_core::Result<()> {
         self.note(format!("make_primary {}", fleet.id));
-        self.inner.make_primary(fleet).await
+        self.inner.make_primary(ctx, fleet).await
     }
-    async fn retire(&self, fleet: &Fleet) -> tapitalee_core::Result<()> {
+    async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> tapitalee_core::Result<()> {
         self.note(format!("retire {}", fleet.id));
-        self.inner.retire(fleet).await
+        self.inner.retire(ctx, fleet).await
     }
-    async fn status(&self, fleet: &Fleet) -> tapitalee_core::Result<FleetStatus> {
+    async fn status(
+        &self,
+        ctx: &DeployContext,
+        fleet: &Fleet,
+    ) -> tapitalee_core::Result<FleetStatus> {
         self.note(format!("status {}", fleet.id));
-        self.inner.status(fleet).await
-    }
-    fn rollback_order(&self, target: &Target) -> RollbackOrder {
-        self.inner.rollback_order(target)
+        self.inner.status(ctx, fleet).await
     }
 }
 

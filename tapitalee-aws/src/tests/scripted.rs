@@ -13,8 +13,8 @@ use aws_sdk_ecs::types::{
 use aws_smithy_mocks::{Rule, mock};
 use aws_smithy_types::error::ErrorMetadata;
 use tapitalee_core::{
-    AppName, Deployer, Error, Fleet, FleetId, ImageRef, InstanceStatus, ProcessName, Revision,
-    Target,
+    AppName, DeployContext, Deployer, DeploymentId, Error, Fleet, FleetId, ImageRef, Initiator,
+    InstanceStatus, ProcessName, Revision, Target,
 };
 
 use super::scripted;
@@ -37,6 +37,15 @@ pub(super) fn app(n: usize) -> AppConfig {
 
 pub(super) fn target(p: &str) -> Target {
     Target::new(AppName::new("myapp").unwrap(), ProcessName::new(p).unwrap())
+}
+
+/// A deployment's context for process `p`, without a stable fleet.
+pub(super) fn ctx(p: &str) -> DeployContext {
+    DeployContext::new(
+        DeploymentId::new(),
+        Initiator::new("test").unwrap(),
+        target(p),
+    )
 }
 
 pub(super) fn fleet(p: &str, id: &str, td: &str) -> Fleet {
@@ -197,7 +206,13 @@ async fn describe_services_calls_per_poll_round_are_ceil_n_over_10() {
         let d = backend.deployer();
         let before = backend.api_calls();
         let targets: Vec<Target> = (0..n).map(|i| target(&format!("p{i}"))).collect();
-        futures::future::join_all(targets.iter().map(|t| d.current(t))).await;
+        let ctxs: Vec<DeployContext> = targets
+            .iter()
+            .map(|t| {
+                DeployContext::new(DeploymentId::new(), Initiator::new("t").unwrap(), t.clone())
+            })
+            .collect();
+        futures::future::join_all(ctxs.iter().map(|c| d.current(c))).await;
         let delta = backend.api_calls().since(&before);
         assert_eq!(
             delta.get("DescribeServices").copied(),
@@ -239,7 +254,7 @@ async fn ecs_rollout_in_progress_then_completed() {
     rules.extend(refs(&tasks));
     let backend = scripted(vec![app(1)], &rules, &[], &[]);
     let new = fleet("p0", NEW_TD, NEW_TD);
-    let status = backend.deployer().status(&new).await.unwrap();
+    let status = backend.deployer().status(&ctx("p0"), &new).await.unwrap();
     // Both new tasks run, but ECS has not said COMPLETED: at most desired - 1 count.
     assert_eq!(status.desired, 2);
     assert_eq!(status.instances.len(), 2);
@@ -259,7 +274,7 @@ async fn ecs_rollout_in_progress_then_completed() {
     let mut rules = vec![&completed, &td];
     rules.extend(refs(&tasks));
     let backend = scripted(vec![app(1)], &rules, &[], &[]);
-    let status = backend.deployer().status(&new).await.unwrap();
+    let status = backend.deployer().status(&ctx("p0"), &new).await.unwrap();
     assert_eq!(status.running(), 2, "{status:?}");
 }
 
@@ -289,7 +304,7 @@ async fn circuit_breaker_rollback_fails_the_fleet_though_all_tasks_run() {
     let backend = scripted(vec![app(1)], &[&failed], &[], &[]);
     let e = backend
         .deployer()
-        .status(&fleet("p0", NEW_TD, NEW_TD))
+        .status(&ctx("p0"), &fleet("p0", NEW_TD, NEW_TD))
         .await
         .unwrap_err();
     match &e {
@@ -325,7 +340,7 @@ async fn circuit_breaker_rollback_fails_the_fleet_though_all_tasks_run() {
     let backend = scripted(vec![app(1)], &[&gone, &list], &[], &[]);
     let e = backend
         .deployer()
-        .status(&fleet("p0", NEW_TD, NEW_TD))
+        .status(&ctx("p0"), &fleet("p0", NEW_TD, NEW_TD))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::HealthFailed { .. }), "{e}");
@@ -366,10 +381,8 @@ async fn retiring_an_in_progress_ecs_rollout_stops_it_with_rollback() {
         .then_output(|| StopServiceDeploymentOutput::builder().build());
     let backend = scripted(vec![app(1)], &[&svc, &list, &stop], &[], &[]);
     let d = backend.deployer();
-    backend
-        .shared_for_tests()
-        .set_stable(&target("p0"), fleet("p0", OLD_TD, OLD_TD).revision);
-    d.retire(&fleet("p0", NEW_TD, NEW_TD)).await.unwrap();
+    let c = ctx("p0").with_stable(Some(fleet("p0", OLD_TD, OLD_TD)));
+    d.retire(&c, &fleet("p0", NEW_TD, NEW_TD)).await.unwrap();
     assert_eq!(stop.num_calls(), 1);
     assert_eq!(backend.api_calls().count("UpdateService"), 0);
 }
@@ -419,7 +432,7 @@ async fn crash_looping_tasks_are_stopped_instances_with_exit_codes() {
         "arn:aws:ecs:us-east-1:1:task-set/c/s0/ecs-svc/9",
         NEW_TD,
     );
-    let status = backend.deployer().status(&f).await.unwrap();
+    let status = backend.deployer().status(&ctx("p0"), &f).await.unwrap();
     assert_eq!(status.desired, 2);
     assert_eq!(status.stopped(), 2, "{status:?}");
     assert_eq!(
@@ -534,7 +547,7 @@ async fn a_missing_service_names_the_fix() {
     let rule =
         mock!(Ecs::describe_services).then_output(|| DescribeServicesOutput::builder().build());
     let backend = scripted(vec![app(1)], &[&rule], &[], &[]);
-    let e = backend.deployer().current(&target("p0")).await.unwrap_err();
+    let e = backend.deployer().current(&ctx("p0")).await.unwrap_err();
     let shown = e.to_string();
     assert!(
         shown.contains("\"s0\"") && shown.contains("ProcessConfig"),

@@ -129,10 +129,12 @@ impl EngineBuilder {
             ));
         }
         let deployer = required(self.deployer, "deployer")?;
-        let probe = self.probe.unwrap_or_else(|| match deployer.target_health() {
-            Some(lb) => Arc::new(all_of(vec![Arc::new(ContainerHealth), lb])),
-            None => Arc::new(ContainerHealth),
-        });
+        let probe = self
+            .probe
+            .unwrap_or_else(|| match deployer.target_health() {
+                Some(lb) => Arc::new(all_of(vec![Arc::new(ContainerHealth), lb])),
+                None => Arc::new(ContainerHealth),
+            });
         Ok(Engine {
             inner: Arc::new(Inner {
                 deployer,

@@ -355,11 +355,9 @@ impl ProcessJob {
         record.started_at = Some(SystemTime::now());
         let ctx = self.shared.context(&self.app, &record);
         let platform = self.shared.platform();
-        let prepared = futures::future::try_join(
-            platform.current(&ctx),
-            platform.prepare(&ctx, &self.image),
-        )
-        .await;
+        let prepared =
+            futures::future::try_join(platform.current(&ctx), platform.prepare(&ctx, &self.image))
+                .await;
         let (current, revision) = match prepared {
             Ok(v) => v,
             Err(e) => {

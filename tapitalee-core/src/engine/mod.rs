@@ -228,7 +228,8 @@ impl Engine {
         let (events, first_events) = broadcast::channel(4096);
         let control = DeploymentControl::new();
         let shared = self.shared(&record, events.clone());
-        let span = info_span!("deploy", app = %launch.app, deployment.id = %id, image = %launch.image);
+        let span =
+            info_span!("deploy", app = %launch.app, deployment.id = %id, image = %launch.image);
         let driver = Driver {
             engine: self.clone(),
             shared,

@@ -68,7 +68,11 @@ impl Engine {
     pub async fn resume(&self, id: &DeploymentId) -> Result<DeploymentHandle> {
         let record = self.interrupted(id).await?;
         let specs = self.inner.deployer.processes(&record.app).await?;
-        for p in record.processes.iter().filter(|p| p.status == ProcessStatus::Interrupted) {
+        for p in record
+            .processes
+            .iter()
+            .filter(|p| p.status == ProcessStatus::Interrupted)
+        {
             if !specs.iter().any(|s| s.name == p.process) {
                 return Err(Error::not_found(
                     Resource::Process,
@@ -161,7 +165,10 @@ impl Engine {
             restored.push(done);
         }
         let overall = DeploymentStatus::from_processes(&statuses);
-        self.inner.store.finish(&record.id, overall, &targets).await?;
+        self.inner
+            .store
+            .finish(&record.id, overall, &targets)
+            .await?;
         Ok(restored)
     }
 }

@@ -100,7 +100,13 @@ enum Verdict {
 }
 
 impl Wait {
-    fn new(gate: &HealthGate, role: Role, wanted: u32, desired: u32, failures: HashSet<String>) -> Self {
+    fn new(
+        gate: &HealthGate,
+        role: Role,
+        wanted: u32,
+        desired: u32,
+        failures: HashSet<String>,
+    ) -> Self {
         let (threshold, min_healthy) = match role {
             Role::Candidate => (Some(gate.threshold_for(desired)), gate.min_healthy_time),
             Role::Stable => (None, Duration::ZERO),
@@ -171,7 +177,8 @@ impl Wait {
         } else {
             self.healthy_since = None;
             if !report.problems.is_empty() {
-                self.problems.extend(report.problems.iter().take(3).cloned());
+                self.problems
+                    .extend(report.problems.iter().take(3).cloned());
                 let excess = self.problems.len().saturating_sub(5);
                 self.problems.drain(..excess);
             }

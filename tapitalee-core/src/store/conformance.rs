@@ -515,7 +515,10 @@ pub async fn finish_sets_status_and_releases_locks(store: &dyn DeploymentStore) 
     // A lock of another deployment on a process not named is left alone.
     let other = DeploymentId::new();
     let third = Target::new(app.clone(), process("scheduler"));
-    assert_eq!(store.try_lock(&third, &other, lease).await.expect("lock"), None);
+    assert_eq!(
+        store.try_lock(&third, &other, lease).await.expect("lock"),
+        None
+    );
 
     store
         .finish(&rec.id, DeploymentStatus::Partial, &targets)
@@ -526,10 +529,17 @@ pub async fn finish_sets_status_and_releases_locks(store: &dyn DeploymentStore) 
     assert!(got.finished_at.is_some(), "a final status sets finished_at");
     let next = DeploymentId::new();
     for t in &targets {
-        assert_eq!(store.lock_holder(t).await.expect("holder"), None, "{t} released");
+        assert_eq!(
+            store.lock_holder(t).await.expect("holder"),
+            None,
+            "{t} released"
+        );
         assert_eq!(store.try_lock(t, &next, lease).await.expect("lock"), None);
     }
-    assert_eq!(store.lock_holder(&third).await.expect("holder"), Some(other));
+    assert_eq!(
+        store.lock_holder(&third).await.expect("holder"),
+        Some(other)
+    );
     assert_not_found(
         store
             .finish(&DeploymentId::new(), DeploymentStatus::Failed, &[])

@@ -150,9 +150,15 @@ pub async fn fleet_lifecycle(deployer: &dyn Deployer, registry: &dyn ImageRegist
         "a fleet launched with 1 instance wants 1"
     );
     deployer.scale(&c, &fleet, 2).await.expect("scale up");
-    assert_eq!(deployer.status(&c, &fleet).await.expect("status").desired, 2);
+    assert_eq!(
+        deployer.status(&c, &fleet).await.expect("status").desired,
+        2
+    );
     deployer.scale(&c, &fleet, 0).await.expect("scale to zero");
-    assert_eq!(deployer.status(&c, &fleet).await.expect("status").desired, 0);
+    assert_eq!(
+        deployer.status(&c, &fleet).await.expect("status").desired,
+        0
+    );
     deployer.retire(&c, &fleet).await.expect("retire");
     deployer
         .retire(&c, &fleet)
@@ -183,7 +189,10 @@ pub async fn primary_switch(deployer: &dyn Deployer, registry: &dyn ImageRegistr
         .launch(&c, &revision, before.desired)
         .await
         .expect("launch");
-    deployer.make_primary(&c, &fleet).await.expect("make primary");
+    deployer
+        .make_primary(&c, &fleet)
+        .await
+        .expect("make primary");
     let now = deployer.current(&c).await.expect("current");
     assert_eq!(
         now.fleet.as_ref().map(|f| &f.id),

@@ -533,12 +533,7 @@ impl Deployer for InMemoryPlatform {
         })
     }
 
-    async fn launch(
-        &self,
-        ctx: &DeployContext,
-        revision: &Revision,
-        count: u32,
-    ) -> Result<Fleet> {
+    async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32) -> Result<Fleet> {
         let target = &ctx.target;
         self.enter(Op::Launch, Some(&target.process), || {
             format!("{} x{count}", revision.id)

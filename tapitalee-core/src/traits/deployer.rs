@@ -74,8 +74,7 @@ pub trait Deployer: Send + Sync + fmt::Debug + 'static {
     /// [`route`](Deployer::route) sends it some. On a process whose platform runs the rollout
     /// ([`RolloutControl::Platform`](crate::RolloutControl::Platform)) this starts the
     /// platform's rollout to the revision.
-    async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32)
-    -> Result<Fleet>;
+    async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32) -> Result<Fleet>;
 
     /// Asks a fleet to run `count` instances.
     async fn scale(&self, ctx: &DeployContext, fleet: &Fleet, count: u32) -> Result<()>;

@@ -84,9 +84,7 @@ impl RetryPolicy {
             match call().await {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < self.max_attempts && self.retries(&e) => {
-                    let wait = self
-                        .backoff
-                        .saturating_mul(1 << (attempt - 1).min(16));
+                    let wait = self.backoff.saturating_mul(1 << (attempt - 1).min(16));
                     warn!(operation = what, attempt, error = %e, retry_in = ?wait, "platform call failed; retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
@@ -136,12 +134,7 @@ impl Deployer for Retrying {
             .await
     }
 
-    async fn launch(
-        &self,
-        ctx: &DeployContext,
-        revision: &Revision,
-        count: u32,
-    ) -> Result<Fleet> {
+    async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32) -> Result<Fleet> {
         self.policy
             .run("launch", || self.inner.launch(ctx, revision, count))
             .await

@@ -322,7 +322,10 @@ async fn dropping_the_last_handle_closes_the_connection() {
     let owner = store.writer.owner();
 
     drop(store);
-    assert!(owner.upgrade().is_some(), "a clone keeps the connection open");
+    assert!(
+        owner.upgrade().is_some(),
+        "a clone keeps the connection open"
+    );
     assert!(clone.get(&rec.id).await.unwrap().is_some());
 
     drop(clone);

@@ -139,7 +139,10 @@ async fn kill_when(
 async fn recover(engine: &Engine, fx: &Fixture, id: DeploymentId) {
     tokio::time::sleep(LEASE * 2).await;
     let found = engine.recover(&fx.app).await.expect("recover");
-    assert!(found.contains(&id), "recover finds {id} interrupted; got {found:?}");
+    assert!(
+        found.contains(&id),
+        "recover finds {id} interrupted; got {found:?}"
+    );
 }
 
 async fn live_fleet(deployer: &DynDeployer, fx: &Fixture) -> Option<crate::Fleet> {
@@ -165,7 +168,9 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
 
     // 1. Killed mid-rollout; a fresh deployer rolls it back.
     let (deployer, _) = backend();
-    let old = live_fleet(&deployer, fx).await.expect("a live fleet to start from");
+    let old = live_fleet(&deployer, fx)
+        .await
+        .expect("a live fleet to start from");
     let id = kill_when(backend, &store, fx, holding_gate(), false, mid_rollout).await;
     let fresh = engine(backend, &store, quick_gate(), false);
     recover(&fresh, fx, id).await;
@@ -199,7 +204,10 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
     let (deployer, _) = backend();
     let live = live_fleet(&deployer, fx).await.expect("a live fleet");
     let image = &record.image;
-    assert_eq!(live.revision.image.digest, image.digest, "runs the new digest");
+    assert_eq!(
+        live.revision.image.digest, image.digest,
+        "runs the new digest"
+    );
     let before = fresh.get(&id).await.expect("the interrupted record");
     assert!(
         matches!(before.processes[0].status, ProcessStatus::RolledBack { .. }),
