@@ -90,3 +90,50 @@ async fn the_suite_catches_a_registry_that_invents_images() {
     };
     conformance::registry_resolves_and_refuses(&Lenient(platform), &fixture).await;
 }
+
+/// The crash-recovery case: a deployer killed mid-rollout (its runtime dropped), then a fresh
+/// engine and a fresh backend handle on the same store roll back, resume, and report a
+/// deployment killed after completing as succeeded. For an engine-run load-balanced process, a
+/// worker, and a process whose platform runs the rollout. Real clock: leases must lapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_platform_recovers_from_a_crash() {
+    for (process, platform_run) in [("default", false), ("worker", false), ("worker", true)] {
+        let (platform, app) = platform();
+        if platform_run {
+            platform.set_platform_rollout(&app, process, tapitalee::RolloutKind::Rolling);
+        }
+        let backend: conformance::Backend = Arc::new(move || {
+            let p = platform.clone();
+            (Arc::new(p.clone()) as _, Arc::new(p) as _)
+        });
+        let fixture = Fixture {
+            app: app.clone(),
+            process: process.parse().unwrap(),
+            load_balanced: process == "default",
+            tag: "v2".parse().unwrap(),
+        };
+        let store: tapitalee::DynDeploymentStore = Arc::new(tapitalee::MemoryStore::new());
+        conformance::crash_recovery(&backend, store, &fixture).await;
+    }
+}
+
+/// The same on the SQLite store, as `tapit` runs it: the killed deployer's history is in a
+/// file a new process opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_platform_recovers_from_a_crash_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (platform, app) = platform();
+    let backend: conformance::Backend = Arc::new(move || {
+        let p = platform.clone();
+        (Arc::new(p.clone()) as _, Arc::new(p) as _)
+    });
+    let fixture = Fixture {
+        app,
+        process: "default".parse().unwrap(),
+        load_balanced: true,
+        tag: "v2".parse().unwrap(),
+    };
+    let store: tapitalee::DynDeploymentStore =
+        Arc::new(tapitalee::SqliteStore::open(dir.path().join("tapit.db")).unwrap());
+    conformance::crash_recovery(&backend, store, &fixture).await;
+}

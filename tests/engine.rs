@@ -897,7 +897,7 @@ async fn history_records_every_step_with_audit_fields() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn platform_managed_rollback_retires_the_new_fleet_first() {
+async fn platform_run_rollback_retires_the_new_fleet_first() {
     let fx = fixture();
     fx.platform.set_behavior(
         &fx.app,
@@ -906,7 +906,7 @@ async fn platform_managed_rollback_retires_the_new_fleet_first() {
         Behavior::crash_loop(Duration::from_secs(3)),
     );
     fx.platform
-        .set_rollback_order(&fx.app, "worker", RollbackOrder::RetireFirst);
+        .set_platform_rollout(&fx.app, "worker", RolloutKind::Rolling);
     let engine = fx.engine().build().unwrap();
     let record = deploy_and_wait(
         &engine,
@@ -921,6 +921,10 @@ async fn platform_managed_rollback_retires_the_new_fleet_first() {
         ProcessStatus::RolledBack { .. }
     ));
     let calls = fx.platform.calls_for("worker");
+    assert!(
+        !calls.iter().any(|c| c.op == Op::Scale),
+        "fleets of a platform-run process are never scaled: {calls:?}"
+    );
     let retire = calls
         .iter()
         .position(|c| c.op == Op::Retire)
@@ -935,6 +939,234 @@ async fn platform_managed_rollback_retires_the_new_fleet_first() {
     );
     fx.assert_tags(&[("worker", "v1")]);
     fx.assert_settled();
+}
+
+/// The defect the AWS backend had: the default (rolling) strategy scaled the old fleet of a
+/// service whose platform runs the rollout, which the platform took as a rollback. Now the
+/// platform's own rollout runs, once, under the engine's gates: a healthy release of 2+
+/// instances succeeds without a single scale call.
+#[tokio::test(start_paused = true)]
+async fn the_default_strategy_on_a_platform_run_process_launches_once_and_succeeds() {
+    for desired in [1, 2, 4, 10] {
+        let platform = InMemoryPlatform::new();
+        let app = platform.add_app("svc", &[("worker", desired, false)]);
+        platform.push_image(&app, "v1", Behavior::healthy());
+        platform.seed_release(&app, "v1");
+        platform.push_image(&app, "v2", Behavior::healthy());
+        platform.set_platform_rollout(&app, "worker", RolloutKind::Rolling);
+        let engine = tapitalee::engine()
+            .deployer(Arc::new(platform.clone()))
+            .registry(Arc::new(platform.clone()))
+            .build()
+            .unwrap();
+        let record =
+            deploy_and_wait(&engine, &app, DeployRequest::new().docker_tag(tag("v2"))).await;
+        assert_eq!(
+            record.status,
+            DeploymentStatus::Succeeded,
+            "{desired} instances"
+        );
+        let worker = &record.processes[0];
+        assert_eq!(worker.strategy, "rolling (run by the platform)");
+        let calls = platform.calls_for("worker");
+        assert_eq!(calls.iter().filter(|c| c.op == Op::Launch).count(), 1);
+        assert!(!calls.iter().any(|c| c.op == Op::Scale), "{calls:?}");
+        assert_eq!(platform.live_tag(&app, "worker").unwrap().as_str(), "v2");
+        let fleets = platform.fleets(&app, "worker");
+        assert_eq!(fleets.len(), 1, "the old fleet is gone: {fleets:?}");
+        assert_eq!(fleets[0].healthy, desired);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_strategy_needing_fleets_is_refused_on_a_platform_run_process_and_a_native_one_is_mapped()
+{
+    let fx = fixture();
+    fx.platform
+        .set_platform_rollout(&fx.app, "worker", RolloutKind::Rolling);
+    let engine = tapitalee::engine()
+        .deployer(Arc::new(fx.platform.clone()))
+        .registry(Arc::new(fx.platform.clone()))
+        .build()
+        .unwrap();
+    let canary = strategies::Canary::builder().set_scale(1).build().unwrap();
+    let e = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .strategy_for("worker".parse().unwrap(), Arc::new(canary)),
+        )
+        .await
+        .unwrap_err();
+    let shown = e.to_string();
+    assert!(matches!(e, Error::InvalidInput { .. }), "{shown}");
+    assert!(
+        shown.contains("worker")
+            && shown.contains("canary")
+            && shown.contains("without a strategy"),
+        "{shown}"
+    );
+    assert!(
+        fx.platform.calls().iter().all(|c| c.op == Op::Processes),
+        "refused before anything changed"
+    );
+    // Rolling is what the platform runs: mapped onto its rollout.
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("worker".parse().unwrap())
+            .strategy(Arc::new(strategies::Rolling::new())),
+    )
+    .await;
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    assert_eq!(
+        record.processes[0].strategy,
+        "rolling (run by the platform)"
+    );
+}
+
+/// The engine's default gate includes the platform's load balancer target health: an image
+/// whose containers run but fail the load balancer's health check never takes all traffic.
+#[tokio::test(start_paused = true)]
+async fn the_default_gate_includes_load_balancer_target_health() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "default",
+        Behavior {
+            lb_healthy: false,
+            ..Behavior::healthy()
+        },
+    );
+    let engine = fx
+        .engine()
+        .health_gate(HealthGate {
+            progress_deadline: Duration::from_secs(60),
+            ..HealthGate::default()
+        })
+        .build()
+        .unwrap();
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("default".parse().unwrap()),
+    )
+    .await;
+    match status_of(&record, "default") {
+        ProcessStatus::RolledBack { reason } => {
+            assert!(reason.contains("load balancer health check"), "{reason}")
+        }
+        other => panic!("expected a rollback, got {other}"),
+    }
+    fx.assert_tags(&[("default", "v1")]);
+    let traffic = fx.platform.traffic(&fx.app, "default");
+    assert_eq!(traffic.len(), 1, "{traffic:?}");
+    assert_eq!(traffic[0].percent, 100);
+}
+
+/// An early promote (before any gate) counts for every process, also those that start later:
+/// with one process at a time, both pass their manual gate.
+#[tokio::test(start_paused = true)]
+async fn an_early_promote_releases_the_first_gate_of_every_process() {
+    let fx = fixture();
+    let engine = fx.engine().concurrency(1).build().unwrap();
+    let bg = strategies::BlueGreen::builder()
+        .auto_promote(false)
+        .build()
+        .unwrap();
+    let handle = engine
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .strategy(Arc::new(bg)),
+        )
+        .await
+        .unwrap();
+    handle.promote();
+    let record = tokio::time::timeout(Duration::from_secs(3600), handle.wait())
+        .await
+        .expect("no process waits forever for a promote it was given")
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Succeeded, "{record:?}");
+}
+
+/// Locks are released in the same store write as the final status: a deployer that sees the
+/// previous deployment finished can deploy at once, every time.
+#[tokio::test(start_paused = true)]
+async fn a_finished_deployment_holds_no_lock() {
+    let fx = fixture();
+    let engine = fx.engine().build().unwrap();
+    for round in 0..20 {
+        let tag_name = if round % 2 == 0 { "v2" } else { "v1" };
+        let handle = engine
+            .deploy(&fx.app, DeployRequest::new().docker_tag(tag(tag_name)))
+            .await
+            .unwrap();
+        let id = handle.id();
+        // Poll the history as a second deployer would, without waiting on the handle.
+        loop {
+            let rec = engine.get(&id).await.unwrap();
+            if rec.status.is_final() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for p in ["default", "worker", "scheduler"] {
+            let t = Target::new(fx.app.clone(), p.parse().unwrap());
+            assert_eq!(
+                engine.store().lock_holder(&t).await.unwrap(),
+                None,
+                "round {round}: {p} still locked after the final status"
+            );
+        }
+        drop(handle);
+    }
+}
+
+/// While rolling back, one throttled platform call is sent a bounded number of times: the
+/// engine's persevering policy (3 sends), not retries stacked in several places.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_rollback_call_is_sent_a_bounded_number_of_times() {
+    let fx = fixture();
+    fx.platform.set_behavior(
+        &fx.app,
+        "v2",
+        "worker",
+        Behavior::crash_loop(Duration::from_secs(3)),
+    );
+    fx.platform
+        .inject(Op::Retire, Some("worker"), Fault::Throttle, u32::MAX);
+    let engine = fx.engine().build().unwrap();
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("worker".parse().unwrap()),
+    )
+    .await;
+    assert!(matches!(
+        status_of(&record, "worker"),
+        ProcessStatus::RollbackFailed { .. }
+    ));
+    let retires = fx
+        .platform
+        .calls_for("worker")
+        .iter()
+        .filter(|c| c.op == Op::Retire)
+        .count();
+    assert_eq!(
+        retires,
+        RetryPolicy::persevere().max_attempts as usize,
+        "one retire call, sent at most the policy's attempts"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -670,7 +670,8 @@ impl Deployer for InMemoryPlatform {
         let now = Instant::now();
         let mut state = self.lock();
         let proc = process_mut(&mut state, &fleet.target)?;
-        if platform_run(proc) && proc.fleets.contains_key(&fleet.id) {
+        let is_stable = ctx.stable.as_ref().is_some_and(|s| s.id == fleet.id);
+        if platform_run(proc) && !is_stable && proc.fleets.contains_key(&fleet.id) {
             platform_rollback(proc, ctx, fleet, now)?;
         }
         if proc.primary.as_ref() == Some(&fleet.id) && proc.fleets.len() > 1 {
@@ -729,8 +730,7 @@ fn platform_rollback(
     fleet: &Fleet,
     now: Instant,
 ) -> Result<()> {
-    let stable = ctx.stable.as_ref().filter(|s| s.id != fleet.id);
-    let Some(stable) = stable else {
+    let Some(stable) = &ctx.stable else {
         if proc.fleets.len() == 1 {
             return Ok(()); // the only fleet: a first deploy rolled back to nothing
         }
