@@ -1102,21 +1102,35 @@ async fn an_early_promote_releases_the_first_gate_of_every_process() {
 #[tokio::test(start_paused = true)]
 async fn a_finished_deployment_holds_no_lock() {
     let fx = fixture();
-    let engine = fx.engine().build().unwrap();
+    // SQLite: its calls yield, so a reader can run between two writes of the deployer.
+    let engine = fx
+        .engine()
+        .store(Arc::new(SqliteStore::open_in_memory().unwrap()))
+        .build()
+        .unwrap();
     for round in 0..20 {
         let tag_name = if round % 2 == 0 { "v2" } else { "v1" };
-        let handle = engine
+        let mut handle = engine
             .deploy(&fx.app, DeployRequest::new().docker_tag(tag(tag_name)))
             .await
             .unwrap();
         let id = handle.id();
-        // Poll the history as a second deployer would, without waiting on the handle.
+        let mut events = handle.events();
+        let mut finished = 0;
+        while finished < 3 {
+            let e = events.next().await.expect("events until the end");
+            if matches!(e.kind, EventKind::ProcessFinished { .. }) {
+                finished += 1;
+            }
+        }
+        // Every process is done: poll the history as a second deployer would, as fast as it
+        // can, until the deployment reads final.
         loop {
             let rec = engine.get(&id).await.unwrap();
             if rec.status.is_final() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::task::yield_now().await;
         }
         for p in ["default", "worker", "scheduler"] {
             let t = Target::new(fx.app.clone(), p.parse().unwrap());

@@ -243,7 +243,7 @@ impl DeploymentStore for MemoryStore {
                 .map(|e| &e.record)
                 .filter(|r| &r.app == app)
                 .collect();
-            mine.sort_unstable_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            mine.sort_unstable_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
             Ok(mine
                 .into_iter()
                 .take(limit)
