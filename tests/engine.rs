@@ -732,7 +732,8 @@ async fn bad_input_is_refused_before_anything_changes() {
             },
         ) => {
             let m = e.to_string();
-            assert!(m.contains("v9") && m.contains("tapit list images"), "{m}");
+            assert!(m.contains("v9") && m.contains("recent tags"), "{m}");
+            assert!(!m.contains("tapit"), "library errors leave CLI hints to the CLI: {m}");
         }
         other => panic!("{other:?}"),
     }

@@ -107,7 +107,7 @@ impl EcrRegistry {
                 } else {
                     format!(
                         "no image tagged {tag:?} in ECR repository {repo:?}; push it first, or \
-                         pick one from `tapit list images`"
+                         pick one of the repository's tags"
                     )
                 };
                 e.not_found_as(Resource::Image, format!("{repo}:{tag}"), hint)

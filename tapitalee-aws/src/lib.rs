@@ -5,9 +5,11 @@
 //!   traffic is the ALB listener's weighted forward between a pair of target groups. Services
 //!   on the default `ECS` controller are deployed with `UpdateService` and judged by their
 //!   deployment's own rollout state (see [`ecs_native`]); ECS runs the rollout itself, rolling
-//!   or the blue-green / linear / canary [`EcsStrategy`] set on the process, and a failed one
-//!   is rolled back new-fleet-first (`StopServiceDeployment(ROLLBACK)`, else the previous task
-//!   definition), the [`RollbackOrder`](tapitalee_core::RollbackOrder) the deployer reports.
+//!   or the blue-green / linear / canary [`EcsStrategy`] set on the process. Such processes are
+//!   [`RolloutControl::Platform`](tapitalee_core::RolloutControl::Platform): the engine
+//!   launches once, gates, and rolls a failure back new-fleet-first
+//!   (`StopServiceDeployment(ROLLBACK)`, else the previous task definition, which every call
+//!   receives in its [`DeployContext`](tapitalee_core::DeployContext)).
 //! - [`EcrRegistry`] is the [`ImageRegistry`](tapitalee_core::ImageRegistry).
 //! - [`TargetHealth`] is a [`HealthProbe`](tapitalee_core::HealthProbe) on ELB target health.
 //! - [`AlarmAnalysis`] and [`MetricAnalysis`] are [`Analysis`](tapitalee_core::Analysis)

@@ -816,7 +816,7 @@ impl ImageRegistry for InMemoryPlatform {
                 let hint = if tags.is_empty() {
                     format!("the repository of app {app} is empty; push an image first")
                 } else {
-                    format!("recent tags: {}; see `tapit list images`", tags.join(", "))
+                    format!("recent tags: {}; list the app's images for the others", tags.join(", "))
                 };
                 Err(Error::not_found(
                     Resource::Image,
@@ -850,7 +850,7 @@ impl ImageRegistry for InMemoryPlatform {
                 Error::not_found(
                     Resource::Image,
                     format!("{}:{tag}", repository(app)),
-                    "see `tapit list images`",
+                    "list the app's images for the tags it has",
                 )
             })?;
         info(app, image, tag.clone())

@@ -95,7 +95,7 @@ pub(super) fn init(mut conn: Connection, name: &str, wal: bool) -> Result<Connec
         return Err(Error::store(
             format!(
                 "the deployment store {name} has schema version {version}, newer than the \
-                 {SCHEMA_VERSION} this tapit understands; upgrade tapit, or use another store file"
+                 {SCHEMA_VERSION} this Tapitalee understands; upgrade Tapitalee, or use another store file"
             ),
             "schema version too new",
         ));

@@ -115,7 +115,7 @@ async fn refuses_a_newer_schema() {
         .unwrap();
     let e = SqliteStore::open(&path).unwrap_err().to_string();
     assert!(e.contains(&path.display().to_string()), "{e}");
-    assert!(e.contains("upgrade tapit"), "{e}");
+    assert!(e.contains("upgrade Tapitalee"), "{e}");
 }
 
 #[test]
