@@ -188,15 +188,43 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let (ideal, calls) = critical_path();
+    println!(
+        "ideal critical path: {ideal:?} ({calls} platform calls of {LATENCY:?}, some concurrent; \
+         measured on a paused clock)"
+    );
+    let memory = latency_group(c, &runtime, "latency_10ms", &sizes, &|_| {
+        Arc::new(MemoryStore::new())
+    });
+    report("in-memory store", &memory, &sizes, ideal);
+    let sqlite = latency_group(c, &runtime, "latency_10ms_sqlite", &sizes, &|path| {
+        Arc::new(SqliteStore::open(path).expect("sqlite store"))
+    });
+    report("SQLite store (file, WAL)", &sqlite, &sizes, ideal);
+}
+
+/// One run: processes, wall time, peak heap growth.
+type Run = (usize, Duration, usize);
+
+/// Deploys N processes with 10 ms of latency per platform call on the store `store` makes;
+/// returns every run for the summary.
+fn latency_group(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    sizes: &[usize],
+    store: &dyn Fn(&std::path::Path) -> DynDeploymentStore,
+) -> Vec<Run> {
+    let dir = tempfile::tempdir().expect("temp dir");
     let mut summary = Vec::new();
-    let mut group = c.benchmark_group("latency_10ms");
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
-    for &n in &sizes {
+    for &n in sizes {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let (_platform, app, engine) = setup(n, LATENCY);
+                for i in 0..iters {
+                    let path = dir.path().join(format!("history-{n}-{i}.db"));
+                    let (_platform, app, engine) = setup_with(n, LATENCY, store(&path));
                     // Net heap growth from here; frees of older blocks count negative.
                     LIVE.store(0, Ordering::Relaxed);
                     PEAK.store(0, Ordering::Relaxed);
@@ -208,18 +236,22 @@ fn bench(c: &mut Criterion) {
                     let peak = usize::try_from(PEAK.load(Ordering::Relaxed)).unwrap_or(0);
                     summary.push((n, took, peak));
                     total += took;
+                    let _ = std::fs::remove_file(&path);
                 }
                 total
             });
         });
     }
     group.finish();
+    summary
+}
 
+fn report(store: &str, summary: &[Run], sizes: &[usize], ideal: Duration) {
+    if summary.is_empty() {
+        return; // the group was filtered out
+    }
     println!();
-    println!(
-        "ideal critical path: {ideal:?} ({calls} platform calls of {LATENCY:?}, some concurrent; \
-         measured on a paused clock)"
-    );
+    println!("{store}");
     println!("processes | median wall | x ideal | x 1 process | peak heap growth");
     let median_of = |n: usize| {
         let mut runs: Vec<(Duration, usize)> = summary
@@ -231,11 +263,8 @@ fn bench(c: &mut Criterion) {
         let peak = runs.iter().map(|(_, p)| *p).max().unwrap_or(0);
         (runs[runs.len() / 2].0, peak)
     };
-    if summary.is_empty() {
-        return; // the latency group was filtered out
-    }
     let (single, _) = median_of(1);
-    for &n in &sizes {
+    for &n in sizes {
         let (median, peak) = median_of(n);
         println!(
             "{n:>9} | {:>11.1?} | {:>7.3} | {:>11.3} | {:>6.1} MiB",

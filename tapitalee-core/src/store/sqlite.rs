@@ -106,7 +106,7 @@ impl SqliteStore {
     async fn call<T, F>(&self, writes: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
     {
         let (job, reply) = Job::new(writes, f);
         self.writer.send(job)?;

@@ -762,13 +762,21 @@ impl HealthProbe for InMemoryPlatform {
     }
 
     async fn check(&self, fleet: &Fleet, status: &FleetStatus) -> Result<HealthReport> {
+        let lb = process_mut(&mut self.lock(), &fleet.target)?.spec.load_balanced;
+        if !lb {
+            // No load balancer, no target health to ask for: every running instance passes
+            // (as the AWS probe makes no call for such a process).
+            return Ok(HealthReport {
+                healthy: status.running(),
+                problems: Vec::new(),
+            });
+        }
         self.enter(Op::Probe, Some(&fleet.target.process), || {
             fleet.id.to_string()
         })
         .await?;
         let mut state = self.lock();
         let proc = process_mut(&mut state, &fleet.target)?;
-        let lb = proc.spec.load_balanced;
         let lb_healthy = proc
             .fleets
             .get(&fleet.id)
@@ -779,7 +787,7 @@ impl HealthProbe for InMemoryPlatform {
             .filter(|i| matches!(i.status, InstanceStatus::Running { .. }));
         let mut report = HealthReport::default();
         for i in running {
-            if !lb || lb_healthy {
+            if lb_healthy {
                 report.healthy += 1;
             } else {
                 report.problems.push(format!(

@@ -208,9 +208,13 @@ async fn many_concurrent_writers_all_land_in_order() {
 async fn hold_the_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
     let (started_tx, started) = tokio::sync::oneshot::channel();
     let (release, released) = std::sync::mpsc::channel::<()>();
+    let started_tx = std::sync::Mutex::new(Some(started_tx));
+    let released = std::sync::Mutex::new(released);
     let (job, _reply) = Job::new(false, move |_: &Connection| {
-        let _ = started_tx.send(());
-        let _ = released.recv();
+        if let Some(tx) = started_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        let _ = released.lock().unwrap().recv();
         Ok(())
     });
     store.writer.send(job).unwrap();
