@@ -1,0 +1,998 @@
+//! `tapit.toml`: the apps (environments) `tapit` deploys, their platform, history store,
+//! processes, strategies and gates. The whole file is validated on load; every problem is
+//! reported with its key path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use crate::exit::CliError;
+use crate::words::closest;
+
+/// The file name looked for upward from the working directory.
+pub const FILE_NAME: &str = "tapit.toml";
+
+/// A loaded, valid configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// `default_app`.
+    pub default_app: Option<String>,
+    /// The apps, by name.
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+/// The platform an app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// The in-memory platform (per-image behaviour from the config), for trying tapit out.
+    Simulated,
+    /// AWS ECS Fargate, ECR, ELBv2, CloudWatch.
+    Aws,
+}
+
+/// Where the history lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum History {
+    /// The SQLite file in the user's data directory (shared by every tapit on the machine).
+    DefaultSqlite,
+    /// A SQLite file at this path.
+    Sqlite(PathBuf),
+}
+
+/// A deployment strategy by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StrategyKind {
+    /// Rolling (the default).
+    Rolling,
+    /// Blue-green.
+    BlueGreen,
+    /// Canary.
+    Canary,
+}
+
+impl StrategyKind {
+    /// The names accepted in the config and on the command line.
+    pub const NAMES: &'static [&'static str] = &["rolling", "blue-green", "canary"];
+
+    /// From its name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "rolling" => Some(StrategyKind::Rolling),
+            "blue-green" => Some(StrategyKind::BlueGreen),
+            "canary" => Some(StrategyKind::Canary),
+            _ => None,
+        }
+    }
+}
+
+/// Health gate settings (unset ones keep the library's defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateConfig {
+    /// `min_healthy_time`.
+    pub min_healthy_time: Option<Duration>,
+    /// `poll_interval`.
+    pub poll_interval: Option<Duration>,
+    /// `progress_deadline`.
+    pub progress_deadline: Option<Duration>,
+    /// `failure_threshold`.
+    pub failure_threshold: Option<u32>,
+}
+
+/// Canary steps: `"25%"` (traffic weight), `"pause 30s"`, `"pause"` (until promoted),
+/// `"scale 2"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryStepConfig {
+    /// Set the traffic weight.
+    Weight(u8),
+    /// Pause for a while, or until promoted.
+    Pause(Option<Duration>),
+    /// Scale the canary fleet.
+    Scale(u32),
+}
+
+/// Per-strategy settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrategyConfig {
+    /// The default strategy.
+    pub kind: StrategyKind,
+    /// `canary.steps`.
+    pub canary_steps: Vec<CanaryStepConfig>,
+    /// `blue_green.auto_promote`.
+    pub blue_green_auto_promote: bool,
+    /// `blue_green.bake_time`.
+    pub blue_green_bake_time: Option<Duration>,
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        StrategyConfig {
+            kind: StrategyKind::Rolling,
+            canary_steps: vec![
+                CanaryStepConfig::Weight(25),
+                CanaryStepConfig::Pause(Some(Duration::from_secs(10))),
+                CanaryStepConfig::Weight(50),
+                CanaryStepConfig::Pause(Some(Duration::from_secs(10))),
+            ],
+            blue_green_auto_promote: true,
+            blue_green_bake_time: None,
+        }
+    }
+}
+
+/// A load balancer in front of an AWS process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    /// `listener` ARN.
+    pub listener: String,
+    /// `rule` ARN.
+    pub rule: Option<String>,
+    /// `target_groups`: two ARNs.
+    pub target_groups: [String; 2],
+    /// `container`.
+    pub container: Option<String>,
+    /// `port`.
+    pub port: i32,
+}
+
+/// One process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// Its name.
+    pub name: String,
+    /// `instances` (simulated).
+    pub instances: u32,
+    /// `load_balanced` (simulated; on AWS, whether `load_balancer` is set).
+    pub load_balanced: bool,
+    /// `cluster` (aws).
+    pub cluster: Option<String>,
+    /// `service` (aws).
+    pub service: Option<String>,
+    /// `container` (aws).
+    pub container: Option<String>,
+    /// `log_group` (aws; informational: logs are read from the task definition's awslogs
+    /// settings).
+    pub log_group: Option<String>,
+    /// `load_balancer` (aws).
+    pub load_balancer: Option<LoadBalancer>,
+    /// `subnets` (aws).
+    pub subnets: Vec<String>,
+    /// `security_groups` (aws).
+    pub security_groups: Vec<String>,
+    /// `assign_public_ip` (aws).
+    pub assign_public_ip: bool,
+    /// `strategy`: this process's own.
+    pub strategy: Option<StrategyKind>,
+}
+
+/// How a simulated image behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// Starts and stays healthy.
+    Good,
+    /// Exits shortly after starting, every time.
+    CrashLoop,
+    /// Runs but never passes its health check.
+    NeverHealthy,
+    /// Passes container health, fails the load balancer's.
+    LbUnhealthy,
+}
+
+impl Behavior {
+    /// The names accepted in the config.
+    pub const NAMES: &'static [&'static str] =
+        &["good", "crash-loop", "never-healthy", "lb-unhealthy"];
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "good" => Some(Behavior::Good),
+            "crash-loop" => Some(Behavior::CrashLoop),
+            "never-healthy" => Some(Behavior::NeverHealthy),
+            "lb-unhealthy" => Some(Behavior::LbUnhealthy),
+            _ => None,
+        }
+    }
+}
+
+/// One simulated image: its behaviour, and per-process exceptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimImage {
+    /// For every process without an exception.
+    pub all: Behavior,
+    /// Exceptions by process.
+    pub processes: BTreeMap<String, Behavior>,
+}
+
+/// The simulated platform's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// The tag every process runs before its first deployment.
+    pub initial: String,
+    /// How long an instance takes to start.
+    pub start_delay: Duration,
+    /// The images in the simulated registry, by tag.
+    pub images: BTreeMap<String, SimImage>,
+}
+
+/// One app (environment).
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Its name.
+    pub name: String,
+    /// `platform`.
+    pub platform: Platform,
+    /// `history`.
+    pub history: History,
+    /// `repository` (aws: the ECR repository name).
+    pub repository: String,
+    /// `region` (aws).
+    pub region: Option<String>,
+    /// `endpoint_url` (aws, an emulator).
+    pub endpoint_url: Option<String>,
+    /// `rollback`: whether any failure rolls every process back.
+    pub rollback_all: bool,
+    /// `strategy` and its settings.
+    pub strategy: StrategyConfig,
+    /// `gate`.
+    pub gate: GateConfig,
+    /// `processes`, in file order.
+    pub processes: Vec<ProcessConfig>,
+    /// `simulated`.
+    pub simulated: Option<SimConfig>,
+}
+
+impl AppConfig {
+    /// The process named `name`; `web` names `default` unless a process is called `web`.
+    pub fn resolve_process(&self, name: &str) -> Result<String, CliError> {
+        if self.processes.iter().any(|p| p.name == name) {
+            return Ok(name.to_owned());
+        }
+        if name == "web" && self.processes.iter().any(|p| p.name == "default") {
+            return Ok("default".to_owned());
+        }
+        let names: Vec<&str> = self.processes.iter().map(|p| p.name.as_str()).collect();
+        let hint = closest(name, &names)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        Err(CliError::usage(format!(
+            "unknown process {name:?} (app {} has: {}){hint}",
+            self.name,
+            names.join(", ")
+        )))
+    }
+
+    /// The history file.
+    pub fn history_path(&self) -> Result<PathBuf, CliError> {
+        match &self.history {
+            History::Sqlite(p) => Ok(p.clone()),
+            History::DefaultSqlite => Ok(data_dir()?.join("history.db")),
+        }
+    }
+}
+
+/// The directory `tapit` keeps its shared state in: `TAPIT_DATA_DIR`, else the user's data
+/// directory (`~/.local/share/tapitalee` on Linux).
+pub fn data_dir() -> Result<PathBuf, CliError> {
+    if let Some(d) = std::env::var_os("TAPIT_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    dirs::data_dir()
+        .map(|d| d.join("tapitalee"))
+        .ok_or_else(|| {
+            CliError::other(
+                "cannot find the user's data directory for the history; set TAPIT_DATA_DIR or \
+                 history = \"path/to/history.db\" in tapit.toml",
+            )
+        })
+}
+
+impl Config {
+    /// Finds the file (`explicit`, else upward from `cwd`) and loads it.
+    pub fn find_and_load(explicit: Option<&Path>, cwd: &Path) -> Result<Config, CliError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => cwd
+                .ancestors()
+                .map(|d| d.join(FILE_NAME))
+                .find(|p| p.is_file())
+                .ok_or_else(|| {
+                    CliError::Config(vec![format!(
+                        "no {FILE_NAME} in {} or any directory above it; run `tapit init` to \
+                         write one, or pass --config PATH (or set TAPIT_CONFIG)",
+                        cwd.display()
+                    )])
+                })?,
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CliError::Config(vec![format!("cannot read {}: {e}", path.display())]))?;
+        Config::parse(&text, &path)
+    }
+
+    /// Parses and validates `text`, read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, CliError> {
+        let root: Table = text.parse().map_err(|e: toml::de::Error| {
+            CliError::Config(vec![format!("{}: {}", path.display(), e.message())])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut c = Check::default();
+        c.keys(&root, "", &["default_app", "history", "apps"]);
+        let default_app = c.string(&root, "", "default_app");
+        let history = c.history(&root, "", base).unwrap_or(History::DefaultSqlite);
+        let mut apps = BTreeMap::new();
+        match root.get("apps") {
+            None => c.problem("apps", "missing: add at least one [apps.NAME] table"),
+            Some(v) => {
+                if let Some(t) = c.table(v, "apps") {
+                    if t.is_empty() {
+                        c.problem("apps", "empty: add at least one [apps.NAME] table");
+                    }
+                    for (name, v) in t {
+                        let p = format!("apps.{name}");
+                        if let Some(t) = c.table(v, &p)
+                            && let Some(app) = c.app(name, t, &p, &history, base)
+                        {
+                            apps.insert(name.clone(), app);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(d) = &default_app
+            && !apps.contains_key(d)
+            && root.get("apps").is_some()
+        {
+            let names: Vec<&str> = apps.keys().map(String::as_str).collect();
+            c.problem(
+                "default_app",
+                format!(
+                    "{d:?} is not an app of this file (apps: {})",
+                    names.join(", ")
+                ),
+            );
+        }
+        if c.problems.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                default_app,
+                apps,
+            })
+        } else {
+            Err(CliError::Config(
+                c.problems
+                    .into_iter()
+                    .map(|p| format!("{}: {p}", path.display()))
+                    .collect(),
+            ))
+        }
+    }
+
+    /// The app to work on: `-a`/`TAPIT_APP`, else `default_app`, else the only one.
+    pub fn app(&self, asked: Option<&str>) -> Result<&AppConfig, CliError> {
+        let names: Vec<&str> = self.apps.keys().map(String::as_str).collect();
+        let name = match asked.or(self.default_app.as_deref()) {
+            Some(n) => n,
+            None if names.len() == 1 => names[0],
+            None => {
+                return Err(CliError::usage(format!(
+                    "{} describes several apps ({}); choose one with -a NAME (or TAPIT_APP, or \
+                     default_app in the file)",
+                    self.path.display(),
+                    names.join(", ")
+                )));
+            }
+        };
+        self.apps.get(name).ok_or_else(|| {
+            let hint = closest(name, &names)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            CliError::usage(format!(
+                "unknown app {name:?} ({} has: {}){hint}",
+                self.path.display(),
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+/// Accumulates problems while reading the file.
+#[derive(Debug, Default)]
+struct Check {
+    problems: Vec<String>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    v.type_str()
+}
+
+impl Check {
+    fn problem(&mut self, path: &str, message: impl std::fmt::Display) {
+        self.problems.push(format!("{path}: {message}"));
+    }
+
+    fn keys(&mut self, t: &Table, path: &str, allowed: &[&str]) {
+        for key in t.keys() {
+            if !allowed.contains(&key.as_str()) {
+                let hint = closest(key, allowed)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                self.problem(
+                    &join(path, key),
+                    format!("unknown key{hint}; valid keys here: {}", allowed.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn table<'a>(&mut self, v: &'a Value, path: &str) -> Option<&'a Table> {
+        match v {
+            Value::Table(t) => Some(t),
+            other => {
+                self.problem(path, format!("expected a table, found a {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, t: &Table, path: &str, key: &str) -> Option<String> {
+        match t.get(key)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+            Value::String(_) => {
+                self.problem(&join(path, key), "must not be empty");
+                None
+            }
+            other => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected a string, found a {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, t: &Table, path: &str, key: &str) -> Vec<String> {
+        match t.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| match v {
+                    Value::String(s) => Some(s.clone()),
+                    other => {
+                        self.problem(
+                            &format!("{}[{i}]", join(path, key)),
+                            format!("expected a string, found a {}", kind(other)),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            Some(other) => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected an array of strings, found a {}", kind(other)),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn boolean(&mut self, t: &Table, path: &str, key: &str) -> Option<bool> {
+        match t.get(key)? {
+            Value::Boolean(b) => Some(*b),
+            other => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected true or false, found a {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, t: &Table, path: &str, key: &str, min: i64, max: i64) -> Option<i64> {
+        match t.get(key)? {
+            Value::Integer(n) if (min..=max).contains(n) => Some(*n),
+            Value::Integer(n) => {
+                self.problem(
+                    &join(path, key),
+                    format!("{n} is out of range {min}..={max}"),
+                );
+                None
+            }
+            other => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected an integer, found a {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, t: &Table, path: &str, key: &str) -> Option<Duration> {
+        let s = self.string(t, path, key)?;
+        match humantime::parse_duration(&s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(
+                    &join(path, key),
+                    format!("{s:?} is not a duration ({e}); e.g. \"30s\", \"10m\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn choice<T>(
+        &mut self,
+        t: &Table,
+        path: &str,
+        key: &str,
+        names: &[&str],
+        from: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let s = self.string(t, path, key)?;
+        let found = from(&s);
+        if found.is_none() {
+            let hint = closest(&s, names)
+                .map(|c| format!(" (did you mean {c:?}?)"))
+                .unwrap_or_default();
+            self.problem(
+                &join(path, key),
+                format!("{s:?} is not one of: {}{hint}", names.join(", ")),
+            );
+        }
+        found
+    }
+
+    fn history(&mut self, t: &Table, path: &str, base: &Path) -> Option<History> {
+        let s = self.string(t, path, "history")?;
+        Some(if s == "sqlite" {
+            History::DefaultSqlite
+        } else {
+            History::Sqlite(base.join(s))
+        })
+    }
+
+    fn app(
+        &mut self,
+        name: &str,
+        t: &Table,
+        path: &str,
+        history: &History,
+        base: &Path,
+    ) -> Option<AppConfig> {
+        let before = self.problems.len();
+        if tapitalee::AppName::new(name).is_err() {
+            self.problem(
+                path,
+                format!("{name:?} is not a valid app name (lowercase letters, digits and -)"),
+            );
+        }
+        self.keys(
+            t,
+            path,
+            &[
+                "platform",
+                "history",
+                "repository",
+                "region",
+                "endpoint_url",
+                "strategy",
+                "rollback",
+                "gate",
+                "canary",
+                "blue_green",
+                "processes",
+                "simulated",
+            ],
+        );
+        let platform = match t.get("platform") {
+            None => {
+                self.problem(&join(path, "platform"), "missing: \"aws\" or \"simulated\"");
+                None
+            }
+            Some(_) => self.choice(t, path, "platform", &["aws", "simulated"], |s| match s {
+                "aws" => Some(Platform::Aws),
+                "simulated" => Some(Platform::Simulated),
+                _ => None,
+            }),
+        };
+        let history = self
+            .history(t, path, base)
+            .unwrap_or_else(|| history.clone());
+        let repository = self.string(t, path, "repository");
+        if platform == Some(Platform::Aws) && repository.is_none() {
+            self.problem(
+                &join(path, "repository"),
+                "missing: the app's ECR repository name",
+            );
+        }
+        let region = self.string(t, path, "region");
+        let endpoint_url = self.string(t, path, "endpoint_url");
+        let rollback_all = self
+            .choice(t, path, "rollback", &["per-process", "all"], |s| match s {
+                "per-process" => Some(false),
+                "all" => Some(true),
+                _ => None,
+            })
+            .unwrap_or(false);
+        let mut strategy = StrategyConfig::default();
+        if let Some(k) = self.choice(
+            t,
+            path,
+            "strategy",
+            StrategyKind::NAMES,
+            StrategyKind::from_name,
+        ) {
+            strategy.kind = k;
+        }
+        if let Some(v) = t.get("canary") {
+            let p = join(path, "canary");
+            if let Some(ct) = self.table(v, &p) {
+                self.keys(ct, &p, &["steps"]);
+                if ct.contains_key("steps") {
+                    let steps = self.strings(ct, &p, "steps");
+                    let mut parsed = Vec::new();
+                    for (i, s) in steps.iter().enumerate() {
+                        match parse_canary_step(s) {
+                            Ok(step) => parsed.push(step),
+                            Err(e) => self.problem(&format!("{p}.steps[{i}]"), e),
+                        }
+                    }
+                    strategy.canary_steps = parsed;
+                }
+            }
+        }
+        if let Some(v) = t.get("blue_green") {
+            let p = join(path, "blue_green");
+            if let Some(bt) = self.table(v, &p) {
+                self.keys(bt, &p, &["auto_promote", "bake_time"]);
+                if let Some(b) = self.boolean(bt, &p, "auto_promote") {
+                    strategy.blue_green_auto_promote = b;
+                }
+                strategy.blue_green_bake_time = self.duration(bt, &p, "bake_time");
+            }
+        }
+        let mut gate = GateConfig::default();
+        if let Some(v) = t.get("gate") {
+            let p = join(path, "gate");
+            if let Some(gt) = self.table(v, &p) {
+                self.keys(
+                    gt,
+                    &p,
+                    &[
+                        "min_healthy_time",
+                        "poll_interval",
+                        "progress_deadline",
+                        "failure_threshold",
+                    ],
+                );
+                gate.min_healthy_time = self.duration(gt, &p, "min_healthy_time");
+                gate.poll_interval = self.duration(gt, &p, "poll_interval");
+                gate.progress_deadline = self.duration(gt, &p, "progress_deadline");
+                gate.failure_threshold = self
+                    .integer(gt, &p, "failure_threshold", 1, 10_000)
+                    .and_then(|n| u32::try_from(n).ok());
+                for (key, d) in [
+                    ("poll_interval", gate.poll_interval),
+                    ("progress_deadline", gate.progress_deadline),
+                ] {
+                    if d.is_some_and(|d| d.is_zero()) {
+                        self.problem(&join(&p, key), "must be above zero");
+                    }
+                }
+            }
+        }
+        let mut processes = Vec::new();
+        match t.get("processes") {
+            None => self.problem(
+                &join(path, "processes"),
+                "missing: add at least one [apps.NAME.processes.default] table",
+            ),
+            Some(v) => {
+                let p = join(path, "processes");
+                if let Some(pt) = self.table(v, &p) {
+                    if pt.is_empty() {
+                        self.problem(&p, "empty: add at least one process");
+                    }
+                    for (pname, v) in pt {
+                        let pp = join(&p, pname);
+                        if let Some(t) = self.table(v, &pp)
+                            && let Some(proc) = self.process(pname, t, &pp, platform)
+                        {
+                            processes.push(proc);
+                        }
+                    }
+                }
+            }
+        }
+        let simulated = match (t.get("simulated"), platform) {
+            (Some(v), _) => {
+                let p = join(path, "simulated");
+                self.table(v, &p)
+                    .and_then(|st| self.simulated(st, &p, &processes))
+            }
+            (None, Some(Platform::Simulated)) => {
+                self.problem(
+                    &join(path, "simulated"),
+                    "missing: a simulated app needs [apps.NAME.simulated] with its images",
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(AppConfig {
+            name: name.to_owned(),
+            platform: platform?,
+            history,
+            repository: repository.unwrap_or_else(|| name.to_owned()),
+            region,
+            endpoint_url,
+            rollback_all,
+            strategy,
+            gate,
+            processes,
+            simulated,
+        })
+    }
+
+    fn process(
+        &mut self,
+        name: &str,
+        t: &Table,
+        path: &str,
+        platform: Option<Platform>,
+    ) -> Option<ProcessConfig> {
+        if tapitalee::ProcessName::new(name).is_err() {
+            self.problem(path, format!("{name:?} is not a valid process name"));
+        }
+        self.keys(
+            t,
+            path,
+            &[
+                "instances",
+                "load_balanced",
+                "cluster",
+                "service",
+                "container",
+                "log_group",
+                "load_balancer",
+                "subnets",
+                "security_groups",
+                "assign_public_ip",
+                "strategy",
+            ],
+        );
+        let cluster = self.string(t, path, "cluster");
+        let service = self.string(t, path, "service");
+        if platform == Some(Platform::Aws) {
+            for (key, v) in [("cluster", &cluster), ("service", &service)] {
+                if v.is_none() && !t.contains_key(key) {
+                    self.problem(
+                        &join(path, key),
+                        "missing: the process's ECS ".to_owned() + key,
+                    );
+                }
+            }
+        }
+        let load_balancer = t.get("load_balancer").and_then(|v| {
+            let p = join(path, "load_balancer");
+            let lt = self.table(v, &p)?;
+            self.keys(
+                lt,
+                &p,
+                &["listener", "rule", "target_groups", "container", "port"],
+            );
+            let listener = self.string(lt, &p, "listener");
+            if listener.is_none() && !lt.contains_key("listener") {
+                self.problem(&join(&p, "listener"), "missing: the listener ARN");
+            }
+            let groups = self.strings(lt, &p, "target_groups");
+            if groups.len() != 2 {
+                self.problem(
+                    &join(&p, "target_groups"),
+                    format!(
+                        "expected two target group ARNs (blue and green), found {}",
+                        groups.len()
+                    ),
+                );
+            }
+            let port = self.integer(lt, &p, "port", 1, 65535);
+            if port.is_none() && !lt.contains_key("port") {
+                self.problem(
+                    &join(&p, "port"),
+                    "missing: the container port receiving traffic",
+                );
+            }
+            let [a, b] = <[String; 2]>::try_from(groups).ok()?;
+            Some(LoadBalancer {
+                listener: listener?,
+                rule: self.string(lt, &p, "rule"),
+                target_groups: [a, b],
+                container: self.string(lt, &p, "container"),
+                port: i32::try_from(port?).ok()?,
+            })
+        });
+        let load_balanced = self
+            .boolean(t, path, "load_balanced")
+            .unwrap_or(load_balancer.is_some() || name == "default");
+        Some(ProcessConfig {
+            name: name.to_owned(),
+            instances: self
+                .integer(t, path, "instances", 0, 10_000)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
+            load_balanced,
+            cluster,
+            service,
+            container: self.string(t, path, "container"),
+            log_group: self.string(t, path, "log_group"),
+            load_balancer,
+            subnets: self.strings(t, path, "subnets"),
+            security_groups: self.strings(t, path, "security_groups"),
+            assign_public_ip: self.boolean(t, path, "assign_public_ip").unwrap_or(false),
+            strategy: self.choice(
+                t,
+                path,
+                "strategy",
+                StrategyKind::NAMES,
+                StrategyKind::from_name,
+            ),
+        })
+    }
+
+    fn simulated(
+        &mut self,
+        t: &Table,
+        path: &str,
+        processes: &[ProcessConfig],
+    ) -> Option<SimConfig> {
+        self.keys(t, path, &["initial", "start_delay", "images"]);
+        let mut images = BTreeMap::new();
+        let names: Vec<&str> = processes.iter().map(|p| p.name.as_str()).collect();
+        match t.get("images") {
+            None => self.problem(
+                &join(path, "images"),
+                "missing: the images of the simulated registry, e.g. images = { \"v1\" = \"good\" }",
+            ),
+            Some(v) => {
+                let p = join(path, "images");
+                if let Some(it) = self.table(v, &p) {
+                    for (tag, v) in it {
+                        let ip = format!("{p}.{tag:?}");
+                        if tapitalee::DockerTag::new(tag).is_err() {
+                            self.problem(&ip, format!("{tag:?} is not a valid Docker tag"));
+                        }
+                        let behavior = |c: &mut Check, s: &str, at: &str| {
+                            let b = Behavior::from_name(s);
+                            if b.is_none() {
+                                let hint = closest(s, Behavior::NAMES)
+                                    .map(|c| format!(" (did you mean {c:?}?)"))
+                                    .unwrap_or_default();
+                                c.problem(
+                                    at,
+                                    format!("{s:?} is not one of: {}{hint}", Behavior::NAMES.join(", ")),
+                                );
+                            }
+                            b
+                        };
+                        let image = match v {
+                            Value::String(s) => behavior(self, s, &ip).map(|all| SimImage {
+                                all,
+                                processes: BTreeMap::new(),
+                            }),
+                            Value::Table(bt) => {
+                                let mut all = Behavior::Good;
+                                let mut per = BTreeMap::new();
+                                for (k, v) in bt {
+                                    let kp = format!("{ip}.{k}");
+                                    let Value::String(s) = v else {
+                                        self.problem(&kp, format!("expected a behaviour name, found a {}", kind(v)));
+                                        continue;
+                                    };
+                                    let Some(b) = behavior(self, s, &kp) else { continue };
+                                    if k == "all" {
+                                        all = b;
+                                    } else if names.contains(&k.as_str()) {
+                                        per.insert(k.clone(), b);
+                                    } else {
+                                        let hint = closest(k, &names)
+                                            .map(|c| format!(" (did you mean `{c}`?)"))
+                                            .unwrap_or_default();
+                                        self.problem(
+                                            &kp,
+                                            format!("unknown process{hint}; keys here are `all` and the app's processes: {}", names.join(", ")),
+                                        );
+                                    }
+                                }
+                                Some(SimImage { all, processes: per })
+                            }
+                            other => {
+                                self.problem(
+                                    &ip,
+                                    format!("expected a behaviour name or a table, found a {}", kind(other)),
+                                );
+                                None
+                            }
+                        };
+                        if let Some(image) = image {
+                            images.insert(tag.clone(), image);
+                        }
+                    }
+                }
+            }
+        }
+        let initial = self.string(t, path, "initial");
+        if let Some(i) = &initial
+            && !images.contains_key(i)
+            && t.get("images").is_some()
+        {
+            self.problem(
+                &join(path, "initial"),
+                format!("{i:?} is not one of the images listed under images"),
+            );
+        }
+        if initial.is_none() && !t.contains_key("initial") {
+            self.problem(
+                &join(path, "initial"),
+                "missing: the tag every process runs before its first deployment",
+            );
+        }
+        Some(SimConfig {
+            initial: initial?,
+            start_delay: self
+                .duration(t, path, "start_delay")
+                .unwrap_or(Duration::from_millis(500)),
+            images,
+        })
+    }
+}
+
+/// One canary step from its config string.
+pub fn parse_canary_step(s: &str) -> Result<CanaryStepConfig, String> {
+    let s = s.trim();
+    if let Some(n) = s.strip_suffix('%') {
+        return match n.trim().parse::<u8>() {
+            Ok(w) if w <= 100 => Ok(CanaryStepConfig::Weight(w)),
+            _ => Err(format!("{s:?}: a weight is 0% to 100%")),
+        };
+    }
+    if s == "pause" {
+        return Ok(CanaryStepConfig::Pause(None));
+    }
+    if let Some(d) = s.strip_prefix("pause ") {
+        return humantime::parse_duration(d.trim())
+            .map(|d| CanaryStepConfig::Pause(Some(d)))
+            .map_err(|e| format!("{s:?}: {e}"));
+    }
+    if let Some(n) = s.strip_prefix("scale ") {
+        return n
+            .trim()
+            .parse()
+            .map(CanaryStepConfig::Scale)
+            .map_err(|_| format!("{s:?}: scale takes a number of instances"));
+    }
+    Err(format!(
+        "{s:?} is not a canary step; write \"25%\" (traffic weight), \"pause 30s\", \"pause\" \
+         (until `tapit promote deploy`) or \"scale 2\""
+    ))
+}
+
+#[cfg(test)]
+mod tests;
