@@ -238,6 +238,9 @@ pub struct AppConfig {
     pub strategy: StrategyConfig,
     /// `gate`.
     pub gate: GateConfig,
+    /// `lock_lease`: how long a process lock lives without renewal (a dead deployer's locks
+    /// expire after it, then `tapit recover` can act).
+    pub lock_lease: Option<Duration>,
     /// `processes`, in file order.
     pub processes: Vec<ProcessConfig>,
     /// `simulated`.
@@ -340,11 +343,15 @@ impl Config {
                 }
             }
         }
+        let declared: Vec<&str> = match root.get("apps") {
+            Some(Value::Table(t)) => t.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
         if let Some(d) = &default_app
-            && !apps.contains_key(d)
-            && root.get("apps").is_some()
+            && !declared.contains(&d.as_str())
+            && !declared.is_empty()
         {
-            let names: Vec<&str> = apps.keys().map(String::as_str).collect();
+            let names = declared;
             c.problem(
                 "default_app",
                 format!(
@@ -592,6 +599,7 @@ impl Check {
                 "endpoint_url",
                 "strategy",
                 "rollback",
+                "lock_lease",
                 "gate",
                 "canary",
                 "blue_green",
@@ -696,6 +704,10 @@ impl Check {
                 }
             }
         }
+        let lock_lease = self.duration(t, path, "lock_lease");
+        if lock_lease.is_some_and(|d| d < Duration::from_millis(100)) {
+            self.problem(&join(path, "lock_lease"), "must be at least 100ms");
+        }
         let mut processes = Vec::new();
         match t.get("processes") {
             None => self.problem(
@@ -747,6 +759,7 @@ impl Check {
             rollback_all,
             strategy,
             gate,
+            lock_lease,
             processes,
             simulated,
         })

@@ -69,7 +69,11 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
     if app.gate.failure_threshold.is_some() {
         gate.failure_threshold = app.gate.failure_threshold;
     }
-    let builder = Engine::builder()
+    let mut builder = Engine::builder();
+    if let Some(lease) = app.lock_lease {
+        builder = builder.lock_lease(lease);
+    }
+    let builder = builder
         .store(store.clone())
         .health_gate(gate)
         .default_strategy(strategy(&app.strategy, app.strategy.kind, true)?);
@@ -190,9 +194,11 @@ pub fn strategy(
 
 /// The simulated platform, rebuilt by every `tapit` from the configuration and the history:
 /// each process runs the tag of its last successful deployment (or the configured initial
-/// one). Processes on different tags live in separate in-memory platforms (one per live tag,
-/// each seeded with its tag), routed to by process; every one holds the same images pushed in
-/// the same order, so digests agree.
+/// one). Each process lives in its own in-memory platform, seeded with its tag, and calls are
+/// routed by process: processes can run different tags, and a process's fleet ids are the same
+/// in every `tapit` (its live fleet is always `fleet-1`), so a deployment whose deployer died
+/// can be rolled back by another `tapit` from what it recorded. Every platform holds the same
+/// images pushed in the same order, so digests agree.
 #[derive(Debug, Clone)]
 pub struct SimPlatform {
     groups: Vec<InMemoryPlatform>,
@@ -211,50 +217,27 @@ impl SimPlatform {
             .as_ref()
             .ok_or_else(|| CliError::usage(format!("app {} has no [simulated] table", app.name)))?;
         let live = live_tags(store, name).await?;
-        let mut tags: Vec<String> = Vec::new();
-        let mut group_of = Vec::new();
+        let mut groups = Vec::new();
+        let mut by_process = HashMap::new();
         for p in &app.processes {
             let tag = live
                 .get(&p.name)
                 .filter(|t| sim.images.contains_key(*t))
-                .cloned()
-                .unwrap_or_else(|| sim.initial.clone());
-            let i = tags.iter().position(|t| *t == tag).unwrap_or_else(|| {
-                tags.push(tag);
-                tags.len() - 1
-            });
-            group_of.push(i);
-        }
-        let mut groups = Vec::new();
-        let mut by_process = HashMap::new();
-        for (gi, tag) in tags.iter().enumerate() {
+                .unwrap_or(&sim.initial);
             let platform = InMemoryPlatform::new();
             platform.record_calls(false);
-            let members: Vec<(&str, u32, bool)> = app
-                .processes
-                .iter()
-                .zip(&group_of)
-                .filter(|(_, g)| **g == gi)
-                .map(|(p, _)| (p.name.as_str(), p.instances, p.load_balanced))
-                .collect();
-            platform.add_app(name.as_str(), &members);
+            platform.add_app(
+                name.as_str(),
+                &[(p.name.as_str(), p.instances, p.load_balanced)],
+            );
             for (image_tag, image) in &sim.images {
                 platform.push_image(name, image_tag, behavior(image.all, sim.start_delay));
-                for (process, b) in &image.processes {
-                    if members.iter().any(|m| m.0 == process) {
-                        platform.set_behavior(
-                            name,
-                            image_tag,
-                            process,
-                            behavior(*b, sim.start_delay),
-                        );
-                    }
+                if let Some(b) = image.processes.get(&p.name) {
+                    platform.set_behavior(name, image_tag, &p.name, behavior(*b, sim.start_delay));
                 }
             }
             platform.seed_release(name, tag);
-            for m in &members {
-                by_process.insert(ProcessName::new(m.0)?, gi);
-            }
+            by_process.insert(ProcessName::new(&p.name)?, groups.len());
             groups.push(platform);
         }
         let order = app
@@ -312,6 +295,19 @@ pub async fn live_tags(
     Ok(live)
 }
 
+/// Whether an error says a fleet does not exist. On the simulated platform, fleets live in
+/// the memory of the `tapit` that launched them: after that process died, another `tapit`
+/// (`recover`) finds them gone, which for scaling to zero or routing no traffic is success.
+fn gone(e: &tapitalee::Error) -> bool {
+    matches!(
+        e,
+        tapitalee::Error::NotFound {
+            resource: tapitalee::Resource::Fleet,
+            ..
+        }
+    )
+}
+
 #[async_trait]
 impl Deployer for SimPlatform {
     async fn processes(&self, app: &AppName) -> Result<Vec<ProcessSpec>> {
@@ -341,10 +337,22 @@ impl Deployer for SimPlatform {
             .await
     }
     async fn scale(&self, fleet: &Fleet, count: u32) -> Result<()> {
-        self.group(&fleet.target.process)?.scale(fleet, count).await
+        match self.group(&fleet.target.process)?.scale(fleet, count).await {
+            Err(e) if gone(&e) && count == 0 => Ok(()),
+            other => other,
+        }
     }
     async fn route(&self, target: &Target, weights: &[TrafficWeight]) -> Result<()> {
-        self.group(&target.process)?.route(target, weights).await
+        let group = self.group(&target.process)?;
+        match group.route(target, weights).await {
+            // A fleet that lived only in a dead deployer's memory takes no traffic anyway.
+            Err(e) if gone(&e) => {
+                let kept: Vec<TrafficWeight> =
+                    weights.iter().filter(|w| w.percent > 0).cloned().collect();
+                group.route(target, &kept).await
+            }
+            other => other,
+        }
     }
     async fn make_primary(&self, fleet: &Fleet) -> Result<()> {
         self.group(&fleet.target.process)?.make_primary(fleet).await

@@ -65,7 +65,7 @@ pub async fn run(ctx: &Ctx, args: &RecoverArgs) -> Result<(), CliError> {
     if action == "rollback" {
         let record = backend.engine.rollback(&target).await?;
         deploy::report(&ctx.out, &record, &app_flag);
-        return Ok(());
+        return deploy::outcome(&record);
     }
     let handle = backend.engine.resume(&target).await?;
     ctx.out
