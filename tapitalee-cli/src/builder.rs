@@ -16,6 +16,15 @@ pub enum Cache {
     Gha,
 }
 
+const GHA_NEEDS_BUILDX: &str = "cache=gha needs docker buildx (the GitHub Actions cache is a \
+    buildx cache backend) and `docker buildx version` failed here; install buildx (e.g. \
+    docker/setup-buildx-action) or use cache=ecr";
+
+/// Why a cache cannot be used with this Docker, if it cannot.
+pub fn unsupported(cache: Option<Cache>, buildx: bool) -> Option<&'static str> {
+    (cache == Some(Cache::Gha) && !buildx).then_some(GHA_NEEDS_BUILDX)
+}
+
 /// What to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Build {
@@ -81,14 +90,7 @@ impl Build {
                 "--cache-to".into(),
                 "type=gha,mode=max".into(),
             ]),
-            (Some(Cache::Gha), false) => {
-                return Err(
-                    "cache=gha needs docker buildx (the GitHub Actions cache is a buildx cache \
-                     backend) and `docker buildx version` failed here; install buildx (e.g. \
-                     docker/setup-buildx-action) or use cache=ecr"
-                        .into(),
-                );
-            }
+            (Some(Cache::Gha), false) => return Err(GHA_NEEDS_BUILDX.into()),
         }
         if buildx && self.push {
             build.push("--push".into());

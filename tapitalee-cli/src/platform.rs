@@ -49,7 +49,21 @@ pub fn open_store(app: &AppConfig) -> Result<Arc<SqliteStore>, CliError> {
             ))
         })?;
     }
-    Ok(Arc::new(SqliteStore::open(&path)?))
+    // Several tapit processes may open a new history file at once (a detached deployer and a
+    // `show deploy` from another terminal); opening initialises the schema under a write
+    // lock, so a brief conflict is retried.
+    let mut attempt = 0;
+    loop {
+        match SqliteStore::open(&path) {
+            Ok(store) => return Ok(Arc::new(store)),
+            Err(e @ tapitalee::Error::Store { .. }) if attempt < 10 => {
+                tracing::debug!(error = %e, attempt, "retrying to open the history");
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Connects to the app's platform and builds its engine.

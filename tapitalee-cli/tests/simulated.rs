@@ -371,20 +371,13 @@ fn ctrl_c_aborts_and_rolls_back_cleanly() {
             "strategy=canary",
             "--wait",
         ])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(p.path().join("deployer.log")).unwrap())
         .spawn()
         .unwrap();
     // Wait until the canary is paused, then Ctrl-C (SIGINT) once.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, out, _) = p.run(&["show", "deploy"]);
-        if out.contains("paused") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never paused: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_paused(&p);
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -394,7 +387,7 @@ fn ctrl_c_aborts_and_rolls_back_cleanly() {
             .success()
     );
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = std::fs::read_to_string(p.path().join("deployer.log")).unwrap();
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(
         stderr.contains("aborting: every process rolls back"),
@@ -422,23 +415,12 @@ fn recover_rolls_back_a_deployment_whose_deployer_died() {
             "process=default",
             "--wait",
         ])
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(p.path().join("deployer.log")).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, out, _) = p.run(&["show", "deploy"]);
-        if out.contains("paused") {
-            break;
-        }
-        let log = std::fs::read_to_string(p.path().join("deployer.log")).unwrap_or_default();
-        assert!(
-            Instant::now() < deadline,
-            "never paused: {out}\ndeployer: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_paused(&p);
     // The deployer dies (kill -9): nothing is cleaned up.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -495,4 +477,22 @@ fn images_of_the_simulated_registry() {
     let (code, _, err) = p.run(&["show", "image", "docker_tag=v7"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("v7"), "{err}");
+}
+
+/// Waits until the app's latest deployment is paused (a canary waiting for promotion); on
+/// timeout, shows what `show deploy` and the deployer (logging to deployer.log) said.
+fn wait_until_paused(p: &Project) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, err) = p.run(&["show", "deploy"]);
+        if out.contains("paused") {
+            return;
+        }
+        let deployer = std::fs::read_to_string(p.path().join("deployer.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "never paused:\n{out}\nshow deploy: {err}\ndeployer: {deployer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

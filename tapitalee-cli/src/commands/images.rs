@@ -183,6 +183,9 @@ async fn build_words(ctx: &Ctx, words: &Words, push: bool) -> Result<String, Cli
     let docker = Docker::default();
     docker.check_engine().map_err(CliError::Other)?;
     let buildx = docker.has_buildx();
+    if let Some(why) = builder::unsupported(cache, buildx) {
+        return Err(CliError::usage(why));
+    }
     let host = docker_login(ctx, &app, &docker).await?;
     let mut labels = vec![(
         "org.opencontainers.image.version".to_owned(),

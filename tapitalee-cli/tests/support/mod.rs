@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 
+pub mod moto;
+
 /// A simulated app `shop` (default ×2 behind a load balancer, worker, scheduler), fast:
 /// instances start in 100 ms, fleets must stay healthy 300 ms.
 pub const SIMULATED: &str = r#"
@@ -118,6 +120,30 @@ impl Project {
                 "deployment {id} never got there: {r:#}"
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits like [`wait_for`](Self::wait_for), reading records with `run` (extra flags).
+    pub fn wait_for_with(
+        &self,
+        id: &str,
+        run: impl Fn(&[&str]) -> (i32, String, String),
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, out, err) =
+                run(&["--output", "json", "show", "deploy", &format!("id={id}")]);
+            assert_eq!(code, 0, "{err}");
+            let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deployment {id} never got there: {r:#}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
         }
     }
 
