@@ -361,6 +361,12 @@ impl LiveView {
 
     /// Redraws the view on stderr.
     pub fn draw(&mut self, out: &Out) {
+        let frame = self.frame(out);
+        eprint!("{frame}");
+    }
+
+    /// The next frame: back up over the previous one, then one cleared line per process.
+    pub fn frame(&mut self, out: &Out) -> String {
         let mut frame = String::new();
         if self.drawn > 0 {
             let _ = write!(frame, "\x1b[{}A", self.drawn);
@@ -390,7 +396,7 @@ impl LiveView {
             let _ = writeln!(frame, "\x1b[2K{line}");
         }
         self.drawn = self.order.len();
-        eprint!("{frame}");
+        frame
     }
 }
 
@@ -421,5 +427,91 @@ pub fn github_actions(d: &DeploymentRecord, app_flag: &str) {
         if let Err(e) = written {
             eprintln!("warning: cannot append to $GITHUB_STEP_SUMMARY: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapitalee::{DeploymentId, ProcessName};
+
+    fn event(process: Option<&str>, kind: EventKind) -> DeployEvent {
+        DeployEvent {
+            deployment: DeploymentId::new(),
+            process: process.map(|p| ProcessName::new(p).unwrap()),
+            at: SystemTime::now(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn the_live_view_has_one_line_per_process_redrawn_in_place() {
+        let out = Out {
+            format: Output::Human,
+            live: true,
+            colour: false,
+        };
+        let mut view = LiveView::default();
+        view.update(&event(
+            None,
+            EventKind::Started {
+                image: "registry.local/shop:v1".parse().unwrap(),
+                processes: vec![
+                    ProcessName::new("default").unwrap(),
+                    ProcessName::new("worker").unwrap(),
+                ],
+            },
+        ));
+        view.update(&event(
+            Some("default"),
+            EventKind::Health {
+                fleet: "new".into(),
+                healthy: 1,
+                wanted: 4,
+                failures: 0,
+            },
+        ));
+        view.update(&event(
+            Some("default"),
+            EventKind::Step {
+                message: "routed 25% of traffic to the new fleet".into(),
+            },
+        ));
+        let first = view.frame(&out);
+        assert!(!first.contains("\x1b[2A"), "nothing to back over yet");
+        let lines: Vec<&str> = first.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains("new 1/4 healthy"), "{first}");
+        assert!(lines[0].contains("traffic 25% new"), "{first}");
+        assert!(lines[0].contains("routed 25% of traffic"), "{first}");
+        assert!(lines[1].contains("worker"), "{first}");
+        view.update(&event(
+            Some("worker"),
+            EventKind::ProcessFinished {
+                status: ProcessStatus::Succeeded,
+            },
+        ));
+        let second = view.frame(&out);
+        assert!(
+            second.starts_with("\x1b[2A"),
+            "moves up over the last frame"
+        );
+        assert!(second.contains("worker     succeeded"), "{second}");
+    }
+
+    #[test]
+    fn event_lines_are_plain_and_timestamped() {
+        let line = event_line(&event(
+            Some("worker"),
+            EventKind::RollingBack {
+                reason: "crash loop".into(),
+            },
+        ));
+        assert!(line.starts_with("20"), "{line}");
+        assert!(
+            line.ends_with("worker     rolling back: crash loop"),
+            "{line}"
+        );
+        assert!(!line.contains('\x1b'));
     }
 }

@@ -117,7 +117,7 @@ pub async fn create(ctx: &Ctx, args: &DeployArgs) -> Result<(), CliError> {
     if args.wait {
         run_and_wait(ctx, &app, &job, &app_flag).await
     } else {
-        let id = spawn_detached(&job).await?;
+        let id = spawn_detached(&job, &app).await?;
         announce_detached(&ctx.out, &id, &app_flag);
         Ok(())
     }
@@ -197,11 +197,53 @@ pub async fn run_and_wait(
     let handle = start(&backend, app, job).await?;
     let record = follow(&backend, app, handle, Some(&ctx.out)).await?;
     report(&ctx.out, &record.0, app_flag);
+    failed_logs(&ctx.out, &backend, &record.0).await;
     if record.1 {
         return Err(CliError::Interrupted);
     }
     outcome(&record.0)
 }
+
+/// On AWS, the last log lines of each failed process since its deployment started (what the
+/// failed tasks said before they stopped). Best effort: a failure to read them is only noted.
+async fn failed_logs(out: &Out, backend: &Backend, record: &DeploymentRecord) {
+    let Some(aws) = &backend.aws else { return };
+    if out.json() {
+        return;
+    }
+    for p in &record.processes {
+        if render::reason(&p.status).is_none() {
+            continue;
+        }
+        let target = tapitalee::Target::new(record.app.clone(), p.process.clone());
+        let query = tapitalee::aws::LogQuery {
+            since: p.started_at.unwrap_or(record.created_at),
+            ..tapitalee::aws::LogQuery::default()
+        };
+        match aws.logs().fetch(&target, &query).await {
+            Ok(lines) if !lines.is_empty() => {
+                let last: Vec<String> = lines
+                    .iter()
+                    .rev()
+                    .take(LAST_LOG_LINES)
+                    .rev()
+                    .map(|l| format!("    {} {}", render::time(l.at), l.message))
+                    .collect();
+                out.result(&format!(
+                    "last log lines of {} (tapit show logs process={}):\n{}",
+                    p.process,
+                    p.process,
+                    last.join("\n")
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => out.note(&format!("(cannot read the logs of {}: {e})", p.process)),
+        }
+    }
+}
+
+/// How many log lines of a failed process are shown.
+const LAST_LOG_LINES: usize = 10;
 
 /// The exit status of a finished deployment.
 pub fn outcome(record: &DeploymentRecord) -> Result<(), CliError> {
@@ -299,16 +341,32 @@ pub async fn follow(
     Ok((record, interrupted))
 }
 
+/// The log of background deployers: `deployer.log` next to the history file.
+pub fn deployer_log(app: &AppConfig) -> Result<PathBuf, CliError> {
+    let history = app.history_path()?;
+    let dir = history.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::other(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir.join("deployer.log"))
+}
+
 /// Starts the job in a detached `tapit __deployer`; returns the deployment's id once it has
 /// started (or the reason it was refused, with its exit code).
-pub async fn spawn_detached(job: &Job) -> Result<DeploymentId, CliError> {
+pub async fn spawn_detached(job: &Job, app: &AppConfig) -> Result<DeploymentId, CliError> {
+    // The background deployer's own messages (tracing) go to a log next to the history.
+    let log_path = deployer_log(app)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError::other(format!("cannot open {}: {e}", log_path.display())))?;
     let exe = std::env::current_exe()
         .map_err(|e| CliError::other(format!("cannot find the tapit executable: {e}")))?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("__deployer")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         // Its own process group: Ctrl-C in this terminal does not reach it.
         .process_group(0)
         .kill_on_drop(false);
@@ -337,8 +395,8 @@ pub async fn spawn_detached(job: &Job) -> Result<DeploymentId, CliError> {
         .map_err(|e| CliError::other(format!("no answer from the background deployer: {e}")))?;
     let answer: serde_json::Value = serde_json::from_str(&line).map_err(|_| {
         CliError::other(format!(
-            "the background deployer exited without starting the deployment ({:?})",
-            line.trim()
+            "the background deployer exited without starting the deployment; see {}",
+            log_path.display()
         ))
     })?;
     if let Some(id) = answer["started"].as_str() {
@@ -357,6 +415,15 @@ pub async fn spawn_detached(job: &Job) -> Result<DeploymentId, CliError> {
 
 /// The hidden `tapit __deployer`: runs one job handed over on stdin.
 pub async fn detached_main() -> Result<(), CliError> {
+    // stderr is the deployer log; RUST_LOG refines what goes there.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
     let mut input = Vec::new();
     tokio::io::stdin()
         .read_to_end(&mut input)
@@ -386,6 +453,9 @@ pub async fn detached_main() -> Result<(), CliError> {
     drop(stdout);
     // A closed terminal must not stop the deployment.
     let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let id = handle.id();
+    tracing::info!(deployment.id = %id, app = %app.name, "detached deployer following");
     let (record, _) = follow(&backend, &app, handle, None).await?;
+    tracing::info!(deployment.id = %id, status = %record.status, "deployment ended");
     outcome(&record)
 }

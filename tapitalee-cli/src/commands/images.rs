@@ -252,7 +252,7 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<(), CliError> {
     if args.wait {
         deploy::run_and_wait(ctx, &app, &job, &app_flag).await
     } else {
-        let id = deploy::spawn_detached(&job).await?;
+        let id = deploy::spawn_detached(&job, &app).await?;
         deploy::announce_detached(&ctx.out, &id, &app_flag);
         Ok(())
     }

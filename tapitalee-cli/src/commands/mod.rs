@@ -63,6 +63,18 @@ impl Ctx {
 pub async fn run(cli: Cli, out: Out) -> Result<(), CliError> {
     let cwd = std::env::current_dir()
         .map_err(|e| CliError::other(format!("cannot read the working directory: {e}")))?;
+    if !matches!(cli.command, Command::Deployer) {
+        // The library's warnings (e.g. a lock it could not release) on stderr; TAPIT_LOG
+        // (tracing's filter syntax) shows more.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("TAPIT_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_ansi(out.colour)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let ctx = Ctx {
         global: cli.global,
         out,

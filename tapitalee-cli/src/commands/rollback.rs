@@ -101,7 +101,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> Result<(), CliError> {
                 Ok(()) => {}
             }
         } else {
-            let id = deploy::spawn_detached(job).await?;
+            let id = deploy::spawn_detached(job, &app).await?;
             deploy::announce_detached(&ctx.out, &id, &app_flag);
         }
     }
