@@ -287,6 +287,14 @@ pub async fn follow(
     let mut interrupted = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let mut events_done = false;
+    // One SIGINT stream for the whole wait, so no Ctrl-C falls between two polls.
+    let mut sigint = match out {
+        Some(_) => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| CliError::other(format!("cannot handle Ctrl-C: {e}")))?,
+        ),
+        None => None,
+    };
     let render = |view: &mut LiveView, e: &tapitalee::DeployEvent| {
         let Some(out) = out else { return };
         if out.json() {
@@ -308,7 +316,7 @@ pub async fn follow(
             _ = ticker.tick(), if out.is_some_and(|o| o.live) => {
                 if let Some(out) = out { view.draw(out) }
             }
-            _ = tokio::signal::ctrl_c(), if out.is_some() => {
+            Some(()) = async { sigint.as_mut()?.recv().await }, if sigint.is_some() => {
                 if interrupted {
                     // A second Ctrl-C: leave now. The record stays "running"; once its locks
                     // expire, `tapit recover` finishes it.
