@@ -300,6 +300,7 @@ pub fn markdown_summary(d: &DeploymentRecord, app_flag: &str) -> String {
 /// The live per-process view on a terminal: one line per process, redrawn in place.
 #[derive(Debug, Default)]
 pub struct LiveView {
+    width: usize,
     rows: BTreeMap<String, Row>,
     order: Vec<String>,
     drawn: usize,
@@ -315,6 +316,25 @@ struct Row {
 }
 
 impl LiveView {
+    /// A view for the terminal on stderr. A wrapped line would break moving back up over the
+    /// frame, so lines stay within the terminal's width: `COLUMNS` when the shell exports it,
+    /// else the classic 80.
+    pub fn for_terminal() -> LiveView {
+        let columns = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse::<usize>().ok())
+            .unwrap_or(80);
+        LiveView::with_width(columns.saturating_sub(1))
+    }
+
+    /// A view whose lines are at most `width` characters.
+    pub fn with_width(width: usize) -> LiveView {
+        LiveView {
+            width,
+            ..LiveView::default()
+        }
+    }
+
     /// Takes an event into the view.
     pub fn update(&mut self, e: &DeployEvent) {
         if let EventKind::Started { processes, .. } = &e.kind {
@@ -340,13 +360,14 @@ impl LiveView {
                 wanted,
                 failures,
             } => {
-                row.health = format!("{fleet} {healthy}/{wanted} healthy");
+                row.health = format!("{fleet} {healthy}/{wanted} ok");
                 if *failures > 0 {
                     let _ = write!(row.health, ", {failures} failed");
                 }
             }
             EventKind::Step { message } => {
-                if let Some(w) = message.find('%') {
+                // Only what was routed, not what a step is about to set.
+                if let Some(w) = message.find('%').filter(|_| message.contains("traffic")) {
                     let start = message[..w]
                         .rfind(|c: char| !c.is_ascii_digit())
                         .map_or(0, |i| i + 1);
@@ -379,14 +400,14 @@ impl LiveView {
             let line = match &row.done {
                 Some(done) => format!("{name:<10} {done}"),
                 None => format!(
-                    "{name:<10} {:>6}  {:<28} {:<16} {}",
+                    "{name:<10} {:>6}  {:<18} {:<14} {}",
                     took(elapsed),
                     row.health,
                     row.traffic,
                     row.step
                 ),
             };
-            let width = 150;
+            let width = self.width.max(20);
             let line: String = line.chars().take(width).collect();
             let line = match &row.done {
                 Some(d) if d.starts_with("succeeded") => out.paint("32", &line),
@@ -451,7 +472,7 @@ mod tests {
             live: true,
             colour: false,
         };
-        let mut view = LiveView::default();
+        let mut view = LiveView::with_width(200);
         view.update(&event(
             None,
             EventKind::Started {
@@ -481,7 +502,7 @@ mod tests {
         assert!(!first.contains("\x1b[2A"), "nothing to back over yet");
         let lines: Vec<&str> = first.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].contains("new 1/4 healthy"), "{first}");
+        assert!(lines[0].contains("new 1/4 ok"), "{first}");
         assert!(lines[0].contains("traffic 25% new"), "{first}");
         assert!(lines[0].contains("routed 25% of traffic"), "{first}");
         assert!(lines[1].contains("worker"), "{first}");

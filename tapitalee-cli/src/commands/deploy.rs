@@ -283,7 +283,7 @@ pub async fn follow(
     let mut events = handle.events();
     let wait = handle.wait();
     tokio::pin!(wait);
-    let mut view = LiveView::default();
+    let mut view = LiveView::for_terminal();
     let mut interrupted = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let mut events_done = false;
