@@ -117,6 +117,18 @@ impl std::fmt::Display for CliError {
             }
             CliError::Lib(e) => {
                 write!(f, "{e}")?;
+                // The causes, where they add something ("the request could not be sent"
+                // says nothing without the "no credentials" under it).
+                let mut shown = e.to_string();
+                let mut source = std::error::Error::source(e);
+                while let Some(cause) = source {
+                    let text = cause.to_string();
+                    if !shown.contains(&text) {
+                        write!(f, "\n  caused by: {text}")?;
+                        shown.push_str(&text);
+                    }
+                    source = cause.source();
+                }
                 // Library errors do not know the command line; the hints that name a command
                 // are added here.
                 match e {
@@ -131,6 +143,12 @@ impl std::fmt::Display for CliError {
                     } => write!(
                         f,
                         "\nhint: `tapit list deploys` lists the app's deployments"
+                    ),
+                    Error::Transient { .. } | Error::Throttled { .. } => write!(
+                        f,
+                        "\nhint: the platform could not be reached or kept failing; check the \
+                         credentials (--profile, AWS_PROFILE, AWS_ACCESS_KEY_ID), the region \
+                         (--region, AWS_REGION) and the endpoint (--endpoint-url)"
                     ),
                     _ => Ok(()),
                 }

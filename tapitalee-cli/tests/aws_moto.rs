@@ -182,3 +182,44 @@ fn create_deploy_on_the_aws_backend() {
     assert!(err.contains("nope"), "{err}");
     let _ = &a.fixture;
 }
+
+#[test]
+fn profile_selects_credentials_from_the_shared_files() {
+    let a = Aws::new("cliprofile");
+    let aws_dir = a.project.path().join("aws");
+    std::fs::create_dir_all(&aws_dir).unwrap();
+    std::fs::write(
+        aws_dir.join("config"),
+        "[profile moto]\nregion = us-east-1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        aws_dir.join("credentials"),
+        "[moto]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = a.cmd(args);
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", aws_dir.join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", aws_dir.join("credentials"));
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Without the profile there are no credentials: an error outside any deployment.
+    let (code, err) = run(&["list", "images"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("hint: the platform could not be reached"),
+        "{err}"
+    );
+    // --profile moto finds them.
+    let (code, err) = run(&["--profile", "moto", "list", "images"]);
+    assert_eq!(code, 0, "{err}");
+}
