@@ -105,6 +105,8 @@ pub struct StrategyConfig {
     pub blue_green_auto_promote: bool,
     /// `blue_green.bake_time`.
     pub blue_green_bake_time: Option<Duration>,
+    /// `blue_green.scale_down_delay`: how long the old fleet stays up after the switch.
+    pub blue_green_scale_down_delay: Option<Duration>,
 }
 
 impl Default for StrategyConfig {
@@ -119,6 +121,7 @@ impl Default for StrategyConfig {
             ],
             blue_green_auto_promote: true,
             blue_green_bake_time: None,
+            blue_green_scale_down_delay: None,
         }
     }
 }
@@ -667,11 +670,12 @@ impl Check {
         if let Some(v) = t.get("blue_green") {
             let p = join(path, "blue_green");
             if let Some(bt) = self.table(v, &p) {
-                self.keys(bt, &p, &["auto_promote", "bake_time"]);
+                self.keys(bt, &p, &["auto_promote", "bake_time", "scale_down_delay"]);
                 if let Some(b) = self.boolean(bt, &p, "auto_promote") {
                     strategy.blue_green_auto_promote = b;
                 }
                 strategy.blue_green_bake_time = self.duration(bt, &p, "bake_time");
+                strategy.blue_green_scale_down_delay = self.duration(bt, &p, "scale_down_delay");
             }
         }
         let mut gate = GateConfig::default();

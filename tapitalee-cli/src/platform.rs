@@ -189,6 +189,9 @@ pub fn strategy(
             if let Some(d) = settings.blue_green_bake_time {
                 b = b.bake_time(d);
             }
+            if let Some(d) = settings.blue_green_scale_down_delay {
+                b = b.scale_down_delay(d);
+            }
             Arc::new(b.build()?)
         }
         StrategyKind::Canary => {

@@ -496,3 +496,85 @@ fn wait_until_paused(p: &Project) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn recover_resumes_a_deployment_whose_deployer_died() {
+    let p = Project::new(SIMULATED);
+    let mut child = p
+        .std_command(&[
+            "create",
+            "deploy",
+            "docker_tag=v1.2.3",
+            "strategy=canary",
+            "process=default",
+            "initiator=alice",
+            "--wait",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(p.path().join("deployer.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until_paused(&p);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Resumed under a new deployment that names the interrupted one; same image, initiator.
+    let (code, out, err) = p.run(&["recover", "action=resume", "--wait"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("resumes"), "{err}");
+    assert!(out.contains("resumes    dep-"), "{out}");
+    assert!(out.contains("initiator  alice"), "{out}");
+    assert!(
+        out.contains("process default    succeeded    v1.2.2 -> v1.2.3"),
+        "{out}"
+    );
+    let (_, list, _) = p.run(&["list", "deploys"]);
+    assert!(
+        list.contains("interrupted") || list.contains("rolled-back"),
+        "{list}"
+    );
+}
+
+#[test]
+fn strategies_from_the_command_line_and_the_config() {
+    let p = Project::new(&SIMULATED.replace(
+        "[apps.shop.processes.worker]",
+        "[apps.shop.processes.worker]\nstrategy = \"canary\"",
+    ));
+    // blue-green everywhere (the scheduler has no load balancer: a fleet switch).
+    let (code, out, err) = p.run(&[
+        "create",
+        "deploy",
+        "docker_tag=v1.2.3",
+        "strategy=blue-green",
+        "-w",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out.matches("(blue-green,").count(), 3, "{out}");
+    // The worker's own strategy from the config: canary, split by instances (no load
+    // balancer), paused until promoted by another tapit.
+    let (code, out, err) = p.run(&["create", "deploy", "docker_tag=v1.2.2", "process=worker"]);
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_owned();
+    p.wait_for_step(&id, "paused");
+    let (code, _, err) = p.run(&["promote", "deploy", &format!("id={id}")]);
+    assert_eq!(code, 0, "{err}");
+    let r = p.wait_for(&id, |r| status(r) != "Running");
+    assert_eq!(status(&r), "Succeeded", "{r:#}");
+    assert_eq!(r["processes"][0]["strategy"], "canary");
+}
+
+#[test]
+fn a_detached_rollback_deploy() {
+    let p = Project::new(SIMULATED);
+    assert_eq!(p.run(&["create", "deploy", "docker_tag=v1.2.3", "-w"]).0, 0);
+    let (code, out, err) = p.run(&["rollback", "deploy", "process=worker"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("rolling worker back to v1.2.2"), "{err}");
+    let id = out.trim().to_owned();
+    let r = p.wait_for(&id, |r| status(r) != "Running");
+    assert_eq!(status(&r), "Succeeded", "{r:#}");
+    assert_eq!(r["image"]["tag"], "v1.2.2", "{r:#}");
+    assert_eq!(r["only_process"], "worker");
+}

@@ -29,6 +29,12 @@ min_healthy_time = "2s"     # a fleet must stay healthy this long
 poll_interval = "500ms"
 progress_deadline = "1m"    # fail when a fleet stops getting healthier for this long
 
+[apps.{app}-staging.canary]      # strategy=canary: weights, pauses ("pause" waits for `tapit promote deploy`)
+steps = ["25%", "pause 10s", "50%", "pause 10s"]
+[apps.{app}-staging.blue_green]  # strategy=blue-green
+auto_promote = true
+scale_down_delay = "5s"     # how long the old fleet stays up after the switch
+
 [apps.{app}-staging.processes.default]   # the web server (process=web names it too)
 instances = 2
 load_balanced = true

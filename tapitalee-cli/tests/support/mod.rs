@@ -22,6 +22,8 @@ poll_interval = "100ms"
 progress_deadline = "20s"
 [apps.shop.canary]
 steps = ["50%", "pause"]
+[apps.shop.blue_green]
+scale_down_delay = "200ms"
 [apps.shop.processes.default]
 instances = 2
 [apps.shop.processes.worker]
