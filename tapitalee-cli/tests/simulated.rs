@@ -380,8 +380,8 @@ fn ctrl_c_aborts_and_rolls_back_cleanly() {
     wait_until_paused(&p);
     let pid = child.id().to_string();
     assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
+        Command::new("sh")
+            .args(["-c", &format!("kill -INT {pid}")])
             .status()
             .unwrap()
             .success()

@@ -103,3 +103,15 @@ fn the_init_template_is_valid() {
     assert!(c.apps.contains_key("myapp-staging"));
     assert!(c.apps.contains_key("myapp-prod"));
 }
+
+#[test]
+fn web_is_a_process_of_its_own_when_it_exists() {
+    let text = GOOD.replace(
+        "[apps.shop-staging.processes.worker]",
+        "[apps.shop-staging.processes.web]\n[apps.shop-staging.processes.worker]",
+    );
+    let c = Config::parse(&text, Path::new("tapit.toml")).unwrap();
+    let app = c.app(None).unwrap();
+    assert_eq!(app.resolve_process("web").unwrap(), "web");
+    assert_eq!(app.resolve_process("default").unwrap(), "default");
+}
