@@ -23,8 +23,11 @@ pub struct Out {
     pub format: Output,
     /// stderr is a terminal (live progress view).
     pub live: bool,
-    /// Colour allowed.
+    /// Colour allowed on stderr (a terminal, no `NO_COLOR`).
     pub colour: bool,
+    /// Colour allowed on stdout (a terminal, no `NO_COLOR`): results redirected to a file
+    /// stay plain even when progress goes to a terminal.
+    pub colour_stdout: bool,
 }
 
 impl Out {
@@ -36,6 +39,7 @@ impl Out {
             format,
             live: tty && format == Output::Human,
             colour: tty && !no_colour,
+            colour_stdout: std::io::stdout().is_terminal() && !no_colour,
         }
     }
 
@@ -68,7 +72,7 @@ impl Out {
         }
     }
 
-    /// Paints `text` with an ANSI style when colour is on.
+    /// Paints `text` for stderr with an ANSI style when colour is on there.
     pub fn paint(&self, style: &str, text: &str) -> String {
         if self.colour {
             format!("\x1b[{style}m{text}\x1b[0m")
@@ -77,13 +81,18 @@ impl Out {
         }
     }
 
+    /// A deployment status for stdout, coloured when stdout is a terminal.
     fn status(&self, status: DeploymentStatus) -> String {
         let style = match status {
             DeploymentStatus::Succeeded => "32",
             DeploymentStatus::Partial | DeploymentStatus::Running => "33",
             DeploymentStatus::Failed | DeploymentStatus::Interrupted => "31",
         };
-        self.paint(style, &status.to_string())
+        if self.colour_stdout {
+            format!("\x1b[{style}m{status}\x1b[0m")
+        } else {
+            status.to_string()
+        }
     }
 }
 
@@ -471,6 +480,7 @@ mod tests {
             format: Output::Human,
             live: true,
             colour: false,
+            colour_stdout: false,
         };
         let mut view = LiveView::with_width(200);
         view.update(&event(
