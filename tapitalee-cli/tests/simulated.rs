@@ -578,3 +578,30 @@ fn a_detached_rollback_deploy() {
     assert_eq!(r["image"]["tag"], "v1.2.2", "{r:#}");
     assert_eq!(r["only_process"], "worker");
 }
+
+#[test]
+fn a_detached_deployer_relays_refusals_with_their_exit_codes() {
+    let p = Project::new(SIMULATED);
+    // The image does not exist: refused by the background deployer before any change.
+    let (code, out, err) = p.run(&["create", "deploy", "docker_tag=v404"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("v404"), "{err}");
+    assert!(out.is_empty(), "no id when nothing started: {out}");
+    // Locked: exit 5 from the background deployer too.
+    let (code, out, err) = p.run(&[
+        "create",
+        "deploy",
+        "docker_tag=v1.2.3",
+        "strategy=canary",
+        "process=worker",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_owned();
+    p.wait_for_step(&id, "paused");
+    let (code, _, err) = p.run(&["create", "deploy", "docker_tag=v1.2.3", "process=worker"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains(&id), "{err}");
+    let (code, _, _) = p.run(&["abort", "deploy", &format!("id={id}")]);
+    assert_eq!(code, 0);
+    p.wait_for(&id, |r| status(r) != "Running");
+}
