@@ -133,7 +133,7 @@ pub enum ShowCmd {
     /// A deployment (the latest by default): status, timing, per process, steps.
     ///
     /// Parameters: id=DEPLOYMENT_ID.
-    Deploy(WordArgs),
+    Deploy(ShowDeployArgs),
     /// An image of the app's repository: digest, size, pushed at, tags.
     ///
     /// Parameters: docker_tag=TAG (required).
@@ -142,6 +142,18 @@ pub enum ShowCmd {
     ///
     /// Parameters: process=NAME (default: default), since=DURATION (default 1h).
     Logs(LogsArgs),
+}
+
+/// `tapit show deploy`.
+#[derive(Debug, Clone, Args)]
+pub struct ShowDeployArgs {
+    /// Follow a running deployment (from any terminal): print its steps as they are recorded,
+    /// then exit with its outcome, as `create deploy --wait` would.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// key=value parameters.
+    #[arg(value_name = "KEY=VALUE")]
+    pub words: Vec<String>,
 }
 
 /// `tapit show logs`.

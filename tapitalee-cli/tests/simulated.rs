@@ -605,3 +605,43 @@ fn a_detached_deployer_relays_refusals_with_their_exit_codes() {
     assert_eq!(code, 0);
     p.wait_for(&id, |r| status(r) != "Running");
 }
+
+#[test]
+fn show_deploy_follows_a_detached_deployment_to_its_outcome() {
+    let p = Project::new(SIMULATED);
+    assert_eq!(p.run(&["create", "deploy", "docker_tag=v1.2.3", "-w"]).0, 0);
+    // CI can start detached and follow from a later step: the outcome is the exit code.
+    let (code, out, err) = p.run(&["create", "deploy", "docker_tag=v1.2.4"]);
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_owned();
+    let (code, out, err) = p.run(&["show", "deploy", &format!("id={id}"), "-f"]);
+    assert_eq!(code, 4, "{out}\n{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("worker") && l.contains("rolling back")),
+        "{err}"
+    );
+    assert!(out.contains("The app now runs mixed versions"), "{out}");
+    // A finished deployment: shown at once, exit 0 (it is a look, not a wait).
+    let (code, _, _) = p.run(&["show", "deploy", "-f"]);
+    assert_eq!(code, 0);
+    // NDJSON steps with --output json.
+    let (code, out, _) = p.run(&["create", "deploy", "docker_tag=v1.2.3", "process=worker"]);
+    assert_eq!(code, 0);
+    let id = out.trim().to_owned();
+    let (code, out, _) = p.run(&[
+        "--output",
+        "json",
+        "show",
+        "deploy",
+        &format!("id={id}"),
+        "--follow",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["deployment"]["status"], "Succeeded");
+    assert!(
+        out.lines().any(|l| l.contains("\"type\":\"step\"")),
+        "{out}"
+    );
+}

@@ -48,13 +48,7 @@ async fn running(ctx: &Ctx, app: &AppConfig, words: &Words) -> Result<Deployment
             record.id, record.status
         )));
     }
-    let mut alive = false;
-    for p in record.processes.iter().filter(|p| !p.status.is_final()) {
-        let target = Target::new(name.clone(), p.process.clone());
-        if store.lock_holder(&target).await? == Some(record.id) {
-            alive = true;
-        }
-    }
+    let alive = deployer_alive(&store, &name, &record).await?;
     if !alive {
         return Err(CliError::other(format!(
             "deployment {} is recorded as running but its deployer is gone; `tapit{} recover` \
@@ -111,4 +105,20 @@ fn done(ctx: &Ctx, record: &DeploymentRecord, what: &str) {
             record.id
         ));
     }
+}
+
+/// Whether the `tapit` running a deployment is alive: it holds (and renews) the lock of some
+/// process it has not finished.
+pub async fn deployer_alive(
+    store: &std::sync::Arc<tapitalee::SqliteStore>,
+    app: &AppName,
+    record: &DeploymentRecord,
+) -> Result<bool, CliError> {
+    for p in record.processes.iter().filter(|p| !p.status.is_final()) {
+        let target = Target::new(app.clone(), p.process.clone());
+        if store.lock_holder(&target).await? == Some(record.id) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

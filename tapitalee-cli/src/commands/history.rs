@@ -1,7 +1,13 @@
 //! `tapit show deploy` and `tapit list deploys`: read from the history store only, so they
 //! follow a deployment run by any other `tapit` sharing the store.
 
-use tapitalee::{AppName, DeploymentId, DeploymentStore, DeploymentStoreExt, ProcessName};
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use tapitalee::{
+    AppName, DeploymentId, DeploymentRecord, DeploymentStatus, DeploymentStore, DeploymentStoreExt,
+    ProcessName, StepRecord,
+};
 
 use super::Ctx;
 use crate::exit::CliError;
@@ -9,14 +15,14 @@ use crate::platform::open_store;
 use crate::render;
 use crate::words::Words;
 
-/// `tapit show deploy [id=…]`.
-pub async fn show(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
+/// `tapit show deploy [id=…] [-f]`.
+pub async fn show(ctx: &Ctx, words: &[String], follow: bool) -> Result<(), CliError> {
     let words = Words::parse("show deploy", &["id"], words)?;
     let id: Option<DeploymentId> = words.parsed("id", |s: &str| s.parse())?;
     let (config, app) = ctx.app()?;
     let store = open_store(&app)?;
     let name = AppName::new(&app.name)?;
-    let record = match id {
+    let mut record = match id {
         Some(id) => store
             .get(&id)
             .await?
@@ -36,6 +42,12 @@ pub async fn show(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
             ))
         })?,
     };
+    if follow && !record.status.is_final() {
+        record = follow_record(ctx, &store, record).await?;
+        let app_flag = ctx.app_flag(&config, &app);
+        crate::commands::deploy::report(&ctx.out, &record, &app_flag);
+        return crate::commands::deploy::outcome(&record);
+    }
     if ctx.out.json() {
         ctx.out.json_value(
             &serde_json::to_value(&record).map_err(|e| CliError::other(e.to_string()))?,
@@ -88,4 +100,66 @@ pub async fn list(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
         ctx.out.result(render::deploy_table(&records).trim_end());
     }
     Ok(())
+}
+
+/// Prints a running deployment's steps as they are recorded (stderr, one timestamped line
+/// each, or NDJSON with `--output json`) until it ends; returns its final record.
+async fn follow_record(
+    ctx: &Ctx,
+    store: &std::sync::Arc<tapitalee::SqliteStore>,
+    mut record: DeploymentRecord,
+) -> Result<DeploymentRecord, CliError> {
+    let mut seen: HashSet<(Option<String>, SystemTime, String)> = HashSet::new();
+    let mut polls = 0u32;
+    loop {
+        let mut steps: Vec<&StepRecord> = record.steps.iter().collect();
+        steps.extend(record.processes.iter().flat_map(|p| &p.steps));
+        steps.sort_by_key(|s| s.at);
+        for s in steps {
+            let key = (
+                s.process.as_ref().map(ToString::to_string),
+                s.at,
+                s.message.clone(),
+            );
+            if !seen.insert(key) {
+                continue;
+            }
+            if ctx.out.json() {
+                ctx.out
+                    .json_value(&serde_json::json!({ "type": "step", "step": s }));
+            } else {
+                let who = s.process.as_ref().map_or("-", |p| p.as_str());
+                ctx.out
+                    .note(&format!("{} {who:<10} {}", render::time(s.at), s.message));
+            }
+        }
+        if record.status.is_final() {
+            return Ok(record);
+        }
+        if record.status == DeploymentStatus::Interrupted {
+            return Err(CliError::other(format!(
+                "deployment {} was interrupted; `tapit recover` resumes or rolls it back",
+                record.id
+            )));
+        }
+        polls += 1;
+        // Every few seconds: is anyone still running it? (A dead deployer's record stays
+        // "running" until `tapit recover`.)
+        if polls.is_multiple_of(10)
+            && !crate::commands::control_cmds::deployer_alive(store, &record.app, &record).await?
+        {
+            return Err(CliError::other(format!(
+                "deployment {} is recorded as running but its deployer is gone; `tapit \
+                 recover` resumes or rolls it back",
+                record.id
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        record = store.get(&record.id).await?.ok_or_else(|| {
+            CliError::other(format!(
+                "deployment {} vanished from the history",
+                record.id
+            ))
+        })?;
+    }
 }

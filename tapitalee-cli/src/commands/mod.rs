@@ -82,7 +82,7 @@ pub async fn run(cli: Cli, out: Out) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Create(CreateCmd::Deploy(args)) => deploy::create(&ctx, &args).await,
-        Command::Show(ShowCmd::Deploy(args)) => history::show(&ctx, &args.words).await,
+        Command::Show(ShowCmd::Deploy(args)) => history::show(&ctx, &args.words, args.follow).await,
         Command::Show(ShowCmd::Image(args)) => images::show(&ctx, &args.words).await,
         Command::Show(ShowCmd::Logs(args)) => logs::show(&ctx, &args).await,
         Command::List(ListCmd::Deploys(args)) => history::list(&ctx, &args.words).await,
