@@ -733,7 +733,10 @@ async fn bad_input_is_refused_before_anything_changes() {
         ) => {
             let m = e.to_string();
             assert!(m.contains("v9") && m.contains("recent tags"), "{m}");
-            assert!(!m.contains("tapit"), "library errors leave CLI hints to the CLI: {m}");
+            assert!(
+                !m.contains("tapit"),
+                "library errors leave CLI hints to the CLI: {m}"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -762,7 +762,9 @@ impl HealthProbe for InMemoryPlatform {
     }
 
     async fn check(&self, fleet: &Fleet, status: &FleetStatus) -> Result<HealthReport> {
-        let lb = process_mut(&mut self.lock(), &fleet.target)?.spec.load_balanced;
+        let lb = process_mut(&mut self.lock(), &fleet.target)?
+            .spec
+            .load_balanced;
         if !lb {
             // No load balancer, no target health to ask for: every running instance passes
             // (as the AWS probe makes no call for such a process).
@@ -824,7 +826,10 @@ impl ImageRegistry for InMemoryPlatform {
                 let hint = if tags.is_empty() {
                     format!("the repository of app {app} is empty; push an image first")
                 } else {
-                    format!("recent tags: {}; list the app's images for the others", tags.join(", "))
+                    format!(
+                        "recent tags: {}; list the app's images for the others",
+                        tags.join(", ")
+                    )
                 };
                 Err(Error::not_found(
                     Resource::Image,

@@ -91,11 +91,7 @@ impl Job {
         F: Fn(&Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let task = Box::new(Call {
-            f,
-            out: None,
-            tx,
-        });
+        let task = Box::new(Call { f, out: None, tx });
         (Job { writes, task }, rx)
     }
 }

@@ -1,0 +1,618 @@
+//! Reading `tapit.toml` into the configuration types, collecting every problem with its key
+//! path instead of stopping at the first.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use super::{
+    AppConfig, Behavior, CanaryStepConfig, GateConfig, History, LoadBalancer, Platform,
+    ProcessConfig, SimConfig, SimImage, StrategyConfig, StrategyKind,
+};
+use crate::words::closest;
+
+/// Accumulates problems while reading the file.
+#[derive(Debug, Default)]
+pub(super) struct Check {
+    pub(super) problems: Vec<String>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    v.type_str()
+}
+
+impl Check {
+    pub(super) fn problem(&mut self, path: &str, message: impl std::fmt::Display) {
+        self.problems.push(format!("{path}: {message}"));
+    }
+
+    pub(super) fn keys(&mut self, t: &Table, path: &str, allowed: &[&str]) {
+        for key in t.keys() {
+            if !allowed.contains(&key.as_str()) {
+                let hint = closest(key, allowed)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                self.problem(
+                    &join(path, key),
+                    format!("unknown key{hint}; valid keys here: {}", allowed.join(", ")),
+                );
+            }
+        }
+    }
+
+    pub(super) fn table<'a>(&mut self, v: &'a Value, path: &str) -> Option<&'a Table> {
+        match v {
+            Value::Table(t) => Some(t),
+            other => {
+                self.problem(path, format!("expected a table, found a {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    pub(super) fn string(&mut self, t: &Table, path: &str, key: &str) -> Option<String> {
+        match t.get(key)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+            Value::String(_) => {
+                self.problem(&join(path, key), "must not be empty");
+                None
+            }
+            other => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected a string, found a {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, t: &Table, path: &str, key: &str) -> Vec<String> {
+        match t.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| match v {
+                    Value::String(s) => Some(s.clone()),
+                    other => {
+                        self.problem(
+                            &format!("{}[{i}]", join(path, key)),
+                            format!("expected a string, found a {}", kind(other)),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            Some(other) => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected an array of strings, found a {}", kind(other)),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn boolean(&mut self, t: &Table, path: &str, key: &str) -> Option<bool> {
+        match t.get(key)? {
+            Value::Boolean(b) => Some(*b),
+            other => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected true or false, found a {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, t: &Table, path: &str, key: &str, min: i64, max: i64) -> Option<i64> {
+        match t.get(key)? {
+            Value::Integer(n) if (min..=max).contains(n) => Some(*n),
+            Value::Integer(n) => {
+                self.problem(
+                    &join(path, key),
+                    format!("{n} is out of range {min}..={max}"),
+                );
+                None
+            }
+            other => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected an integer, found a {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, t: &Table, path: &str, key: &str) -> Option<Duration> {
+        let s = self.string(t, path, key)?;
+        match humantime::parse_duration(&s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(
+                    &join(path, key),
+                    format!("{s:?} is not a duration ({e}); e.g. \"30s\", \"10m\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn choice<T>(
+        &mut self,
+        t: &Table,
+        path: &str,
+        key: &str,
+        names: &[&str],
+        from: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let s = self.string(t, path, key)?;
+        let found = from(&s);
+        if found.is_none() {
+            let hint = closest(&s, names)
+                .map(|c| format!(" (did you mean {c:?}?)"))
+                .unwrap_or_default();
+            self.problem(
+                &join(path, key),
+                format!("{s:?} is not one of: {}{hint}", names.join(", ")),
+            );
+        }
+        found
+    }
+
+    pub(super) fn history(&mut self, t: &Table, path: &str, base: &Path) -> Option<History> {
+        let s = self.string(t, path, "history")?;
+        Some(if s == "sqlite" {
+            History::DefaultSqlite
+        } else {
+            History::Sqlite(base.join(s))
+        })
+    }
+
+    pub(super) fn app(
+        &mut self,
+        name: &str,
+        t: &Table,
+        path: &str,
+        history: &History,
+        base: &Path,
+    ) -> Option<AppConfig> {
+        let before = self.problems.len();
+        if tapitalee::AppName::new(name).is_err() {
+            self.problem(
+                path,
+                format!("{name:?} is not a valid app name (lowercase letters, digits and -)"),
+            );
+        }
+        self.keys(
+            t,
+            path,
+            &[
+                "platform",
+                "history",
+                "repository",
+                "region",
+                "endpoint_url",
+                "strategy",
+                "rollback",
+                "lock_lease",
+                "gate",
+                "canary",
+                "blue_green",
+                "processes",
+                "simulated",
+            ],
+        );
+        let platform = match t.get("platform") {
+            None => {
+                self.problem(&join(path, "platform"), "missing: \"aws\" or \"simulated\"");
+                None
+            }
+            Some(_) => self.choice(t, path, "platform", &["aws", "simulated"], |s| match s {
+                "aws" => Some(Platform::Aws),
+                "simulated" => Some(Platform::Simulated),
+                _ => None,
+            }),
+        };
+        let history = self
+            .history(t, path, base)
+            .unwrap_or_else(|| history.clone());
+        let repository = self.string(t, path, "repository");
+        if platform == Some(Platform::Aws) && repository.is_none() {
+            self.problem(
+                &join(path, "repository"),
+                "missing: the app's ECR repository name",
+            );
+        }
+        let region = self.string(t, path, "region");
+        let endpoint_url = self.string(t, path, "endpoint_url");
+        let rollback_all = self
+            .choice(t, path, "rollback", &["per-process", "all"], |s| match s {
+                "per-process" => Some(false),
+                "all" => Some(true),
+                _ => None,
+            })
+            .unwrap_or(false);
+        let mut strategy = StrategyConfig::default();
+        if let Some(k) = self.choice(
+            t,
+            path,
+            "strategy",
+            StrategyKind::NAMES,
+            StrategyKind::from_name,
+        ) {
+            strategy.kind = k;
+        }
+        if let Some(v) = t.get("canary") {
+            let p = join(path, "canary");
+            if let Some(ct) = self.table(v, &p) {
+                self.keys(ct, &p, &["steps"]);
+                if ct.contains_key("steps") {
+                    let steps = self.strings(ct, &p, "steps");
+                    let mut parsed = Vec::new();
+                    for (i, s) in steps.iter().enumerate() {
+                        match parse_canary_step(s) {
+                            Ok(step) => parsed.push(step),
+                            Err(e) => self.problem(&format!("{p}.steps[{i}]"), e),
+                        }
+                    }
+                    strategy.canary_steps = parsed;
+                }
+            }
+        }
+        if let Some(v) = t.get("blue_green") {
+            let p = join(path, "blue_green");
+            if let Some(bt) = self.table(v, &p) {
+                self.keys(bt, &p, &["auto_promote", "bake_time", "scale_down_delay"]);
+                if let Some(b) = self.boolean(bt, &p, "auto_promote") {
+                    strategy.blue_green_auto_promote = b;
+                }
+                strategy.blue_green_bake_time = self.duration(bt, &p, "bake_time");
+                strategy.blue_green_scale_down_delay = self.duration(bt, &p, "scale_down_delay");
+            }
+        }
+        let mut gate = GateConfig::default();
+        if let Some(v) = t.get("gate") {
+            let p = join(path, "gate");
+            if let Some(gt) = self.table(v, &p) {
+                self.keys(
+                    gt,
+                    &p,
+                    &[
+                        "min_healthy_time",
+                        "poll_interval",
+                        "progress_deadline",
+                        "failure_threshold",
+                    ],
+                );
+                gate.min_healthy_time = self.duration(gt, &p, "min_healthy_time");
+                gate.poll_interval = self.duration(gt, &p, "poll_interval");
+                gate.progress_deadline = self.duration(gt, &p, "progress_deadline");
+                gate.failure_threshold = self
+                    .integer(gt, &p, "failure_threshold", 1, 10_000)
+                    .and_then(|n| u32::try_from(n).ok());
+                for (key, d) in [
+                    ("poll_interval", gate.poll_interval),
+                    ("progress_deadline", gate.progress_deadline),
+                ] {
+                    if d.is_some_and(|d| d.is_zero()) {
+                        self.problem(&join(&p, key), "must be above zero");
+                    }
+                }
+            }
+        }
+        let lock_lease = self.duration(t, path, "lock_lease");
+        if lock_lease.is_some_and(|d| d < Duration::from_millis(100)) {
+            self.problem(&join(path, "lock_lease"), "must be at least 100ms");
+        }
+        let mut processes = Vec::new();
+        match t.get("processes") {
+            None => self.problem(
+                &join(path, "processes"),
+                "missing: add at least one [apps.NAME.processes.default] table",
+            ),
+            Some(v) => {
+                let p = join(path, "processes");
+                if let Some(pt) = self.table(v, &p) {
+                    if pt.is_empty() {
+                        self.problem(&p, "empty: add at least one process");
+                    }
+                    for (pname, v) in pt {
+                        let pp = join(&p, pname);
+                        if let Some(t) = self.table(v, &pp)
+                            && let Some(proc) = self.process(pname, t, &pp, platform)
+                        {
+                            processes.push(proc);
+                        }
+                    }
+                }
+            }
+        }
+        let simulated = match (t.get("simulated"), platform) {
+            (Some(v), _) => {
+                let p = join(path, "simulated");
+                self.table(v, &p)
+                    .and_then(|st| self.simulated(st, &p, &processes))
+            }
+            (None, Some(Platform::Simulated)) => {
+                self.problem(
+                    &join(path, "simulated"),
+                    "missing: a simulated app needs [apps.NAME.simulated] with its images",
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(AppConfig {
+            name: name.to_owned(),
+            platform: platform?,
+            history,
+            repository: repository.unwrap_or_else(|| name.to_owned()),
+            region,
+            endpoint_url,
+            rollback_all,
+            strategy,
+            gate,
+            lock_lease,
+            processes,
+            simulated,
+        })
+    }
+
+    fn process(
+        &mut self,
+        name: &str,
+        t: &Table,
+        path: &str,
+        platform: Option<Platform>,
+    ) -> Option<ProcessConfig> {
+        if tapitalee::ProcessName::new(name).is_err() {
+            self.problem(path, format!("{name:?} is not a valid process name"));
+        }
+        self.keys(
+            t,
+            path,
+            &[
+                "instances",
+                "load_balanced",
+                "cluster",
+                "service",
+                "container",
+                "log_group",
+                "load_balancer",
+                "subnets",
+                "security_groups",
+                "assign_public_ip",
+                "strategy",
+            ],
+        );
+        let cluster = self.string(t, path, "cluster");
+        let service = self.string(t, path, "service");
+        if platform == Some(Platform::Aws) {
+            for (key, v) in [("cluster", &cluster), ("service", &service)] {
+                if v.is_none() && !t.contains_key(key) {
+                    self.problem(
+                        &join(path, key),
+                        "missing: the process's ECS ".to_owned() + key,
+                    );
+                }
+            }
+        }
+        let load_balancer = t.get("load_balancer").and_then(|v| {
+            let p = join(path, "load_balancer");
+            let lt = self.table(v, &p)?;
+            self.keys(
+                lt,
+                &p,
+                &["listener", "rule", "target_groups", "container", "port"],
+            );
+            let listener = self.string(lt, &p, "listener");
+            if listener.is_none() && !lt.contains_key("listener") {
+                self.problem(&join(&p, "listener"), "missing: the listener ARN");
+            }
+            let groups = self.strings(lt, &p, "target_groups");
+            if groups.len() != 2 {
+                self.problem(
+                    &join(&p, "target_groups"),
+                    format!(
+                        "expected two target group ARNs (blue and green), found {}",
+                        groups.len()
+                    ),
+                );
+            }
+            let port = self.integer(lt, &p, "port", 1, 65535);
+            if port.is_none() && !lt.contains_key("port") {
+                self.problem(
+                    &join(&p, "port"),
+                    "missing: the container port receiving traffic",
+                );
+            }
+            let [a, b] = <[String; 2]>::try_from(groups).ok()?;
+            Some(LoadBalancer {
+                listener: listener?,
+                rule: self.string(lt, &p, "rule"),
+                target_groups: [a, b],
+                container: self.string(lt, &p, "container"),
+                port: i32::try_from(port?).ok()?,
+            })
+        });
+        let load_balanced = self
+            .boolean(t, path, "load_balanced")
+            .unwrap_or(load_balancer.is_some() || name == "default");
+        Some(ProcessConfig {
+            name: name.to_owned(),
+            instances: self
+                .integer(t, path, "instances", 0, 10_000)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
+            load_balanced,
+            cluster,
+            service,
+            container: self.string(t, path, "container"),
+            log_group: self.string(t, path, "log_group"),
+            load_balancer,
+            subnets: self.strings(t, path, "subnets"),
+            security_groups: self.strings(t, path, "security_groups"),
+            assign_public_ip: self.boolean(t, path, "assign_public_ip").unwrap_or(false),
+            strategy: self.choice(
+                t,
+                path,
+                "strategy",
+                StrategyKind::NAMES,
+                StrategyKind::from_name,
+            ),
+        })
+    }
+
+    fn simulated(
+        &mut self,
+        t: &Table,
+        path: &str,
+        processes: &[ProcessConfig],
+    ) -> Option<SimConfig> {
+        self.keys(t, path, &["initial", "start_delay", "images"]);
+        let mut images = BTreeMap::new();
+        let names: Vec<&str> = processes.iter().map(|p| p.name.as_str()).collect();
+        match t.get("images") {
+            None => self.problem(
+                &join(path, "images"),
+                "missing: the images of the simulated registry, e.g. images = { \"v1\" = \"good\" }",
+            ),
+            Some(v) => {
+                let p = join(path, "images");
+                if let Some(it) = self.table(v, &p) {
+                    for (tag, v) in it {
+                        let ip = format!("{p}.{tag:?}");
+                        if tapitalee::DockerTag::new(tag).is_err() {
+                            self.problem(&ip, format!("{tag:?} is not a valid Docker tag"));
+                        }
+                        let behavior = |c: &mut Check, s: &str, at: &str| {
+                            let b = Behavior::from_name(s);
+                            if b.is_none() {
+                                let hint = closest(s, Behavior::NAMES)
+                                    .map(|c| format!(" (did you mean {c:?}?)"))
+                                    .unwrap_or_default();
+                                c.problem(
+                                    at,
+                                    format!("{s:?} is not one of: {}{hint}", Behavior::NAMES.join(", ")),
+                                );
+                            }
+                            b
+                        };
+                        let image = match v {
+                            Value::String(s) => behavior(self, s, &ip).map(|all| SimImage {
+                                all,
+                                processes: BTreeMap::new(),
+                            }),
+                            Value::Table(bt) => {
+                                let mut all = Behavior::Good;
+                                let mut per = BTreeMap::new();
+                                for (k, v) in bt {
+                                    let kp = format!("{ip}.{k}");
+                                    let Value::String(s) = v else {
+                                        self.problem(&kp, format!("expected a behaviour name, found a {}", kind(v)));
+                                        continue;
+                                    };
+                                    let Some(b) = behavior(self, s, &kp) else { continue };
+                                    if k == "all" {
+                                        all = b;
+                                    } else if names.contains(&k.as_str()) {
+                                        per.insert(k.clone(), b);
+                                    } else {
+                                        let hint = closest(k, &names)
+                                            .map(|c| format!(" (did you mean `{c}`?)"))
+                                            .unwrap_or_default();
+                                        self.problem(
+                                            &kp,
+                                            format!("unknown process{hint}; keys here are `all` and the app's processes: {}", names.join(", ")),
+                                        );
+                                    }
+                                }
+                                Some(SimImage { all, processes: per })
+                            }
+                            other => {
+                                self.problem(
+                                    &ip,
+                                    format!("expected a behaviour name or a table, found a {}", kind(other)),
+                                );
+                                None
+                            }
+                        };
+                        if let Some(image) = image {
+                            images.insert(tag.clone(), image);
+                        }
+                    }
+                }
+            }
+        }
+        let initial = self.string(t, path, "initial");
+        if let Some(i) = &initial
+            && !images.contains_key(i)
+            && t.get("images").is_some()
+        {
+            self.problem(
+                &join(path, "initial"),
+                format!("{i:?} is not one of the images listed under images"),
+            );
+        }
+        if initial.is_none() && !t.contains_key("initial") {
+            self.problem(
+                &join(path, "initial"),
+                "missing: the tag every process runs before its first deployment",
+            );
+        }
+        Some(SimConfig {
+            initial: initial?,
+            start_delay: self
+                .duration(t, path, "start_delay")
+                .unwrap_or(Duration::from_millis(500)),
+            images,
+        })
+    }
+}
+
+/// One canary step from its config string.
+pub fn parse_canary_step(s: &str) -> Result<CanaryStepConfig, String> {
+    let s = s.trim();
+    if let Some(n) = s.strip_suffix('%') {
+        return match n.trim().parse::<u8>() {
+            Ok(w) if w <= 100 => Ok(CanaryStepConfig::Weight(w)),
+            _ => Err(format!("{s:?}: a weight is 0% to 100%")),
+        };
+    }
+    if s == "pause" {
+        return Ok(CanaryStepConfig::Pause(None));
+    }
+    if let Some(d) = s.strip_prefix("pause ") {
+        return humantime::parse_duration(d.trim())
+            .map(|d| CanaryStepConfig::Pause(Some(d)))
+            .map_err(|e| format!("{s:?}: {e}"));
+    }
+    if let Some(n) = s.strip_prefix("scale ") {
+        return n
+            .trim()
+            .parse()
+            .map(CanaryStepConfig::Scale)
+            .map_err(|_| format!("{s:?}: scale takes a number of instances"));
+    }
+    Err(format!(
+        "{s:?} is not a canary step; write \"25%\" (traffic weight), \"pause 30s\", \"pause\" \
+         (until `tapit promote deploy`) or \"scale 2\""
+    ))
+}

@@ -1,0 +1,117 @@
+use super::*;
+
+const GOOD: &str = r#"
+default_app = "shop-staging"
+
+[apps.shop-staging]
+platform = "simulated"
+rollback = "per-process"
+[apps.shop-staging.gate]
+min_healthy_time = "1s"
+[apps.shop-staging.processes.default]
+instances = 2
+[apps.shop-staging.processes.worker]
+[apps.shop-staging.simulated]
+initial = "v1"
+images = { "v1" = "good", "v2" = { all = "good", worker = "crash-loop" } }
+
+[apps.shop-prod]
+platform = "aws"
+repository = "shop"
+[apps.shop-prod.processes.default]
+cluster = "prod"
+service = "shop-web"
+load_balancer = { listener = "arn:l", target_groups = ["arn:a", "arn:b"], port = 8080 }
+"#;
+
+#[test]
+fn a_good_file_loads() {
+    let c = Config::parse(GOOD, Path::new("/x/tapit.toml")).unwrap();
+    let app = c.app(None).unwrap();
+    assert_eq!(app.name, "shop-staging");
+    assert_eq!(app.platform, Platform::Simulated);
+    assert_eq!(app.processes.len(), 2);
+    assert!(
+        app.processes[0].load_balanced,
+        "default is load balanced by default"
+    );
+    assert!(!app.processes[1].load_balanced);
+    let sim = app.simulated.as_ref().unwrap();
+    assert_eq!(sim.images["v2"].processes["worker"], Behavior::CrashLoop);
+    let prod = c.app(Some("shop-prod")).unwrap();
+    assert_eq!(prod.platform, Platform::Aws);
+    assert_eq!(prod.processes[0].load_balancer.as_ref().unwrap().port, 8080);
+    assert_eq!(app.resolve_process("web").unwrap(), "default");
+    assert!(
+        app.resolve_process("wrker")
+            .unwrap_err()
+            .to_string()
+            .contains("did you mean `worker`")
+    );
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key_path() {
+    let bad = r#"
+[apps.shop]
+platform = "awz"
+strategy = "canery"
+[apps.shop.gate]
+poll_interval = "soon"
+[apps.shop.processes.default]
+instanses = 2
+"#;
+    let e = Config::parse(bad, Path::new("tapit.toml")).unwrap_err();
+    let m = e.to_string();
+    assert_eq!(e.code(), 2);
+    for want in [
+        "apps.shop.platform: \"awz\" is not one of: aws, simulated (did you mean \"aws\"?)",
+        "apps.shop.strategy: \"canery\" is not one of: rolling, blue-green, canary (did you mean \"canary\"?)",
+        "apps.shop.gate.poll_interval: \"soon\" is not a duration",
+        "apps.shop.processes.default.instanses: unknown key (did you mean `instances`?)",
+    ] {
+        assert!(m.contains(want), "missing {want:?} in:\n{m}");
+    }
+}
+
+#[test]
+fn unknown_app_suggests() {
+    let c = Config::parse(GOOD, Path::new("tapit.toml")).unwrap();
+    let e = c.app(Some("shop-prd")).unwrap_err();
+    assert!(e.to_string().contains("did you mean `shop-prod`?"), "{e}");
+}
+
+#[test]
+fn canary_steps() {
+    assert_eq!(parse_canary_step("25%"), Ok(CanaryStepConfig::Weight(25)));
+    assert_eq!(
+        parse_canary_step("pause"),
+        Ok(CanaryStepConfig::Pause(None))
+    );
+    assert_eq!(
+        parse_canary_step("pause 30s"),
+        Ok(CanaryStepConfig::Pause(Some(Duration::from_secs(30))))
+    );
+    assert!(parse_canary_step("150%").is_err());
+    assert!(parse_canary_step("wait").is_err());
+}
+
+#[test]
+fn the_init_template_is_valid() {
+    let text = crate::commands::init::template("myapp");
+    let c = Config::parse(&text, Path::new("/x/tapit.toml")).unwrap();
+    assert!(c.apps.contains_key("myapp-staging"));
+    assert!(c.apps.contains_key("myapp-prod"));
+}
+
+#[test]
+fn web_is_a_process_of_its_own_when_it_exists() {
+    let text = GOOD.replace(
+        "[apps.shop-staging.processes.worker]",
+        "[apps.shop-staging.processes.web]\n[apps.shop-staging.processes.worker]",
+    );
+    let c = Config::parse(&text, Path::new("tapit.toml")).unwrap();
+    let app = c.app(None).unwrap();
+    assert_eq!(app.resolve_process("web").unwrap(), "web");
+    assert_eq!(app.resolve_process("default").unwrap(), "default");
+}
