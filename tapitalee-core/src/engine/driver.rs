@@ -161,8 +161,14 @@ impl Driver {
             _ => None,
         }
         .unwrap_or_else(|| self.record.processes[index].clone());
-        self.record.processes[index] =
-            restore_recorded(&self.shared, &self.record.app, recorded, reason).await;
+        self.record.processes[index] = finish_recorded(
+            &self.shared,
+            &self.record.app,
+            recorded,
+            reason,
+            Finish::RollBack,
+        )
+        .await;
     }
 
     /// Finalizes the processes that wait for the all-or-nothing verdict, or rolls them back
@@ -230,47 +236,34 @@ impl Driver {
     }
 }
 
-/// Restores a process to its previous release from its recorded state, without its strategy
-/// (after a crash, or a strategy that panicked). Records and returns its final record.
-pub(super) async fn restore_recorded(
-    shared: &Arc<Shared>,
-    app: &AppName,
-    recorded: ProcessRecord,
-    reason: String,
-) -> ProcessRecord {
-    match recorded.to.clone() {
-        None => {
-            let reason = format!("{reason}; nothing had changed yet");
-            not_started(shared, recorded, reason).await
-        }
-        Some(revision) => {
-            let control = DeploymentControl::new();
-            Rollout::new(shared.clone(), app, revision, recorded, control.subscribe())
-                .roll_back(None, reason)
-                .await
-        }
-    }
+/// How a process is finished from its recorded state, without its strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finish {
+    /// Roll it back (a strategy that panicked).
+    RollBack,
+    /// Complete it if the platform shows the new version live on its own, else roll it back
+    /// (a deployer that died; see [`Rollout::recover`]).
+    Recover,
 }
 
-/// Finishes an interrupted process from the platform's actual state (see
-/// [`Rollout::recover`]). Records and returns its final record.
-pub(super) async fn recover_recorded(
+/// Finishes a process from its recorded state, without its strategy. Records and returns its
+/// final record.
+pub(super) async fn finish_recorded(
     shared: &Arc<Shared>,
     app: &AppName,
     recorded: ProcessRecord,
     reason: String,
+    how: Finish,
 ) -> ProcessRecord {
-    match recorded.to.clone() {
-        None => {
-            let reason = format!("{reason}; nothing had changed yet");
-            not_started(shared, recorded, reason).await
-        }
-        Some(revision) => {
-            let control = DeploymentControl::new();
-            Rollout::new(shared.clone(), app, revision, recorded, control.subscribe())
-                .recover(reason)
-                .await
-        }
+    let Some(revision) = recorded.to.clone() else {
+        let reason = format!("{reason}; nothing had changed yet");
+        return not_started(shared, recorded, reason).await;
+    };
+    let control = DeploymentControl::new();
+    let rollout = Rollout::new(shared.clone(), app, revision, recorded, control.subscribe());
+    match how {
+        Finish::RollBack => rollout.roll_back(None, reason).await,
+        Finish::Recover => rollout.recover(reason).await,
     }
 }
 

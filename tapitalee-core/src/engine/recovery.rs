@@ -9,7 +9,7 @@ use crate::error::{Error, Resource, Result};
 use crate::fleet::Target;
 use crate::record::{DeploymentRecord, DeploymentStatus, ProcessRecord, ProcessStatus};
 
-use super::driver::recover_recorded;
+use super::driver::{Finish, finish_recorded};
 use super::{DeploymentHandle, Engine, Launch, Planned};
 
 impl Engine {
@@ -160,7 +160,14 @@ impl Engine {
                 statuses.push(p.status.clone());
                 continue;
             }
-            let done = recover_recorded(&shared, &record.app, p.clone(), reason.to_owned()).await;
+            let done = finish_recorded(
+                &shared,
+                &record.app,
+                p.clone(),
+                reason.to_owned(),
+                Finish::Recover,
+            )
+            .await;
             statuses.push(done.status.clone());
             restored.push(done);
         }

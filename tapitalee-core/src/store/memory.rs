@@ -111,6 +111,17 @@ fn update_in_place(to: &mut ProcessRecord, from: &ProcessRecord) {
     s.steps_done = *steps_done;
 }
 
+fn set_status(inner: &mut Inner, id: &DeploymentId, status: DeploymentStatus) -> Result<()> {
+    let rec = &mut inner
+        .deployments
+        .get_mut(id)
+        .ok_or_else(|| missing(id))?
+        .record;
+    rec.status = status;
+    rec.finished_at = status.is_final().then(SystemTime::now);
+    Ok(())
+}
+
 fn missing(id: &DeploymentId) -> Error {
     Error::not_found(Resource::Deployment, id.to_string(), "")
 }
@@ -195,16 +206,7 @@ impl DeploymentStore for MemoryStore {
     }
 
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()> {
-        self.with(|inner| {
-            let rec = &mut inner
-                .deployments
-                .get_mut(id)
-                .ok_or_else(|| missing(id))?
-                .record;
-            rec.status = status;
-            rec.finished_at = status.is_final().then(SystemTime::now);
-            Ok(())
-        })
+        self.with(|inner| set_status(inner, id, status))
     }
 
     async fn finish(
@@ -214,13 +216,7 @@ impl DeploymentStore for MemoryStore {
         targets: &[Target],
     ) -> Result<()> {
         self.with(|inner| {
-            let rec = &mut inner
-                .deployments
-                .get_mut(id)
-                .ok_or_else(|| missing(id))?
-                .record;
-            rec.status = status;
-            rec.finished_at = status.is_final().then(SystemTime::now);
+            set_status(inner, id, status)?;
             for t in targets {
                 if inner.locks.get(t).is_some_and(|(h, _)| h == id) {
                     inner.locks.remove(t);
