@@ -30,6 +30,7 @@ use crate::elb::TargetHealth;
 use crate::error::unexpected;
 use crate::model::{Controller, ServiceInfo, TaskInfo, TaskSetInfo};
 use crate::poller::ServiceKey;
+use crate::taskdef::Containers;
 
 /// ECS as a [`Deployer`]. Get one from [`AwsBackend::deployer`](crate::AwsBackend::deployer).
 #[derive(Clone)]
@@ -109,14 +110,14 @@ impl EcsDeployer {
     }
 
     /// Converts tasks to instances: running (with container health), pending, or stopped by a
-    /// failure. Tasks stopped on purpose (scale-in, deployment) are left out: they are gone,
-    /// not failed.
-    pub(crate) fn instances(tasks: &[TaskInfo], health_check: bool) -> Vec<Instance> {
+    /// failure. Tasks stopped on purpose (scale-in, deployment, Spot interruption) are left
+    /// out: they are gone, not failed.
+    pub(crate) fn instances(tasks: &[TaskInfo], containers: &Containers) -> Vec<Instance> {
         tasks
             .iter()
             .filter_map(|t| {
                 let status = if t.desired_status == "STOPPED" || t.last_status == "STOPPED" {
-                    if !is_failure(t) {
+                    if !is_failure(t, containers) {
                         return None;
                     }
                     InstanceStatus::Stopped {
@@ -125,7 +126,7 @@ impl EcsDeployer {
                             .clone()
                             .or_else(|| t.stop_code.clone())
                             .unwrap_or_else(|| "stopped".into()),
-                        exit_code: t.exit_code,
+                        exit_code: t.exit_code(&containers.essential),
                     }
                 } else if t.last_status == "RUNNING" {
                     match t.health.as_deref() {
@@ -135,7 +136,7 @@ impl EcsDeployer {
                         Some("UNHEALTHY") => InstanceStatus::Running {
                             healthy: Some(false),
                         },
-                        _ if health_check => InstanceStatus::Pending,
+                        _ if containers.health_check => InstanceStatus::Pending,
                         _ => InstanceStatus::Running { healthy: None },
                     }
                 } else {
@@ -413,7 +414,7 @@ impl EcsDeployer {
         Ok(FleetStatus {
             fleet: fleet.id.clone(),
             desired: u32::try_from(ts.computed_desired).unwrap_or(0),
-            instances: Self::instances(&mine, def.has_health_check()),
+            instances: Self::instances(&mine, &def.containers()),
         })
     }
 
@@ -513,20 +514,33 @@ fn fleet_gone(e: crate::error::AwsError, fleet: &Fleet) -> Error {
     }
 }
 
-/// Whether a stopped task failed (as opposed to being stopped on purpose).
-pub(crate) fn is_failure(t: &TaskInfo) -> bool {
-    if matches!(
-        t.stop_code.as_deref(),
-        Some("EssentialContainerExited" | "TaskFailedToStart")
-    ) {
-        return true;
+/// Whether a stopped task failed (as opposed to being stopped on purpose), by ECS's
+/// `stopCode` first:
+/// - `TaskFailedToStart`, `EssentialContainerExited`: failed;
+/// - `ServiceSchedulerInitiated`: failed only when the scheduler replaced it for failing its
+///   container or load balancer health checks (scale-in and deployments stop tasks too);
+/// - `UserInitiated`, `SpotInterruption`, `TerminationNotice`: not a failure (a person, Spot
+///   reclaiming capacity, Fargate maintenance), whatever the exit code (137/143 from SIGKILL /
+///   SIGTERM);
+/// - no code: an essential container's non-zero exit code, or a stop reason naming a failure.
+pub(crate) fn is_failure(t: &TaskInfo, containers: &Containers) -> bool {
+    let health_failed = || {
+        t.stopped_reason
+            .as_deref()
+            .is_some_and(|r| r.to_ascii_lowercase().contains("health check"))
+    };
+    match t.stop_code.as_deref() {
+        Some("TaskFailedToStart" | "EssentialContainerExited") => true,
+        Some("ServiceSchedulerInitiated") => health_failed(),
+        Some("UserInitiated" | "SpotInterruption" | "TerminationNotice") => false,
+        _ => {
+            t.exit_code(&containers.essential).is_some_and(|c| c != 0)
+                || health_failed()
+                || t.stopped_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("failed"))
+        }
     }
-    if t.exit_code.is_some_and(|c| c != 0) {
-        return true;
-    }
-    t.stopped_reason
-        .as_deref()
-        .is_some_and(|r| r.contains("health check") || r.contains("failed"))
 }
 
 #[async_trait]
@@ -712,25 +726,45 @@ mod tests {
             health: None,
             stop_code: None,
             stopped_reason: None,
-            exit_code: None,
+            exit_codes: Vec::new(),
             started_at: None,
             ip: None,
         }
     }
 
+    fn stopped(code: &str, reason: &str, exits: &[(&str, i32)]) -> TaskInfo {
+        let mut t = task("STOPPED", "STOPPED");
+        t.stop_code = Some(code.into());
+        t.stopped_reason = Some(reason.into());
+        t.exit_codes = exits.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect();
+        t
+    }
+
+    fn app_container(health_check: bool) -> Containers {
+        Containers {
+            essential: vec!["app".into()],
+            health_check,
+        }
+    }
+
     #[test]
     fn crashed_tasks_count_as_failures_and_scale_in_does_not() {
-        let mut crashed = task("STOPPED", "STOPPED");
-        crashed.stop_code = Some("EssentialContainerExited".into());
-        crashed.stopped_reason = Some("Essential container in task exited".into());
-        crashed.exit_code = Some(137);
-        let mut scaled_in = task("STOPPED", "STOPPED");
-        scaled_in.stop_code = Some("ServiceSchedulerInitiated".into());
-        scaled_in.stopped_reason = Some("Scaling activity initiated by deployment".into());
-        scaled_in.exit_code = Some(0);
+        let crashed = stopped(
+            "EssentialContainerExited",
+            "Essential container in task exited",
+            &[("app", 137)],
+        );
+        let scaled_in = stopped(
+            "ServiceSchedulerInitiated",
+            "Scaling activity initiated by deployment",
+            &[("app", 0)],
+        );
         let mut unknown_health = task("RUNNING", "RUNNING");
         unknown_health.health = Some("UNKNOWN".into());
-        let got = EcsDeployer::instances(&[crashed, scaled_in, unknown_health.clone()], true);
+        let got = EcsDeployer::instances(
+            &[crashed, scaled_in, unknown_health.clone()],
+            &app_container(true),
+        );
         assert_eq!(got.len(), 2);
         assert_eq!(
             got[0].status,
@@ -740,7 +774,80 @@ mod tests {
             }
         );
         assert_eq!(got[1].status, InstanceStatus::Pending);
-        let got = EcsDeployer::instances(&[unknown_health], false);
+        let got = EcsDeployer::instances(&[unknown_health], &app_container(false));
         assert_eq!(got[0].status, InstanceStatus::Running { healthy: None });
+    }
+
+    /// Tasks stopped on purpose exit 137/143 (SIGKILL/SIGTERM): the stop code decides, before
+    /// the exit code is looked at, so scale-in, Spot interruptions and Fargate maintenance
+    /// never roll a good release back.
+    #[test]
+    fn the_stop_code_decides_before_the_exit_code() {
+        let c = app_container(false);
+        let not_failures = [
+            stopped("UserInitiated", "Task stopped by user", &[("app", 143)]),
+            stopped(
+                "SpotInterruption",
+                "Your Spot Task was interrupted.",
+                &[("app", 137)],
+            ),
+            stopped(
+                "TerminationNotice",
+                "Task stopped due to Fargate maintenance",
+                &[("app", 143)],
+            ),
+            stopped(
+                "ServiceSchedulerInitiated",
+                "Scaling activity initiated by (deployment ecs-svc/1)",
+                &[("app", 137)],
+            ),
+        ];
+        for t in &not_failures {
+            assert!(!is_failure(t, &c), "{:?} is not a failure", t.stop_code);
+        }
+        let failures = [
+            stopped("TaskFailedToStart", "CannotPullContainerError: ...", &[]),
+            stopped(
+                "EssentialContainerExited",
+                "Essential container in task exited",
+                &[("app", 1)],
+            ),
+            stopped(
+                "ServiceSchedulerInitiated",
+                "Task failed ELB health checks in (target-group arn:...)",
+                &[("app", 143)],
+            ),
+            stopped(
+                "ServiceSchedulerInitiated",
+                "Task failed container health checks",
+                &[("app", 137)],
+            ),
+        ];
+        for t in &failures {
+            assert!(
+                is_failure(t, &c),
+                "{:?} {:?} is a failure",
+                t.stop_code,
+                t.stopped_reason
+            );
+        }
+    }
+
+    /// The exit code reported is the essential container's, not a sidecar's.
+    #[test]
+    fn the_exit_code_comes_from_the_essential_container() {
+        let t = stopped(
+            "EssentialContainerExited",
+            "Essential container in task exited",
+            &[("log-router", 0), ("xray", 2), ("app", 1)],
+        );
+        let got = EcsDeployer::instances(&[t], &app_container(false));
+        assert_eq!(
+            got[0].status,
+            InstanceStatus::Stopped {
+                reason: "Essential container in task exited".into(),
+                exit_code: Some(1)
+            }
+        );
     }
 }

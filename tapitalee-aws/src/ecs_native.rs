@@ -197,7 +197,7 @@ impl EcsDeployer {
             .shared
             .task_def(&fleet.revision.id, Some(ctx.deployment))
             .await?;
-        let mut instances = Self::instances(&mine, def.has_health_check());
+        let mut instances = Self::instances(&mine, &def.containers());
         let desired = u32::try_from(d.desired).unwrap_or(0);
         let completed = d.rollout_state.as_deref() == Some("COMPLETED");
         if !completed && d.status == "PRIMARY" {

@@ -77,7 +77,8 @@ pub(crate) struct TaskInfo {
     pub(crate) health: Option<String>,
     pub(crate) stop_code: Option<String>,
     pub(crate) stopped_reason: Option<String>,
-    pub(crate) exit_code: Option<i32>,
+    /// The exit code of each container that exited, by container name.
+    pub(crate) exit_codes: Vec<(String, i32)>,
     pub(crate) started_at: Option<SystemTime>,
     pub(crate) ip: Option<String>,
 }
@@ -138,19 +139,31 @@ impl From<&ecs::Deployment> for DeploymentInfo {
     }
 }
 
-impl From<&ecs::Task> for TaskInfo {
-    fn from(t: &ecs::Task) -> Self {
-        // The exit code that explains a stop: the first non-zero one, else the first known.
-        let codes: Vec<i32> = t
-            .containers()
+impl TaskInfo {
+    /// The exit code that explains a stop, from the essential containers (all, when none is
+    /// known): the first non-zero one, else the first.
+    pub(crate) fn exit_code(&self, essential: &[String]) -> Option<i32> {
+        let codes: Vec<i32> = self
+            .exit_codes
             .iter()
-            .filter_map(|c| c.exit_code())
+            .filter(|(name, _)| essential.is_empty() || essential.contains(name))
+            .map(|(_, code)| *code)
             .collect();
-        let exit_code = codes
+        codes
             .iter()
             .copied()
             .find(|c| *c != 0)
-            .or(codes.first().copied());
+            .or(codes.first().copied())
+    }
+}
+
+impl From<&ecs::Task> for TaskInfo {
+    fn from(t: &ecs::Task) -> Self {
+        let exit_codes = t
+            .containers()
+            .iter()
+            .filter_map(|c| Some((c.name().unwrap_or_default().to_owned(), c.exit_code()?)))
+            .collect();
         let ip = t
             .containers()
             .iter()
@@ -173,7 +186,7 @@ impl From<&ecs::Task> for TaskInfo {
             health: t.health_status().map(|h| h.as_str().to_owned()),
             stop_code: t.stop_code().map(|c| c.as_str().to_owned()),
             stopped_reason: t.stopped_reason().map(str::to_owned),
-            exit_code,
+            exit_codes,
             started_at: system_time(t.started_at()),
             ip,
         }

@@ -64,12 +64,25 @@ impl TaskDef {
         })
     }
 
-    /// Whether any container defines a health check (so "UNKNOWN" health means "not yet").
-    pub(crate) fn has_health_check(&self) -> bool {
-        self.def
+    /// What judging this revision's tasks needs to know of its containers.
+    pub(crate) fn containers(&self) -> Containers {
+        let essential: Vec<&aws_sdk_ecs::types::ContainerDefinition> = self
+            .def
             .container_definitions()
             .iter()
-            .any(|c| c.health_check().is_some())
+            // ECS's default: a container is essential unless it says otherwise.
+            .filter(|c| c.essential().unwrap_or(true))
+            .collect();
+        Containers {
+            essential: essential
+                .iter()
+                .filter_map(|c| c.name())
+                .map(str::to_owned)
+                .collect(),
+            // ECS derives task health from the essential containers only: a health check on a
+            // sidecar alone leaves the task's health UNKNOWN for good.
+            health_check: essential.iter().any(|c| c.health_check().is_some()),
+        }
     }
 
     /// The `awslogs` group, stream prefix and container name of the main container.
@@ -102,6 +115,16 @@ impl TaskDef {
 }
 
 /// Described task definitions by ARN.
+/// What judging a revision's tasks needs to know of its containers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Containers {
+    /// The essential containers' names: a task stops when one of them exits.
+    pub(crate) essential: Vec<String>,
+    /// Whether an essential container defines a health check (so "UNKNOWN" health means
+    /// "not yet").
+    pub(crate) health_check: bool,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct TaskDefCache {
     map: Mutex<HashMap<String, Arc<TaskDef>>>,
@@ -281,5 +304,42 @@ mod tests {
         );
         assert_eq!(tag_value("john.doe@example.com"), "john.doe@example.com");
         assert_eq!(tag_value(&"x".repeat(300)).len(), 256);
+    }
+
+    /// ECS derives a task's health from its essential containers only: a health check on a
+    /// sidecar alone must not make "UNKNOWN" mean "not healthy yet" (every task would stay
+    /// pending until the deadline).
+    #[test]
+    fn only_essential_containers_count() {
+        use aws_sdk_ecs::types::{ContainerDefinition, HealthCheck};
+        let check = || {
+            HealthCheck::builder()
+                .command("CMD-SHELL")
+                .command("true")
+                .build()
+                .unwrap()
+        };
+        let def = |sidecar_checked: bool, app_checked: bool| TaskDef {
+            def: TaskDefinition::builder()
+                .container_definitions(
+                    ContainerDefinition::builder()
+                        .name("app")
+                        .set_health_check(app_checked.then(check))
+                        .build(),
+                )
+                .container_definitions(
+                    ContainerDefinition::builder()
+                        .name("envoy")
+                        .essential(false)
+                        .set_health_check(sidecar_checked.then(check))
+                        .build(),
+                )
+                .build(),
+            tags: Vec::new(),
+        };
+        let c = def(true, false).containers();
+        assert_eq!(c.essential, ["app"], "essential unless it says otherwise");
+        assert!(!c.health_check, "a sidecar's health check does not count");
+        assert!(def(false, true).containers().health_check);
     }
 }
