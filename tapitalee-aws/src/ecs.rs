@@ -252,6 +252,7 @@ impl EcsDeployer {
             );
         }
         let deployment = Some(ctx.deployment);
+        let token = client_token(ctx);
         let ecs = &self.shared.clients.ecs;
         let percent = scale_percent(count, desired);
         // Like the live task set, else like the service, else Fargate.
@@ -281,6 +282,7 @@ impl EcsDeployer {
                             .build(),
                     )
                     .set_external_id(deployment.map(|d| d.to_string()))
+                    .client_token(&token)
                     .send()
             })
             .await
@@ -480,6 +482,25 @@ fn network_from_config(
     Ok(NetworkConfiguration::builder()
         .awsvpc_configuration(vpc)
         .build())
+}
+
+/// The idempotency token of a deployment's new task set for one process: a `CreateTaskSet`
+/// retried after a lost answer (timeout, 5xx) gets the task set the first request created,
+/// not a second, orphaned one. The deployment id's 26 characters, a dash, and an FNV-1a hash
+/// of the process name: 35 of the 36 characters ECS allows, the same in every retry and in
+/// every process that sends it.
+pub(crate) fn client_token(ctx: &DeployContext) -> String {
+    let hash = ctx
+        .target
+        .process
+        .as_str()
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+    let id = ctx.deployment.to_string();
+    let ulid = id.strip_prefix("dep-").unwrap_or(&id);
+    format!("{ulid}-{hash:08x}")
 }
 
 fn check_count(target: &Target, service: &str, count: u32, desired: u32) -> Result<()> {

@@ -566,3 +566,76 @@ impl WithTaskSet for Service {
         s
     }
 }
+
+/// `CreateTaskSet` carries an idempotency token derived from the deployment and the process:
+/// a 5xx (or timeout) whose request did create a task set is retried with the same token, so
+/// ECS returns that task set instead of creating an orphaned second one.
+#[tokio::test]
+async fn create_task_set_is_retried_with_the_same_idempotency_token() {
+    use aws_sdk_ecs::operation::create_task_set::CreateTaskSetOutput;
+    use aws_sdk_ecs::types::{AwsVpcConfiguration, NetworkConfiguration};
+    use std::sync::{Arc, Mutex};
+
+    let network = NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .subnets("subnet-1")
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let svc = services_rule(vec![
+        Service::builder()
+            .service_name("s0")
+            .desired_count(2)
+            .deployment_controller(
+                DeploymentController::builder()
+                    .r#type(DeploymentControllerType::External)
+                    .build()
+                    .unwrap(),
+            )
+            .network_configuration(network)
+            .build(),
+    ]);
+    let td = task_def_rule();
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let seen = tokens.clone();
+    let create = mock!(Ecs::create_task_set)
+        .match_requests(move |r| {
+            seen.lock()
+                .unwrap()
+                .push(r.client_token().map(str::to_owned));
+            true
+        })
+        .sequence()
+        .http_status(503, None)
+        .output(|| {
+            CreateTaskSetOutput::builder()
+                .task_set(TaskSet::builder().task_set_arn("arn:ts/new").build())
+                .build()
+        })
+        .build();
+    let backend = scripted(vec![app(1)], &[&svc, &td, &create], &[], &[]);
+    let c = ctx("p0");
+    let fleet = backend
+        .deployer()
+        .launch(&c, &fleet("p0", NEW_TD, NEW_TD).revision, 1)
+        .await
+        .unwrap();
+    assert_eq!(fleet.id.0, "arn:ts/new");
+    let tokens = tokens.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 2, "the 503 was retried: {tokens:?}");
+    let first = tokens[0].clone().expect("a client token");
+    assert!(first.len() <= 36, "ECS allows 36 characters: {first}");
+    assert_eq!(tokens[1].as_deref(), Some(first.as_str()), "the same token");
+    assert_eq!(
+        first,
+        crate::ecs::client_token(&c),
+        "derived from the context"
+    );
+    assert_ne!(
+        first,
+        crate::ecs::client_token(&ctx("p0")),
+        "per deployment"
+    );
+}
