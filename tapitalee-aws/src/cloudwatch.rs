@@ -4,12 +4,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StateValue};
+use aws_sdk_cloudwatch::types::{
+    AlarmType, Dimension, Metric, MetricDataQuery, MetricStat, StateValue,
+};
 use aws_smithy_types::DateTime;
 use tapitalee_core::{Analysis, AnalysisTarget, Error, Measurement, Result};
 
 use crate::backend::Shared;
 use crate::poller::ServiceKey;
+
+/// The most alarm names one `DescribeAlarms` call takes.
+const MAX_ALARM_NAMES: usize = 100;
 
 /// A dimension value replaced by the candidate fleet's target group (`targetgroup/name/id`),
 /// for ALB metrics of the new fleet alone.
@@ -55,32 +60,47 @@ impl Analysis for AlarmAnalysis {
 
     async fn measure(&self, target: &AnalysisTarget) -> Result<Measurement> {
         let cw = &self.shared.clients.cloudwatch;
-        let out = self
-            .shared
-            .layer
-            .call("DescribeAlarms", Some(target.context.deployment), || {
-                cw.describe_alarms()
-                    .set_alarm_names(Some(self.alarms.clone()))
-                    .send()
-            })
-            .await?;
-        let states: Vec<(String, StateValue, String)> = out
-            .metric_alarms()
-            .iter()
-            .map(|a| (a.alarm_name(), a.state_value(), a.state_reason()))
-            .chain(
-                out.composite_alarms()
-                    .iter()
-                    .map(|a| (a.alarm_name(), a.state_value(), a.state_reason())),
-            )
-            .map(|(n, s, r)| {
-                (
-                    n.unwrap_or_default().to_owned(),
-                    s.cloned().unwrap_or(StateValue::InsufficientData),
-                    r.unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
+        let mut states: Vec<(String, StateValue, String)> = Vec::new();
+        // DescribeAlarms takes at most 100 names a call, returns only metric alarms unless
+        // asked for composite ones too, and pages its answer.
+        for names in self.alarms.chunks(MAX_ALARM_NAMES) {
+            let mut next: Option<String> = None;
+            loop {
+                let out = self
+                    .shared
+                    .layer
+                    .call("DescribeAlarms", Some(target.context.deployment), || {
+                        cw.describe_alarms()
+                            .set_alarm_names(Some(names.to_vec()))
+                            .alarm_types(AlarmType::MetricAlarm)
+                            .alarm_types(AlarmType::CompositeAlarm)
+                            .set_next_token(next.clone())
+                            .send()
+                    })
+                    .await?;
+                states.extend(
+                    out.metric_alarms()
+                        .iter()
+                        .map(|a| (a.alarm_name(), a.state_value(), a.state_reason()))
+                        .chain(
+                            out.composite_alarms()
+                                .iter()
+                                .map(|a| (a.alarm_name(), a.state_value(), a.state_reason())),
+                        )
+                        .map(|(n, s, r)| {
+                            (
+                                n.unwrap_or_default().to_owned(),
+                                s.cloned().unwrap_or(StateValue::InsufficientData),
+                                r.unwrap_or_default().to_owned(),
+                            )
+                        }),
+                );
+                next = out.next_token().map(str::to_owned);
+                if next.is_none() {
+                    break;
+                }
+            }
+        }
         let firing: Vec<String> = states
             .iter()
             .filter(|(_, s, _)| *s == StateValue::Alarm)

@@ -292,3 +292,53 @@ async fn alarms_ok_alarm_and_insufficient_data() {
         other => panic!("expected Inconclusive, got {other:?}"),
     }
 }
+
+/// DescribeAlarms as CloudWatch documents it: at most 100 names a call, only metric alarms
+/// unless `AlarmTypes` asks for composite ones too, and answers in pages (`NextToken`). A
+/// composite alarm in ALARM among 150 names fails the analysis; before, it read as "not
+/// found" (inconclusive: a deployment paused for good).
+#[tokio::test]
+async fn alarms_are_described_the_way_cloudwatch_answers() {
+    use aws_sdk_cloudwatch::types::AlarmType;
+    const PAGE: usize = 40;
+    let rule = mock!(Cw::describe_alarms)
+        .match_requests(|r| r.alarm_names().len() <= 100)
+        .then_compute_output(|r| {
+            let names = r.alarm_names();
+            let start: usize = r.next_token().map_or(0, |t| t.parse().unwrap());
+            let end = (start + PAGE).min(names.len());
+            let composite_asked = r.alarm_types().contains(&AlarmType::CompositeAlarm);
+            let mut out = DescribeAlarmsOutput::builder();
+            for n in &names[start..end] {
+                if n == "app-health" {
+                    if composite_asked {
+                        out = out.composite_alarms(
+                            CompositeAlarm::builder()
+                                .alarm_name(n)
+                                .state_value(StateValue::Alarm)
+                                .state_reason("children in ALARM")
+                                .build(),
+                        );
+                    }
+                } else {
+                    out = out.metric_alarms(alarm(n, StateValue::Ok, "fine"));
+                }
+            }
+            if end < names.len() {
+                out = out.next_token(end.to_string());
+            }
+            out.build()
+        });
+    let backend = scripted(vec![app(1)], &[], &[], &[&rule]);
+    let mut names: Vec<String> = (0..150).map(|i| format!("a{i}")).collect();
+    names.insert(120, "app-health".into());
+    let a = backend.alarm_analysis("alarms", names.iter().map(String::as_str));
+    match a.measure(&analysis_target()).await.unwrap() {
+        Measurement::Fail { detail } => {
+            assert_eq!(detail, "app-health in ALARM (children in ALARM)")
+        }
+        other => panic!("expected Fail, got {other:?}"),
+    }
+    // 151 names: 100 + 51 per call, each answered in pages of 40: 3 + 2 calls.
+    assert_eq!(rule.num_calls(), 5);
+}
