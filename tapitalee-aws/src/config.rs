@@ -61,6 +61,19 @@ pub struct LoadBalancerConfig {
     pub container_name: Option<String>,
     /// Its port.
     pub container_port: i32,
+    /// Other routes of the same production traffic (an HTTPS listener beside the HTTP one, a
+    /// second rule), weighted in step with the first.
+    pub extra_routes: Vec<Route>,
+}
+
+/// Where a process's production traffic enters: a listener's default actions, or one of its
+/// rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The listener ARN.
+    pub listener_arn: String,
+    /// A rule of it, whose forward action is weighted instead of the listener's default one.
+    pub rule_arn: Option<String>,
 }
 
 impl LoadBalancerConfig {
@@ -77,7 +90,30 @@ impl LoadBalancerConfig {
             target_groups: [blue_target_group.into(), green_target_group.into()],
             container_name: None,
             container_port,
+            extra_routes: Vec::new(),
         }
+    }
+
+    /// Another route of the same production traffic (a listener, or one of its rules), whose
+    /// forward action is weighted in step with the first.
+    #[must_use]
+    pub fn also_route(mut self, listener_arn: impl Into<String>, rule_arn: Option<String>) -> Self {
+        self.extra_routes.push(Route {
+            listener_arn: listener_arn.into(),
+            rule_arn,
+        });
+        self
+    }
+
+    /// Every route of the process's traffic: the first, then the extra ones.
+    pub fn routes(&self) -> Vec<Route> {
+        let first = Route {
+            listener_arn: self.listener_arn.clone(),
+            rule_arn: self.rule_arn.clone(),
+        };
+        std::iter::once(first)
+            .chain(self.extra_routes.iter().cloned())
+            .collect()
     }
 
     /// Weights this listener rule's forward action instead of the default action.

@@ -252,6 +252,10 @@ impl EcsDeployer {
             );
         }
         let deployment = Some(ctx.deployment);
+        if let Some(lb) = &p.load_balancer {
+            // Targets in a group that no listener forwards to are never health-checked.
+            crate::elb::ensure_target_groups(&self.shared, deployment, lb).await?;
+        }
         let token = client_token(ctx);
         let ecs = &self.shared.clients.ecs;
         let percent = scale_percent(count, desired);

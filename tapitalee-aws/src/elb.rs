@@ -9,85 +9,199 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, ForwardActionConfig, TargetGroupTuple,
 };
 use tapitalee_core::{
-    DeploymentId, Fleet, FleetStatus, HealthProbe, HealthReport, InstanceStatus, Result,
+    DeploymentId, Error, Fleet, FleetStatus, HealthProbe, HealthReport, InstanceStatus, Result,
 };
 
 use crate::backend::Shared;
-use crate::config::LoadBalancerConfig;
+use crate::config::{LoadBalancerConfig, Route};
 use crate::model::Controller;
 use crate::poller::ServiceKey;
 
-/// Points the listener (or its rule) at the pair of target groups with these weights.
+/// Sets the weights of the process's two target groups in the forward action of every route
+/// its traffic takes (the listener's default actions or a rule, plus the extra routes), and
+/// changes nothing else: authentication actions, their order, stickiness and any other target
+/// group stay as they are.
 pub(crate) async fn set_weights(
     shared: &Shared,
     deployment: Option<DeploymentId>,
     lb: &LoadBalancerConfig,
     split: [u8; 2],
 ) -> Result<()> {
-    let forward = ForwardActionConfig::builder()
-        .set_target_groups(Some(
-            lb.target_groups
-                .iter()
-                .zip(split)
-                .map(|(tg, w)| {
-                    TargetGroupTuple::builder()
-                        .target_group_arn(tg)
-                        .weight(i32::from(w))
-                        .build()
-                })
-                .collect(),
-        ))
-        .build();
-    let action = Action::builder()
-        .r#type(ActionTypeEnum::Forward)
-        .forward_config(forward)
-        .build();
+    for route in lb.routes() {
+        patch_route(shared, deployment, lb, &route, Some(split)).await?;
+    }
+    tracing::info!(
+        listener = %lb.listener_arn,
+        routes = lb.routes().len(),
+        blue = split[0],
+        green = split[1],
+        "set traffic weights"
+    );
+    Ok(())
+}
+
+/// Puts both target groups in the forward action of every route (the idle one at weight 0)
+/// without changing any weight: a target group that no listener forwards to is never
+/// health-checked (its targets stay `unused`), so this must hold before a task set registers
+/// targets in it.
+pub(crate) async fn ensure_target_groups(
+    shared: &Shared,
+    deployment: Option<DeploymentId>,
+    lb: &LoadBalancerConfig,
+) -> Result<()> {
+    for route in lb.routes() {
+        patch_route(shared, deployment, lb, &route, None).await?;
+    }
+    Ok(())
+}
+
+/// Reads a route's actions, patches its forward action, and writes them back if they changed.
+async fn patch_route(
+    shared: &Shared,
+    deployment: Option<DeploymentId>,
+    lb: &LoadBalancerConfig,
+    route: &Route,
+    split: Option<[u8; 2]>,
+) -> Result<()> {
     let elb = &shared.clients.elb;
-    match &lb.rule_arn {
+    let not_found = |arn: &str, what: &str| {
+        let (arn, what) = (arn.to_owned(), what.to_owned());
+        move |e: crate::error::AwsError| {
+            e.not_found_as(tapitalee_core::Resource::Process, &arn, what.clone())
+        }
+    };
+    let actions = match &route.rule_arn {
+        Some(rule) => shared
+            .layer
+            .call("DescribeRules", deployment, || {
+                elb.describe_rules().rule_arns(rule).send()
+            })
+            .await
+            .map_err(not_found(
+                rule,
+                "the listener rule does not exist; fix the load balancer configuration",
+            ))?
+            .rules()
+            .first()
+            .map(|r| r.actions().to_vec()),
+        None => shared
+            .layer
+            .call("DescribeListeners", deployment, || {
+                elb.describe_listeners()
+                    .listener_arns(&route.listener_arn)
+                    .send()
+            })
+            .await
+            .map_err(not_found(
+                &route.listener_arn,
+                "the listener does not exist; fix the load balancer configuration",
+            ))?
+            .listeners()
+            .first()
+            .map(|l| l.default_actions().to_vec()),
+    }
+    .unwrap_or_default();
+    let where_ = route.rule_arn.as_deref().unwrap_or(&route.listener_arn);
+    let patched = patch_forward(&actions, &lb.target_groups, split)
+        .map_err(|why| Error::invalid("load balancer route", where_, why))?;
+    if patched == actions {
+        return Ok(());
+    }
+    match &route.rule_arn {
         Some(rule) => {
             shared
                 .layer
                 .call("ModifyRule", deployment, || {
                     elb.modify_rule()
                         .rule_arn(rule)
-                        .actions(action.clone())
+                        .set_actions(Some(patched.clone()))
                         .send()
                 })
                 .await
-                .map_err(|e| {
-                    e.not_found_as(
-                        tapitalee_core::Resource::Process,
-                        rule,
-                        "the listener rule does not exist; fix LoadBalancerConfig::rule",
-                    )
-                })?;
+                .map_err(not_found(rule, "the listener rule does not exist"))?;
         }
         None => {
             shared
                 .layer
                 .call("ModifyListener", deployment, || {
                     elb.modify_listener()
-                        .listener_arn(&lb.listener_arn)
-                        .default_actions(action.clone())
+                        .listener_arn(&route.listener_arn)
+                        .set_default_actions(Some(patched.clone()))
                         .send()
                 })
                 .await
-                .map_err(|e| {
-                    e.not_found_as(
-                        tapitalee_core::Resource::Process,
-                        &lb.listener_arn,
-                        "the listener does not exist; fix LoadBalancerConfig::listener_arn",
-                    )
-                })?;
+                .map_err(not_found(
+                    &route.listener_arn,
+                    "the listener does not exist",
+                ))?;
         }
     }
-    tracing::info!(
-        listener = %lb.listener_arn,
-        blue = split[0],
-        green = split[1],
-        "set traffic weights"
-    );
     Ok(())
+}
+
+/// The actions with their forward action sending `split` (blue, green) to the two target
+/// groups, or with `None` keeping today's weights and adding a missing group at weight 0.
+/// Everything else is kept: other actions and their order, stickiness, other target groups.
+fn patch_forward(
+    actions: &[Action],
+    groups: &[String; 2],
+    split: Option<[u8; 2]>,
+) -> std::result::Result<Vec<Action>, String> {
+    let forwards = actions
+        .iter()
+        .filter(|a| a.r#type == Some(ActionTypeEnum::Forward))
+        .count();
+    if forwards != 1 {
+        return Err(format!(
+            "has {forwards} forward actions; Tapitalee weights exactly one, which must forward \
+             to the process's target groups"
+        ));
+    }
+    let mut out = actions.to_vec();
+    let forward = out
+        .iter_mut()
+        .find(|a| a.r#type == Some(ActionTypeEnum::Forward))
+        .ok_or("has no forward action")?;
+    let mut config = forward
+        .forward_config
+        .clone()
+        .unwrap_or_else(|| ForwardActionConfig::builder().build());
+    let mut tuples = config.target_groups.clone().unwrap_or_default();
+    if let Some(simple) = forward.target_group_arn.take()
+        && !tuples
+            .iter()
+            .any(|t| t.target_group_arn.as_deref() == Some(simple.as_str()))
+    {
+        // A plain "forward to one group": that group takes everything.
+        tuples.push(
+            TargetGroupTuple::builder()
+                .target_group_arn(simple)
+                .weight(100)
+                .build(),
+        );
+    }
+    for (i, group) in groups.iter().enumerate() {
+        let weight = split.map(|s| i32::from(s[i]));
+        match tuples
+            .iter_mut()
+            .find(|t| t.target_group_arn.as_deref() == Some(group.as_str()))
+        {
+            Some(t) => {
+                if let Some(w) = weight {
+                    t.weight = Some(w);
+                }
+            }
+            None => tuples.push(
+                TargetGroupTuple::builder()
+                    .target_group_arn(group)
+                    .weight(weight.unwrap_or(0))
+                    .build(),
+            ),
+        }
+    }
+    config.target_groups = Some(tuples);
+    forward.forward_config = Some(config);
+    Ok(out)
 }
 
 /// Load balancer target health as a [`HealthProbe`]: an instance passes when its task's IP is

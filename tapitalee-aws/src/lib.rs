@@ -70,7 +70,7 @@ pub use cloudwatch::{
 };
 pub use config::{
     AppConfig, AwsConfig, AwsConfigBuilder, LoadBalancerConfig, NetworkConfig, ProcessConfig,
-    StaticCredentials,
+    Route, StaticCredentials,
 };
 pub use ecr::EcrRegistry;
 pub use ecs::EcsDeployer;

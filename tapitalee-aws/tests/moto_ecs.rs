@@ -199,7 +199,9 @@ async fn task_sets_traffic_and_primary() {
     let mine = calls.for_deployment(&deployment);
     assert_eq!(mine.get("RegisterTaskDefinition"), Some(&1), "{mine:?}");
     assert_eq!(mine.get("CreateTaskSet"), Some(&1), "{mine:?}");
-    assert_eq!(mine.get("ModifyListener"), Some(&2), "{mine:?}");
+    // One to put the idle group in the forward action before the launch, one per route.
+    assert_eq!(mine.get("ModifyListener"), Some(&3), "{mine:?}");
+    assert_eq!(mine.get("DescribeListeners"), Some(&3), "{mine:?}");
     assert_eq!(mine.get("DeleteTaskSet"), Some(&2), "{mine:?}");
     assert!(calls.count("DescribeServices") >= 1);
 }
