@@ -202,34 +202,8 @@ impl Shared {
             ));
         }
         let main = base.main_container(container)?.name().map(str::to_owned);
-        let pinned = image.pinned();
-        let containers: Vec<ContainerDefinition> = base
-            .def
-            .container_definitions()
-            .iter()
-            .map(|c| {
-                if c.name().map(str::to_owned) == main {
-                    let mut c = c.clone();
-                    c.image = Some(pinned.clone());
-                    c
-                } else {
-                    c.clone()
-                }
-            })
-            .collect();
-        let mut tags: Vec<Tag> = base
-            .tags
-            .iter()
-            .filter(|t| !matches!(t.key(), Some(TAG_DEPLOYMENT | TAG_INITIATOR | TAG_IMAGE)))
-            .cloned()
-            .collect();
-        for (k, v) in [
-            (TAG_DEPLOYMENT, meta.deployment.to_string()),
-            (TAG_INITIATOR, tag_value(meta.initiator.as_str())),
-            (TAG_IMAGE, tag_value(&image.to_string())),
-        ] {
-            tags.push(Tag::builder().key(k).value(v).build());
-        }
+        let containers = copy_containers(base.def.container_definitions(), main.as_deref(), image);
+        let tags = copy_tags(&base.tags, meta, image);
         let d = &base.def;
         let family = d.family().ok_or_else(|| {
             unexpected(
@@ -248,6 +222,7 @@ impl Shared {
                     .set_network_mode(d.network_mode().cloned())
                     .set_container_definitions(Some(containers.clone()))
                     .set_volumes(non_empty(d.volumes()))
+                    .set_placement_constraints(non_empty(d.placement_constraints()))
                     .set_requires_compatibilities(non_empty(d.requires_compatibilities()))
                     .set_cpu(d.cpu().map(str::to_owned))
                     .set_memory(d.memory().map(str::to_owned))
@@ -290,6 +265,64 @@ pub(crate) fn tag_value(s: &str) -> String {
         })
         .take(256)
         .collect()
+}
+
+/// The most tags a task definition takes.
+const MAX_TAGS: usize = 50;
+
+/// The live containers with the new image (pinned by digest) in the main container and in
+/// every other container that runs an image of the same repository (a migration or worker
+/// sidecar built from the app's image); sidecars of other images are left as they are.
+fn copy_containers(
+    live: &[ContainerDefinition],
+    main: Option<&str>,
+    image: &ImageRef,
+) -> Vec<ContainerDefinition> {
+    let pinned = image.pinned();
+    live.iter()
+        .map(|c| {
+            let is_main = c.name().is_some() && c.name() == main;
+            let same_repository = c
+                .image()
+                .and_then(|i| i.parse::<ImageRef>().ok())
+                .is_some_and(|i| i.repository == image.repository);
+            let mut c = c.clone();
+            if is_main || same_repository {
+                c.image = Some(pinned.clone());
+            }
+            c
+        })
+        .collect()
+}
+
+/// The live task definition's tags with ours (deployment, initiator, image) set, without the
+/// `aws:` tags AWS manages itself (it refuses them), and within the 50-tag limit (the live
+/// definition's own tags are kept first come, first kept).
+fn copy_tags(live: &[Tag], meta: &DeployContext, image: &ImageRef) -> Vec<Tag> {
+    let ours = [
+        (TAG_DEPLOYMENT, meta.deployment.to_string()),
+        (TAG_INITIATOR, tag_value(meta.initiator.as_str())),
+        (TAG_IMAGE, tag_value(&image.to_string())),
+    ];
+    let mut tags: Vec<Tag> = live
+        .iter()
+        .filter(|t| !matches!(t.key(), Some(TAG_DEPLOYMENT | TAG_INITIATOR | TAG_IMAGE)))
+        .filter(|t| !t.key().is_some_and(|k| k.starts_with("aws:")))
+        .cloned()
+        .collect();
+    let room = MAX_TAGS - ours.len();
+    if tags.len() > room {
+        let dropped: Vec<&str> = tags[room..].iter().filter_map(|t| t.key()).collect();
+        tracing::warn!(
+            ?dropped,
+            "the live task definition has more tags than a copy can keep"
+        );
+        tags.truncate(room);
+    }
+    for (k, v) in ours {
+        tags.push(Tag::builder().key(k).value(v).build());
+    }
+    tags
 }
 
 #[cfg(test)]
@@ -341,5 +374,71 @@ mod tests {
         assert_eq!(c.essential, ["app"], "essential unless it says otherwise");
         assert!(!c.health_check, "a sidecar's health check does not count");
         assert!(def(false, true).containers().health_check);
+    }
+
+    fn meta() -> DeployContext {
+        DeployContext::new(
+            tapitalee_core::DeploymentId::new(),
+            tapitalee_core::Initiator::new("ci").unwrap(),
+            tapitalee_core::Target::new("shop".parse().unwrap(), "default".parse().unwrap()),
+        )
+    }
+
+    fn image() -> ImageRef {
+        format!(
+            "123.dkr.ecr.us-east-1.amazonaws.com/shop:v2@sha256:{}",
+            "a".repeat(64)
+        )
+        .parse()
+        .unwrap()
+    }
+
+    #[test]
+    fn every_container_of_the_app_image_gets_the_new_one() {
+        let c = |name: &str, image: &str| {
+            ContainerDefinition::builder()
+                .name(name)
+                .image(image)
+                .build()
+        };
+        let live = [
+            c("app", "123.dkr.ecr.us-east-1.amazonaws.com/shop:v1"),
+            c("migrate", "123.dkr.ecr.us-east-1.amazonaws.com/shop:v1"),
+            c("envoy", "public.ecr.aws/envoy/envoy:v1.30"),
+        ];
+        let got = copy_containers(&live, Some("app"), &image());
+        let pinned = image().pinned();
+        assert_eq!(got[0].image(), Some(pinned.as_str()));
+        assert_eq!(
+            got[1].image(),
+            Some(pinned.as_str()),
+            "a container of the app's image"
+        );
+        assert_eq!(
+            got[2].image(),
+            Some("public.ecr.aws/envoy/envoy:v1.30"),
+            "a sidecar"
+        );
+    }
+
+    #[test]
+    fn tags_leave_out_aws_ones_and_fit_the_limit() {
+        let tag = |k: String| Tag::builder().key(k).value("v").build();
+        let mut live: Vec<Tag> = (0..60).map(|i| tag(format!("team-{i}"))).collect();
+        live.insert(0, tag("aws:cloudformation:stack-name".into()));
+        live.push(tag(TAG_DEPLOYMENT.into()));
+        let got = copy_tags(&live, &meta(), &image());
+        assert_eq!(got.len(), MAX_TAGS);
+        assert!(got.iter().all(|t| !t.key().unwrap().starts_with("aws:")));
+        let deployment_tags = got
+            .iter()
+            .filter(|t| t.key() == Some(TAG_DEPLOYMENT))
+            .count();
+        assert_eq!(deployment_tags, 1, "ours replace the live ones");
+        assert_eq!(
+            got[0].key(),
+            Some("team-0"),
+            "the live tags come first, in order"
+        );
     }
 }
