@@ -259,7 +259,10 @@ impl MetricAnalysis {
             .task_sets
             .iter()
             .find(|t| &t.arn == id || &t.id == id)
-            .and_then(|t| t.target_group())
+            .and_then(|t| match &p.load_balancer {
+                Some(lb) => t.target_group_of(&lb.target_groups),
+                None => None,
+            })
             .ok_or_else(|| {
                 Error::invalid(
                     "metric dimension",

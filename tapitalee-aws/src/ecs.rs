@@ -209,48 +209,9 @@ impl EcsDeployer {
                 }
             },
         };
-        let mut load_balancers = Vec::new();
-        if let Some(lb) = &p.load_balancer {
-            let used: Vec<&str> = info
-                .task_sets
-                .iter()
-                .filter(|t| t.status != "DRAINING")
-                .filter_map(|t| t.target_group())
-                .collect();
-            let tg = lb
-                .target_groups
-                .iter()
-                .find(|tg| !used.contains(&tg.as_str()))
-                .ok_or_else(|| {
-                    Error::platform(
-                        "CreateTaskSet",
-                        format!(
-                            "both target groups of {target} are in use by task sets; retire the \
-                             old new fleet first (a previous deployment may have left one)"
-                        ),
-                    )
-                })?;
-            let container = match &lb.container_name {
-                Some(c) => c.clone(),
-                None => {
-                    let def = self
-                        .shared
-                        .task_def(&revision.id, Some(ctx.deployment))
-                        .await?;
-                    def.main_container(p.container.as_deref())?
-                        .name()
-                        .unwrap_or_default()
-                        .to_owned()
-                }
-            };
-            load_balancers.push(
-                LoadBalancer::builder()
-                    .target_group_arn(tg)
-                    .container_name(container)
-                    .container_port(lb.container_port)
-                    .build(),
-            );
-        }
+        let load_balancers = self
+            .task_set_load_balancers(ctx, p, info, primary, revision)
+            .await?;
         let deployment = Some(ctx.deployment);
         if let Some(lb) = &p.load_balancer {
             // Targets in a group that no listener forwards to are never health-checked.
@@ -259,11 +220,23 @@ impl EcsDeployer {
         let token = client_token(ctx);
         let ecs = &self.shared.clients.ecs;
         let percent = scale_percent(count, desired);
-        // Like the live task set, else like the service, else Fargate.
-        let launch_type = primary
-            .and_then(|t| t.launch_type.clone())
-            .or_else(|| info.launch_type.clone())
-            .unwrap_or(LaunchType::Fargate);
+        // Like the live task set: its capacity providers (FARGATE_SPOT stays Spot), else its
+        // launch type, else the service's, else Fargate.
+        let capacity = primary
+            .map(|t| t.capacity_provider_strategy.clone())
+            .filter(|c| !c.is_empty());
+        let launch_type = match capacity {
+            Some(_) => None,
+            None => Some(
+                primary
+                    .and_then(|t| t.launch_type.clone())
+                    .or_else(|| info.launch_type.clone())
+                    .unwrap_or(LaunchType::Fargate),
+            ),
+        };
+        let registries = primary
+            .map(|t| t.service_registries.clone())
+            .filter(|r| !r.is_empty());
         let platform_version = primary
             .and_then(|t| t.platform_version.clone())
             .or_else(|| info.platform_version.clone());
@@ -277,7 +250,9 @@ impl EcsDeployer {
                     .task_definition(&revision.id)
                     .network_configuration(network.clone())
                     .set_load_balancers(Some(load_balancers.clone()))
-                    .launch_type(launch_type.clone())
+                    .set_launch_type(launch_type.clone())
+                    .set_capacity_provider_strategy(capacity.clone())
+                    .set_service_registries(registries.clone())
                     .set_platform_version(platform_version.clone())
                     .scale(
                         Scale::builder()
@@ -307,6 +282,80 @@ impl EcsDeployer {
             target: target.clone(),
             revision: revision.clone(),
         })
+    }
+
+    /// The load balancers of a new task set: the live task set's, with the process's
+    /// weighted pair switched to its idle target group (every other load balancer kept as it
+    /// is); on a first deploy, the configured pair's first free group.
+    async fn task_set_load_balancers(
+        &self,
+        ctx: &DeployContext,
+        p: &ProcessConfig,
+        info: &ServiceInfo,
+        primary: Option<&TaskSetInfo>,
+        revision: &Revision,
+    ) -> Result<Vec<LoadBalancer>> {
+        let Some(lb) = &p.load_balancer else {
+            return Ok(primary
+                .map(|t| t.load_balancers.clone())
+                .unwrap_or_default());
+        };
+        let target = &ctx.target;
+        let used: Vec<&str> = info
+            .task_sets
+            .iter()
+            .filter(|t| t.status != "DRAINING")
+            .filter_map(|t| t.target_group_of(&lb.target_groups))
+            .collect();
+        let idle = lb
+            .target_groups
+            .iter()
+            .find(|tg| !used.contains(&tg.as_str()))
+            .ok_or_else(|| {
+                Error::platform(
+                    "CreateTaskSet",
+                    format!(
+                        "both target groups of {target} are in use by task sets; retire the \
+                         old new fleet first (a previous deployment may have left one)"
+                    ),
+                )
+            })?;
+        if let Some(live) = primary.filter(|t| t.target_group_of(&lb.target_groups).is_some()) {
+            return Ok(live
+                .load_balancers
+                .iter()
+                .map(|l| {
+                    let ours = l
+                        .target_group_arn()
+                        .is_some_and(|tg| lb.target_groups.iter().any(|g| g == tg));
+                    let mut l = l.clone();
+                    if ours {
+                        l.target_group_arn = Some(idle.clone());
+                    }
+                    l
+                })
+                .collect());
+        }
+        let container = match &lb.container_name {
+            Some(c) => c.clone(),
+            None => {
+                let def = self
+                    .shared
+                    .task_def(&revision.id, Some(ctx.deployment))
+                    .await?;
+                def.main_container(p.container.as_deref())?
+                    .name()
+                    .unwrap_or_default()
+                    .to_owned()
+            }
+        };
+        Ok(vec![
+            LoadBalancer::builder()
+                .target_group_arn(idle)
+                .container_name(container)
+                .container_port(lb.container_port)
+                .build(),
+        ])
     }
 
     async fn ts_scale(
@@ -452,7 +501,7 @@ impl EcsDeployer {
                         format!("service {} has no such task set", p.service),
                     )
                 })?;
-            let tg = ts.target_group().unwrap_or_default();
+            let tg = ts.target_group_of(&lb.target_groups).unwrap_or_default();
             let i = lb.target_groups.iter().position(|g| g == tg).ok_or_else(|| {
                 Error::platform(
                     "route traffic",

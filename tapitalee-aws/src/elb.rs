@@ -286,9 +286,9 @@ impl HealthProbe for TargetHealth {
             .app(&fleet.target.app)?
             .get(&fleet.target.process)?
             .clone();
-        if p.load_balancer.is_none() {
+        let Some(lb) = &p.load_balancer else {
             return Ok(pass_through(status));
-        }
+        };
         let key = ServiceKey::new(&p.cluster, &p.service);
         let info = self.shared.poller.service(key.clone()).await?;
         if info.controller != Controller::External {
@@ -298,7 +298,7 @@ impl HealthProbe for TargetHealth {
             .task_sets
             .iter()
             .find(|t| t.arn == fleet.id.0 || t.id == fleet.id.0)
-            .and_then(|t| t.target_group().map(str::to_owned))
+            .and_then(|t| t.target_group_of(&lb.target_groups).map(str::to_owned))
         else {
             return Ok(HealthReport {
                 healthy: 0,

@@ -45,13 +45,17 @@ pub(crate) struct TaskSetInfo {
     pub(crate) network: Option<ecs::NetworkConfiguration>,
     pub(crate) launch_type: Option<ecs::LaunchType>,
     pub(crate) platform_version: Option<String>,
+    pub(crate) capacity_provider_strategy: Vec<ecs::CapacityProviderStrategyItem>,
+    pub(crate) service_registries: Vec<ecs::ServiceRegistry>,
 }
 
 impl TaskSetInfo {
-    pub(crate) fn target_group(&self) -> Option<&str> {
+    /// The first of `pair` this task set is attached to.
+    pub(crate) fn target_group_of<'a>(&'a self, pair: &[String; 2]) -> Option<&'a str> {
         self.load_balancers
             .iter()
-            .find_map(|lb| lb.target_group_arn())
+            .filter_map(|lb| lb.target_group_arn())
+            .find(|tg| pair.iter().any(|p| p == tg))
     }
 }
 
@@ -122,6 +126,8 @@ impl From<&ecs::TaskSet> for TaskSetInfo {
             network: t.network_configuration().cloned(),
             launch_type: t.launch_type().cloned(),
             platform_version: t.platform_version().map(str::to_owned),
+            capacity_provider_strategy: t.capacity_provider_strategy().to_vec(),
+            service_registries: t.service_registries().to_vec(),
         }
     }
 }

@@ -18,7 +18,7 @@ use tapitalee_core::{
 };
 
 use super::scripted;
-use crate::config::{AppConfig, ProcessConfig};
+use crate::config::{AppConfig, LoadBalancerConfig, ProcessConfig};
 
 pub(super) const OLD_TD: &str = "arn:aws:ecs:us-east-1:1:task-definition/worker:1";
 pub(super) const NEW_TD: &str = "arn:aws:ecs:us-east-1:1:task-definition/worker:2";
@@ -638,4 +638,127 @@ async fn create_task_set_is_retried_with_the_same_idempotency_token() {
         crate::ecs::client_token(&ctx("p0")),
         "per deployment"
     );
+}
+
+/// A new task set is launched like the live one: its capacity providers (FARGATE_SPOT stays
+/// Spot, so no launch type), its service registries, and every load balancer, with only the
+/// weighted pair switched to the idle target group.
+#[tokio::test]
+async fn a_new_task_set_copies_the_live_ones_capacity_registries_and_load_balancers() {
+    use aws_sdk_ecs::operation::create_task_set::CreateTaskSetOutput;
+    use aws_sdk_ecs::types::{
+        AwsVpcConfiguration, CapacityProviderStrategyItem, LoadBalancer, NetworkConfiguration,
+        ServiceRegistry,
+    };
+    use aws_sdk_elasticloadbalancingv2::Client as Elb;
+    use aws_sdk_elasticloadbalancingv2::operation::describe_listeners::DescribeListenersOutput;
+    use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, Listener};
+
+    const BLUE: &str = "arn:tg/blue";
+    const GREEN: &str = "arn:tg/green";
+    const NLB: &str = "arn:tg/nlb-tcp";
+    let lb = |tg: &str, port: i32| {
+        LoadBalancer::builder()
+            .target_group_arn(tg)
+            .container_name("app")
+            .container_port(port)
+            .build()
+    };
+    let spot = CapacityProviderStrategyItem::builder()
+        .capacity_provider("FARGATE_SPOT")
+        .weight(1)
+        .build()
+        .unwrap();
+    let registry = ServiceRegistry::builder()
+        .registry_arn("arn:servicediscovery:srv/web")
+        .build();
+    let live = TaskSet::builder()
+        .id("ecs-svc/live")
+        .task_set_arn("arn:ts/live")
+        .status("PRIMARY")
+        .task_definition(OLD_TD)
+        .capacity_provider_strategy(spot.clone())
+        .load_balancers(lb(BLUE, 8080))
+        .load_balancers(lb(NLB, 9000))
+        .service_registries(registry.clone())
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    AwsVpcConfiguration::builder()
+                        .subnets("subnet-1")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .build();
+    let svc = services_rule(vec![
+        Service::builder()
+            .service_name("s0")
+            .desired_count(2)
+            .deployment_controller(
+                DeploymentController::builder()
+                    .r#type(DeploymentControllerType::External)
+                    .build()
+                    .unwrap(),
+            )
+            .task_sets(live)
+            .build(),
+    ]);
+    let (want_spot, want_registry) = (spot.clone(), registry.clone());
+    let create = mock!(Ecs::create_task_set)
+        .match_requests(move |r| {
+            r.launch_type().is_none()
+                && r.capacity_provider_strategy() == [want_spot.clone()]
+                && r.service_registries() == [want_registry.clone()]
+                && r.load_balancers() == [lb(GREEN, 8080), lb(NLB, 9000)]
+        })
+        .then_output(|| {
+            CreateTaskSetOutput::builder()
+                .task_set(TaskSet::builder().task_set_arn("arn:ts/new").build())
+                .build()
+        });
+    // The listener already forwards to both groups: nothing to change there.
+    let listener = mock!(Elb::describe_listeners).then_output(|| {
+        let forward = |tg: &str, w: i32| {
+            aws_sdk_elasticloadbalancingv2::types::TargetGroupTuple::builder()
+                .target_group_arn(tg)
+                .weight(w)
+                .build()
+        };
+        DescribeListenersOutput::builder()
+            .listeners(
+                Listener::builder()
+                    .default_actions(
+                        Action::builder()
+                            .r#type(ActionTypeEnum::Forward)
+                            .forward_config(
+                                aws_sdk_elasticloadbalancingv2::types::ForwardActionConfig::builder()
+                                    .target_groups(forward(BLUE, 100))
+                                    .target_groups(forward(GREEN, 0))
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let app = AppConfig::new(AppName::new("myapp").unwrap(), "myapp").process(
+        ProcessConfig::new(ProcessName::new("p0").unwrap(), "c", "s0")
+            .load_balancer(LoadBalancerConfig::new("arn:listener/1", BLUE, GREEN, 8080)),
+    );
+    let backend = scripted(vec![app], &[&svc, &create], &[&listener], &[]);
+    let fleet = backend
+        .deployer()
+        .launch(&ctx("p0"), &fleet("p0", NEW_TD, NEW_TD).revision, 1)
+        .await
+        .unwrap();
+    assert_eq!(fleet.id.0, "arn:ts/new");
+    assert_eq!(
+        create.num_calls(),
+        1,
+        "the request matched what the live task set runs"
+    );
+    assert_eq!(backend.api_calls().count("ModifyListener"), 0);
 }
