@@ -261,7 +261,8 @@ impl MetricAnalysis {
             .find(|t| &t.arn == id || &t.id == id)
             .and_then(|t| match &p.load_balancer {
                 Some(lb) => t.target_group_of(&lb.target_groups),
-                None => None,
+                // Without a configured pair: the task set's first target group.
+                None => t.load_balancers.iter().find_map(|l| l.target_group_arn()),
             })
             .ok_or_else(|| {
                 Error::invalid(
