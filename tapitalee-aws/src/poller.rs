@@ -58,7 +58,15 @@ struct Inner {
     /// The tasks each service had at its last listing, for probes that need task details
     /// (IPs) of instances the engine already polled.
     recent: Mutex<HashMap<ServiceKey, Vec<TaskInfo>>>,
+    /// Tasks seen STOPPED, by ARN. A stopped task never changes and ECS keeps listing it for
+    /// about an hour: it is described once, not at every poll. Bounded by
+    /// [`STOPPED_TASKS_KEPT`].
+    stopped: Mutex<HashMap<String, TaskInfo>>,
 }
+
+/// The most stopped tasks remembered; past it the memory starts over (they are described
+/// again once, which costs calls, never correctness).
+const STOPPED_TASKS_KEPT: usize = 10_000;
 
 /// The poller, shared (cheaply cloned) by everything of one backend.
 #[derive(Debug, Clone)]
@@ -75,6 +83,7 @@ impl Poller {
                 window,
                 pending: Mutex::new(None),
                 recent: Mutex::new(HashMap::new()),
+                stopped: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -242,17 +251,24 @@ impl Inner {
             }
             arns.insert(key.clone(), failed.map_or(Ok(all), Err));
         }
-        // 2. DescribeTasks, 100 per call, per cluster.
+        // 2. DescribeTasks, 100 per call, per cluster, except tasks already seen stopped.
+        let mut described: HashMap<String, TaskInfo> = {
+            let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+            arns.values()
+                .flat_map(|list| list.iter().flatten())
+                .filter_map(|a| stopped.get(a).map(|t| (a.clone(), t.clone())))
+                .collect()
+        };
         let mut per_cluster: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for (key, list) in &arns {
             if let Ok(list) = list {
-                per_cluster
-                    .entry(key.cluster.as_str())
-                    .or_default()
-                    .extend(list.iter().map(String::as_str));
+                per_cluster.entry(key.cluster.as_str()).or_default().extend(
+                    list.iter()
+                        .filter(|a| !described.contains_key(*a))
+                        .map(String::as_str),
+                );
             }
         }
-        let mut described: HashMap<String, TaskInfo> = HashMap::new();
         let mut cluster_errors: HashMap<&str, AwsError> = HashMap::new();
         for (cluster, set) in per_cluster {
             let list: Vec<&str> = set.into_iter().collect();
@@ -270,8 +286,15 @@ impl Inner {
                     .await;
                 match result {
                     Ok(out) => {
+                        let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
                         for t in out.tasks() {
                             let info = TaskInfo::from(t);
+                            if info.last_status == "STOPPED" {
+                                if stopped.len() >= STOPPED_TASKS_KEPT {
+                                    stopped.clear();
+                                }
+                                stopped.insert(info.arn.clone(), info.clone());
+                            }
                             described.insert(info.arn.clone(), info);
                         }
                     }

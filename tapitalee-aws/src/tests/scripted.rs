@@ -762,3 +762,69 @@ async fn a_new_task_set_copies_the_live_ones_capacity_registries_and_load_balanc
     );
     assert_eq!(backend.api_calls().count("ModifyListener"), 0);
 }
+
+/// A stopped task is final, and ECS lists it for about an hour: it is described once, not at
+/// every poll (which re-described every stopped task of the service each round).
+#[tokio::test]
+async fn stopped_tasks_are_described_once() {
+    use std::sync::{Arc, Mutex};
+
+    let ts = TaskSet::builder()
+        .id("ecs-svc/9")
+        .task_set_arn("arn:ts/9")
+        .status("ACTIVE")
+        .task_definition(NEW_TD)
+        .computed_desired_count(2)
+        .build();
+    let svc = services_rule(vec![
+        ecs_service("s0", DeploymentControllerType::External, vec![]).to_builder_with_task_set(ts),
+    ]);
+    let stopped = Task::builder()
+        .task_arn("t-stopped")
+        .started_by("ecs-svc/9")
+        .last_status("STOPPED")
+        .desired_status("STOPPED")
+        .stop_code(TaskStopCode::EssentialContainerExited)
+        .stopped_reason("Essential container in task exited")
+        .containers(Container::builder().name("app").exit_code(1).build())
+        .build();
+    let live = running("t-live", "ecs-svc/9", NEW_TD, HealthStatus::Healthy);
+    let all = [stopped, live];
+    let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = asked.clone();
+    let describe = mock!(Ecs::describe_tasks).then_compute_output(move |r| {
+        let wanted = r.tasks();
+        seen.lock().unwrap().extend(wanted.iter().cloned());
+        DescribeTasksOutput::builder()
+            .set_tasks(Some(
+                all.iter()
+                    .filter(|t| wanted.iter().any(|w| Some(w.as_str()) == t.task_arn()))
+                    .cloned()
+                    .collect(),
+            ))
+            .build()
+    });
+    let list_running = mock!(Ecs::list_tasks)
+        .match_requests(|r| r.desired_status() == Some(&DesiredStatus::Running))
+        .then_output(|| ListTasksOutput::builder().task_arns("t-live").build());
+    let list_stopped = mock!(Ecs::list_tasks)
+        .match_requests(|r| r.desired_status() == Some(&DesiredStatus::Stopped))
+        .then_output(|| ListTasksOutput::builder().task_arns("t-stopped").build());
+    let td = task_def_rule();
+    let backend = scripted(
+        vec![app(1)],
+        &[&svc, &td, &describe, &list_running, &list_stopped],
+        &[],
+        &[],
+    );
+    let f = fleet("p0", "arn:ts/9", NEW_TD);
+    for _ in 0..3 {
+        let status = backend.deployer().status(&ctx("p0"), &f).await.unwrap();
+        assert_eq!(status.stopped(), 1, "the stopped task is still reported");
+        assert_eq!(status.running(), 1);
+    }
+    let asked = asked.lock().unwrap().clone();
+    let times = |arn: &str| asked.iter().filter(|a| *a == arn).count();
+    assert_eq!(times("t-stopped"), 1, "described once: {asked:?}");
+    assert_eq!(times("t-live"), 3, "running tasks are described every poll");
+}
