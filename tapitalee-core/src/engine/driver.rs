@@ -324,9 +324,7 @@ impl ProcessJob {
         rollout.announce(strategy.name()).await;
         match strategy.run(&mut rollout).await {
             Ok(()) if self.policy == RollbackPolicy::AllOrNothing => {
-                rollout
-                    .note("new version live; waiting for the other processes (all-or-nothing)")
-                    .await;
+                rollout.await_verdict().await;
                 RunOutcome::Ready(Box::new(rollout), strategy)
             }
             Ok(()) => RunOutcome::Done(Box::new(rollout.finalize(&strategy).await)),

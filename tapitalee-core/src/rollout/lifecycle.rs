@@ -20,6 +20,14 @@ impl Rollout {
         .await;
     }
 
+    /// Records that the process waits for the all-or-nothing verdict (written now: the wait
+    /// may be long).
+    pub(crate) async fn await_verdict(&self) {
+        self.note("new version live; waiting for the other processes (all-or-nothing)")
+            .await;
+        self.flush().await;
+    }
+
     /// Completes a succeeded process with its strategy's `finalize` (retiring the old fleet).
     /// A failure before the new fleet is fully live rolls back; a failure after it (retiring
     /// the old fleet) is noted, not fatal: the process runs the new version.
@@ -125,12 +133,7 @@ impl Rollout {
     pub(crate) async fn conclude(mut self, status: ProcessStatus) -> ProcessRecord {
         self.record.status = status.clone();
         self.record.finished_at = Some(SystemTime::now());
-        self.shared
-            .publish(
-                Some(&self.record.process),
-                Some(&self.record),
-                EventKind::ProcessFinished { status },
-            )
+        self.publish_record(EventKind::ProcessFinished { status })
             .await;
         self.record
     }

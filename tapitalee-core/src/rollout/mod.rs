@@ -128,45 +128,61 @@ impl Shared {
         &self.forward
     }
 
-    /// The one publish path: traces the event, records it in the history (as a step, with
-    /// the process's record replaced in the same store write when one is given), and sends
-    /// it to the event stream. Health readings are not recorded as steps. A history failure
-    /// is traced, not fatal: the platform change already happened.
+    /// The one publish path: [`announce`](Self::announce) the event, then record it in the
+    /// history at once (as a step, with the process's record replaced in the same store
+    /// write when one is given). Health readings are not recorded. A history failure is
+    /// traced, not fatal: the platform change already happened.
     pub(crate) async fn publish(
         &self,
         process: Option<&ProcessName>,
         record: Option<&ProcessRecord>,
         kind: EventKind,
     ) {
+        let step = self.announce(process, kind);
+        self.write(record, step.as_slice()).await;
+    }
+
+    /// Traces the event and sends it to the event stream; returns the step that records it
+    /// in the history (none for health readings), for the caller to write.
+    pub(crate) fn announce(
+        &self,
+        process: Option<&ProcessName>,
+        kind: EventKind,
+    ) -> Option<StepRecord> {
         let at = SystemTime::now();
         let message = kind.to_string();
         match process {
             Some(p) => info!(process = %p, "{message}"),
             None => info!("{message}"),
         }
-        let step = StepRecord {
-            at,
-            process: process.cloned(),
-            message,
-        };
-        let written = match record {
-            Some(record) => {
-                self.store
-                    .record_change(&self.deployment, record, &step)
-                    .await
-            }
-            None if matches!(kind, EventKind::Health { .. }) => Ok(()),
-            None => self.store.append_step(&self.deployment, &step).await,
-        };
-        if let Err(e) = written {
-            warn!(error = %e, "could not record a step in the deployment history");
-        }
+        let recorded = !matches!(kind, EventKind::Health { .. });
         let _ = self.events.send(DeployEvent {
             deployment: self.deployment,
             process: process.cloned(),
             at,
             kind,
         });
+        recorded.then(|| StepRecord {
+            at,
+            process: process.cloned(),
+            message,
+        })
+    }
+
+    /// Writes steps, with a process's record when given, in one store write.
+    pub(crate) async fn write(&self, record: Option<&ProcessRecord>, steps: &[StepRecord]) {
+        let written = match record {
+            Some(record) => {
+                self.store
+                    .record_changes(&self.deployment, record, steps)
+                    .await
+            }
+            None if steps.is_empty() => Ok(()),
+            None => self.store.append_steps(&self.deployment, steps).await,
+        };
+        if let Err(e) = written {
+            warn!(error = %e, "could not record a step in the deployment history");
+        }
     }
 }
 
@@ -188,6 +204,10 @@ pub struct Rollout {
     phase: Phase,
     /// The new fleet's instances seen stopped, counted against the failure threshold.
     failed_instances: HashSet<String>,
+    /// Steps that changed nothing on the platform, announced but not written yet: they are
+    /// written with the next state change, or before the rollout waits, whichever comes
+    /// first (one store write instead of several).
+    pending: std::sync::Mutex<Vec<StepRecord>>,
 }
 
 impl Rollout {
@@ -211,6 +231,7 @@ impl Rollout {
             promotions_seen: 0,
             phase: Phase::Running,
             failed_instances: HashSet::new(),
+            pending: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -320,6 +341,7 @@ impl Rollout {
 
     /// Sleeps, waking early with [`Error::Aborted`] on `abort()` (not while rolling back).
     pub async fn sleep(&mut self, duration: Duration) -> Result<()> {
+        self.flush().await;
         let until = Instant::now() + duration;
         loop {
             self.check_abort()?;
@@ -338,6 +360,7 @@ impl Rollout {
 
     /// Waits while the deployment is paused (`pause()` on the handle) or until abort.
     async fn wait_until_unpaused(&mut self) -> Result<()> {
+        self.flush().await;
         while self.control.borrow().paused {
             self.check_abort()?;
             if self.control.changed().await.is_err() {
@@ -350,6 +373,7 @@ impl Rollout {
     }
 
     async fn wait_for_promotion(&mut self, duration: Option<Duration>) -> Result<Resume> {
+        self.flush().await;
         let until = duration.map(|d| Instant::now() + d);
         let watching = self.record.state.candidate.is_some() && self.phase == Phase::Running;
         let mut next_check = Instant::now() + self.shared.gate.poll_interval;
@@ -425,24 +449,38 @@ impl Rollout {
         }
     }
 
-    /// Publishes an event about this process.
+    /// Publishes an event about this process; its step is written with the next change or
+    /// before the next wait.
     async fn publish(&self, kind: EventKind) {
-        self.shared
-            .publish(Some(&self.record.process), None, kind)
-            .await;
+        if let Some(step) = self.shared.announce(Some(&self.record.process), kind) {
+            self.pending_steps().push(step);
+        }
     }
 
-    /// Publishes a platform change: the process's new record and a step about it, in one
-    /// store write.
+    fn pending_steps(&self) -> std::sync::MutexGuard<'_, Vec<StepRecord>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the steps held back, before time passes.
+    async fn flush(&self) {
+        let steps = std::mem::take(&mut *self.pending_steps());
+        self.shared.write(None, &steps).await;
+    }
+
+    /// Publishes a change of the process's record (a platform change, or its outcome): the
+    /// record, the steps held back and a step about the change, in one store write.
+    async fn publish_record(&self, kind: EventKind) {
+        let step = self.shared.announce(Some(&self.record.process), kind);
+        let mut steps = std::mem::take(&mut *self.pending_steps());
+        steps.extend(step);
+        self.shared.write(Some(&self.record), &steps).await;
+    }
+
+    /// Publishes a platform change: the process's new record and a step about it.
     async fn publish_change(&self, message: impl Into<String>) {
-        self.shared
-            .publish(
-                Some(&self.record.process),
-                Some(&self.record),
-                EventKind::Step {
-                    message: message.into(),
-                },
-            )
-            .await;
+        self.publish_record(EventKind::Step {
+            message: message.into(),
+        })
+        .await;
     }
 }

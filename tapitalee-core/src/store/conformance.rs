@@ -31,6 +31,7 @@ pub async fn run_all(store: &dyn DeploymentStore) {
     create_get_round_trip(store).await;
     update_process_keeps_steps_and_order(store).await;
     record_change_updates_and_appends(store).await;
+    record_changes_and_append_steps_keep_order(store).await;
     append_step_to_process_and_deployment(store).await;
     set_status_sets_finished_at_when_final(store).await;
     list_newest_first_without_steps(store).await;
@@ -306,6 +307,54 @@ pub async fn record_change_updates_and_appends(store: &dyn DeploymentStore) {
             .await
             .is_err(),
         "record_change on an unknown deployment fails"
+    );
+}
+
+/// `record_changes` replaces a process and appends several steps in order; `append_steps`
+/// appends several steps, each to its process or to the deployment.
+pub async fn record_changes_and_append_steps_keep_order(store: &dyn DeploymentStore) {
+    let rec = sample_record(&fresh_app("changes"));
+    store.create(&rec).await.expect("create succeeds");
+    let mut worker = rec.processes[1].clone();
+    worker.state.candidate_count = 2;
+    let (announced, step_msg, launched) = (
+        step(Some("worker"), "rolling deployment from v1 to v2"),
+        step(Some("worker"), "launch 2 new instance(s)"),
+        step(Some("worker"), "launched new fleet ts-2 with 2 instance(s)"),
+    );
+    store
+        .record_changes(
+            &rec.id,
+            &worker,
+            &[announced.clone(), step_msg.clone(), launched.clone()],
+        )
+        .await
+        .expect("record_changes succeeds");
+    let (paused, overall) = (
+        step(Some("worker"), "paused: waiting for promote"),
+        step(None, "deployment-level note"),
+    );
+    store
+        .append_steps(&rec.id, &[paused.clone(), overall.clone()])
+        .await
+        .expect("append_steps succeeds");
+    store
+        .append_steps(&rec.id, &[])
+        .await
+        .expect("no steps is fine");
+    let got = get(store, &rec.id).await;
+    let expected = ProcessRecord {
+        steps: vec![announced, step_msg, launched, paused],
+        ..worker
+    };
+    assert_eq!(got.processes[1], expected);
+    assert_eq!(got.steps.last(), Some(&overall), "the deployment-level step");
+    assert!(
+        store
+            .append_steps(&DeploymentId::new(), &[step(None, "x")])
+            .await
+            .is_err(),
+        "append_steps on an unknown deployment fails"
     );
 }
 

@@ -32,6 +32,41 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// A process's record (if given) and steps, under one lock.
+    fn record(
+        &self,
+        id: &DeploymentId,
+        process: Option<&ProcessRecord>,
+        steps: &[StepRecord],
+    ) -> Result<()> {
+        self.with(|inner| {
+            let entry = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
+            if let Some(process) = process {
+                match entry.process_mut(&process.process) {
+                    Some(p) => update_in_place(p, process),
+                    None => {
+                        let mut p = process.clone();
+                        p.steps.clear();
+                        let at = entry.record.processes.len();
+                        entry.index.insert(p.process.clone(), at);
+                        entry.record.processes.push(p);
+                    }
+                }
+            }
+            for step in steps {
+                match step
+                    .process
+                    .as_ref()
+                    .and_then(|name| entry.process_mut(name))
+                {
+                    Some(p) => p.steps.push(step.clone()),
+                    None => entry.record.steps.push(step.clone()),
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
         let mut inner = self
             .inner
@@ -170,39 +205,24 @@ impl DeploymentStore for MemoryStore {
         process: &ProcessRecord,
         step: &StepRecord,
     ) -> Result<()> {
-        self.with(|inner| {
-            let entry = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
-            match entry.process_mut(&process.process) {
-                Some(p) => {
-                    update_in_place(p, process);
-                    p.steps.push(step.clone());
-                }
-                None => {
-                    let mut p = process.clone();
-                    p.steps.clear();
-                    p.steps.push(step.clone());
-                    let at = entry.record.processes.len();
-                    entry.index.insert(p.process.clone(), at);
-                    entry.record.processes.push(p);
-                }
-            }
-            Ok(())
-        })
+        self.record(id, Some(process), std::slice::from_ref(step))
+    }
+
+    async fn record_changes(
+        &self,
+        id: &DeploymentId,
+        process: &ProcessRecord,
+        steps: &[StepRecord],
+    ) -> Result<()> {
+        self.record(id, Some(process), steps)
+    }
+
+    async fn append_steps(&self, id: &DeploymentId, steps: &[StepRecord]) -> Result<()> {
+        self.record(id, None, steps)
     }
 
     async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()> {
-        self.with(|inner| {
-            let entry = inner.deployments.get_mut(id).ok_or_else(|| missing(id))?;
-            match step
-                .process
-                .as_ref()
-                .and_then(|name| entry.process_mut(name))
-            {
-                Some(p) => p.steps.push(step.clone()),
-                None => entry.record.steps.push(step.clone()),
-            }
-            Ok(())
-        })
+        self.record(id, None, std::slice::from_ref(step))
     }
 
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()> {

@@ -55,6 +55,31 @@ pub trait DeploymentStore: Send + Sync + fmt::Debug + 'static {
         self.append_step(id, step).await
     }
 
+    /// Replaces a process's record and appends several steps about it, in one write where the
+    /// store can. A rollout records the steps that change nothing on the platform
+    /// (announcements, pauses) with its next state change this way: fewer writes per process.
+    /// The default calls [`update_process`](Self::update_process), then
+    /// [`append_steps`](Self::append_steps).
+    async fn record_changes(
+        &self,
+        id: &DeploymentId,
+        process: &ProcessRecord,
+        steps: &[StepRecord],
+    ) -> Result<()> {
+        self.update_process(id, process).await?;
+        self.append_steps(id, steps).await
+    }
+
+    /// Appends several steps, in one write where the store can (a rollout about to wait
+    /// records the steps it holds, so the history is never behind while time passes). The
+    /// default calls [`append_step`](Self::append_step) for each.
+    async fn append_steps(&self, id: &DeploymentId, steps: &[StepRecord]) -> Result<()> {
+        for step in steps {
+            self.append_step(id, step).await?;
+        }
+        Ok(())
+    }
+
     /// Sets a deployment's overall status (and its end time when final).
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()>;
 

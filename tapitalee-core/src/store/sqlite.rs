@@ -100,6 +100,27 @@ impl SqliteStore {
         self.path.as_deref().map(PathBuf::as_path)
     }
 
+    /// A process row (if given) and steps, in one savepoint: together or not at all.
+    async fn record(
+        &self,
+        id: &DeploymentId,
+        row: Option<ProcessRow>,
+        steps: &[StepRecord],
+    ) -> Result<()> {
+        let id = id.to_string();
+        let steps = steps.to_vec();
+        // One savepoint: the state and its steps land together or not at all.
+        self.call(true, move |conn| {
+            if let Some(row) = &row {
+                rows::write_process(conn, &id, row)?;
+            }
+            steps
+                .iter()
+                .try_for_each(|step| rows::append_step_row(conn, &id, step))
+        })
+        .await
+    }
+
     /// Runs `f` on the blocking pool, inside a transaction shared with the calls queued at the
     /// same time; returns its outcome once that transaction committed. `writes` says whether
     /// `f` changes anything (then it runs in a savepoint, undone if it fails).
@@ -137,10 +158,7 @@ impl DeploymentStore for SqliteStore {
     }
 
     async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()> {
-        let id = id.to_string();
-        let step = step.clone();
-        self.call(true, move |conn| rows::append_step_row(conn, &id, &step))
-            .await
+        self.record(id, None, std::slice::from_ref(step)).await
     }
 
     async fn record_change(
@@ -149,15 +167,26 @@ impl DeploymentStore for SqliteStore {
         process: &ProcessRecord,
         step: &StepRecord,
     ) -> Result<()> {
-        let row = ProcessRow::encode(process)?;
-        let id = id.to_string();
-        let step = step.clone();
-        // One savepoint: the state and the step about it land together or not at all.
-        self.call(true, move |conn| {
-            rows::write_process(conn, &id, &row)?;
-            rows::append_step_row(conn, &id, &step)
-        })
+        self.record(
+            id,
+            Some(ProcessRow::encode(process)?),
+            std::slice::from_ref(step),
+        )
         .await
+    }
+
+    async fn record_changes(
+        &self,
+        id: &DeploymentId,
+        process: &ProcessRecord,
+        steps: &[StepRecord],
+    ) -> Result<()> {
+        self.record(id, Some(ProcessRow::encode(process)?), steps)
+            .await
+    }
+
+    async fn append_steps(&self, id: &DeploymentId, steps: &[StepRecord]) -> Result<()> {
+        self.record(id, None, steps).await
     }
 
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()> {
