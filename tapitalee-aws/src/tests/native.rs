@@ -518,3 +518,156 @@ async fn a_failing_ecs_controller_deployment_retires_first_and_rolls_back_fast()
     );
     assert_eq!(phase.load(Ordering::SeqCst), 2);
 }
+
+/// The ECS service of a healthy release: before (phase 0), while ECS rolls the new revision
+/// out (phase 1: IN_PROGRESS for a few polls, its 2 tasks running), then COMPLETED.
+fn healthy_rollout(phase: Arc<AtomicU8>, polls: Arc<AtomicU8>) -> Vec<Rule> {
+    let (p1, p2, p3) = (phase.clone(), phase.clone(), phase);
+    vec![
+        mock!(Ecs::describe_services).then_output(move || {
+            let deployments = match p1.load(Ordering::SeqCst) {
+                0 => vec![deployment(
+                    "ecs-svc/1",
+                    "PRIMARY",
+                    OLD_TD,
+                    DeploymentRolloutState::Completed,
+                    "",
+                )],
+                _ => {
+                    let done = polls.fetch_add(1, Ordering::SeqCst) >= 4;
+                    let mut d = vec![deployment(
+                        "ecs-svc/2",
+                        "PRIMARY",
+                        NEW_TD,
+                        if done {
+                            DeploymentRolloutState::Completed
+                        } else {
+                            DeploymentRolloutState::InProgress
+                        },
+                        "",
+                    )];
+                    if !done {
+                        d.push(deployment(
+                            "ecs-svc/1",
+                            "ACTIVE",
+                            OLD_TD,
+                            DeploymentRolloutState::Completed,
+                            "",
+                        ));
+                    }
+                    d
+                }
+            };
+            DescribeServicesOutput::builder()
+                .services(ecs_service(
+                    "s0",
+                    DeploymentControllerType::Ecs,
+                    deployments,
+                ))
+                .build()
+        }),
+        mock!(Ecs::update_service).then_output(move || {
+            p2.store(1, Ordering::SeqCst);
+            UpdateServiceOutput::builder().build()
+        }),
+        mock!(Ecs::list_tasks)
+            .match_requests(|r| r.desired_status() == Some(&DesiredStatus::Running))
+            .then_output(move || {
+                let (a, b) = if p3.load(Ordering::SeqCst) == 0 {
+                    ("t-old-1", "t-old-2")
+                } else {
+                    ("t-new-1", "t-new-2")
+                };
+                ListTasksOutput::builder().task_arns(a).task_arns(b).build()
+            }),
+        mock!(Ecs::list_tasks)
+            .match_requests(|r| r.desired_status() == Some(&DesiredStatus::Stopped))
+            .then_output(|| ListTasksOutput::builder().build()),
+        mock!(Ecs::describe_tasks).then_output(|| {
+            DescribeTasksOutput::builder()
+                .tasks(running(
+                    "t-old-1",
+                    "ecs-svc/1",
+                    OLD_TD,
+                    HealthStatus::Healthy,
+                ))
+                .tasks(running(
+                    "t-old-2",
+                    "ecs-svc/1",
+                    OLD_TD,
+                    HealthStatus::Healthy,
+                ))
+                .tasks(running(
+                    "t-new-1",
+                    "ecs-svc/2",
+                    NEW_TD,
+                    HealthStatus::Healthy,
+                ))
+                .tasks(running(
+                    "t-new-2",
+                    "ecs-svc/2",
+                    NEW_TD,
+                    HealthStatus::Healthy,
+                ))
+                .build()
+        }),
+        mock!(Ecs::register_task_definition).then_output(|| {
+            RegisterTaskDefinitionOutput::builder()
+                .task_definition(
+                    TaskDefinition::builder()
+                        .task_definition_arn(NEW_TD)
+                        .build(),
+                )
+                .build()
+        }),
+    ]
+}
+
+/// Issue 8, defect 1: with the product's default (rolling) strategy, a healthy ECS-controller
+/// release of 2 tasks used to scale "the old fleet", which the backend took for a rollback:
+/// StopServiceDeployment on a healthy rollout, UpdateService again, back and forth, RolledBack.
+/// Now ECS runs the rollout: one UpdateService, gated until COMPLETED, and it succeeds.
+#[tokio::test(start_paused = true)]
+async fn the_default_strategy_releases_an_ecs_controller_service_with_one_update() {
+    let phase = Arc::new(AtomicU8::new(0));
+    let ecs = healthy_rollout(phase.clone(), Arc::new(AtomicU8::new(0)));
+    let td = task_def_rule();
+    let mut ecs_rules = refs(&ecs);
+    ecs_rules.push(&td);
+    let ecr = ecr_rules();
+    let backend = scripted_with_ecr(vec![app_with(None)], &ecs_rules, &refs(&ecr), &[], &[]);
+    let engine = tapitalee::engine()
+        .deployer(Arc::new(backend.deployer()))
+        .registry(Arc::new(backend.registry()))
+        .health_gate(HealthGate {
+            min_healthy_time: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(5),
+            ..HealthGate::default()
+        })
+        .build()
+        .unwrap();
+    let record = engine
+        .deploy(
+            &AppName::new("myapp").unwrap(),
+            DeployRequest::new()
+                .docker_tag(DockerTag::new("v2").unwrap())
+                .initiator(Initiator::new("test").unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let p = &record.processes[0];
+    assert_eq!(
+        p.status,
+        ProcessStatus::Succeeded,
+        "steps: {:?}",
+        p.steps.iter().map(|s| &s.message).collect::<Vec<_>>()
+    );
+    assert_eq!(p.strategy, "rolling (run by the platform)");
+    let calls = backend.api_calls();
+    assert_eq!(calls.count("UpdateService"), 1, "{calls:?}");
+    assert_eq!(calls.count("StopServiceDeployment"), 0, "{calls:?}");
+    assert_eq!(phase.load(Ordering::SeqCst), 1);
+}

@@ -348,7 +348,11 @@ pub async fn record_changes_and_append_steps_keep_order(store: &dyn DeploymentSt
         ..worker
     };
     assert_eq!(got.processes[1], expected);
-    assert_eq!(got.steps.last(), Some(&overall), "the deployment-level step");
+    assert_eq!(
+        got.steps.last(),
+        Some(&overall),
+        "the deployment-level step"
+    );
     assert!(
         store
             .append_steps(&DeploymentId::new(), &[step(None, "x")])
