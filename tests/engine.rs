@@ -1299,3 +1299,44 @@ async fn the_facade_engine_rolls_by_default() {
     );
     fx.assert_settled();
 }
+
+/// A platform's rollout that bakes on purpose shows no progress meanwhile (ECS: healthy stays
+/// below the desired count until COMPLETED). The configured bake is not counted against the
+/// progress deadline: a 12-minute wait passes with a 15-minute bake declared, and fails the
+/// 10-minute deadline without one.
+#[tokio::test(start_paused = true)]
+async fn a_platform_bake_extends_the_progress_deadline() {
+    for (bake, succeeds) in [
+        (Duration::from_secs(15 * 60), true),
+        (Duration::ZERO, false),
+    ] {
+        let platform = InMemoryPlatform::new();
+        let app = platform.add_app("svc", &[("worker", 2, false)]);
+        platform.push_image(&app, "v1", Behavior::healthy());
+        platform.seed_release(&app, "v1");
+        platform.push_image(
+            &app,
+            "v2",
+            Behavior::healthy().start_delay(Duration::from_secs(12 * 60)),
+        );
+        platform.set_platform_rollout_with_bake(&app, "worker", RolloutKind::BlueGreen, bake);
+        let engine = tapitalee::engine()
+            .deployer(Arc::new(platform.clone()))
+            .registry(Arc::new(platform.clone()))
+            .build()
+            .unwrap();
+        let record =
+            deploy_and_wait(&engine, &app, DeployRequest::new().docker_tag(tag("v2"))).await;
+        let worker = &record.processes[0];
+        if succeeds {
+            assert_eq!(worker.status, ProcessStatus::Succeeded, "bake {bake:?}");
+        } else {
+            match &worker.status {
+                ProcessStatus::RolledBack { reason } => {
+                    assert!(reason.contains("no progress within 10m"), "{reason}")
+                }
+                other => panic!("expected a rollback on the deadline, got {other}"),
+            }
+        }
+    }
+}

@@ -639,6 +639,10 @@ impl Deployer for EcsDeployer {
                 rollout: match info.controller {
                     Controller::External => RolloutControl::Engine,
                     _ => RolloutControl::Platform {
+                        bake: p
+                            .ecs_strategy
+                            .as_ref()
+                            .map_or(std::time::Duration::ZERO, |s| s.total_bake_time()),
                         native: p
                             .ecs_strategy
                             .as_ref()

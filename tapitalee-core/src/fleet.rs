@@ -100,6 +100,10 @@ pub enum RolloutControl {
         /// ECS deployment controller; move the service to the EXTERNAL controller for
         /// Tapitalee's own strategies").
         by: String,
+        /// How long the platform's rollout waits on purpose (bakes, steps between traffic
+        /// shifts) before it reports completion: a time without visible progress that the
+        /// engine's progress deadline must not count.
+        bake: std::time::Duration,
     },
 }
 

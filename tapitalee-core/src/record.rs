@@ -155,6 +155,9 @@ pub struct RolloutState {
     /// ([`RolloutControl::Platform`](crate::RolloutControl::Platform)): a rollback then
     /// retires the new fleet first, and the platform brings the old one back.
     pub platform_run: bool,
+    /// How long the platform's own rollout waits on purpose (its bakes): added to the
+    /// progress deadline of the new fleet's health gate.
+    pub platform_bake: std::time::Duration,
     /// The fleet live before the deployment (the rollback target), if any.
     pub stable: Option<Fleet>,
     /// Instances the stable fleet ran before the deployment.

@@ -199,7 +199,7 @@ async fn the_controller_decides_who_runs_the_rollout() {
             .await
             .unwrap();
         match &specs[0].rollout {
-            RolloutControl::Platform { native, by } => {
+            RolloutControl::Platform { native, by, .. } => {
                 assert!(platform_run, "{controller:?}");
                 assert_eq!(*native, RolloutKind::Rolling);
                 assert!(by.contains("EXTERNAL"), "{by}");

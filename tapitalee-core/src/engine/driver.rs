@@ -384,6 +384,10 @@ fn initial_state(plan: &Planned, current: Release) -> RolloutState {
         },
         load_balanced: plan.spec.load_balanced,
         platform_run: matches!(plan.spec.rollout, RolloutControl::Platform { .. }),
+        platform_bake: match &plan.spec.rollout {
+            RolloutControl::Platform { bake, .. } => *bake,
+            RolloutControl::Engine => std::time::Duration::ZERO,
+        },
         stable: current.fleet,
         stable_desired: running,
         stable_count: running,

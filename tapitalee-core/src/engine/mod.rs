@@ -179,7 +179,7 @@ impl Engine {
             (RolloutControl::Platform { native, .. }, Some(s)) if s.kind() == *native => {
                 Ok(Arc::new(PlatformRollout::new(*native)))
             }
-            (RolloutControl::Platform { native, by }, Some(s)) => Err(Error::invalid(
+            (RolloutControl::Platform { native, by, .. }, Some(s)) => Err(Error::invalid(
                 "strategy",
                 s.name(),
                 format!(

@@ -104,21 +104,28 @@ impl Wait {
         gate: &HealthGate,
         role: Role,
         wanted: u32,
-        desired: u32,
+        state: &crate::RolloutState,
         failures: HashSet<String>,
     ) -> Self {
-        let (threshold, min_healthy) = match role {
-            Role::Candidate => (Some(gate.threshold_for(desired)), gate.min_healthy_time),
-            Role::Stable => (None, Duration::ZERO),
+        let (threshold, min_healthy, bake) = match role {
+            Role::Candidate => (
+                Some(gate.threshold_for(state.desired)),
+                gate.min_healthy_time,
+                state.platform_bake,
+            ),
+            Role::Stable => (None, Duration::ZERO, Duration::ZERO),
         };
+        // A platform's rollout shows no progress while it bakes on purpose: that time is
+        // not counted against the progress deadline.
+        let progress_deadline = gate.progress_deadline + bake;
         Wait {
             role,
             wanted,
             threshold,
             min_healthy,
-            progress_deadline: gate.progress_deadline,
+            progress_deadline,
             max_poll_errors: gate.max_poll_errors,
-            deadline: Instant::now() + gate.progress_deadline,
+            deadline: Instant::now() + progress_deadline,
             best: 0,
             healthy_since: None,
             last_reported: None,
@@ -295,7 +302,13 @@ impl Rollout {
             Role::Candidate => std::mem::take(&mut self.failed_instances),
             Role::Stable => HashSet::new(),
         };
-        let mut wait = Wait::new(&self.shared.gate, role, wanted, self.desired(), failures);
+        let mut wait = Wait::new(
+            &self.shared.gate,
+            role,
+            wanted,
+            &self.record.state,
+            failures,
+        );
         let result = self.run_wait(&fleet, &mut wait).await;
         if role == Role::Candidate {
             self.failed_instances = wait.failures;

@@ -127,6 +127,7 @@ pub fn sample_record(app: &AppName) -> DeploymentRecord {
             desired: 4,
             load_balanced: true,
             platform_run: false,
+            platform_bake: Duration::from_secs(90),
             stable: Some(stable),
             stable_desired: 4,
             stable_count: 3,

@@ -121,6 +121,7 @@ fn update_in_place(to: &mut ProcessRecord, from: &ProcessRecord) {
         desired,
         load_balanced,
         platform_run,
+        platform_bake,
         stable,
         stable_desired,
         stable_count,
@@ -135,6 +136,7 @@ fn update_in_place(to: &mut ProcessRecord, from: &ProcessRecord) {
     s.desired = *desired;
     s.load_balanced = *load_balanced;
     s.platform_run = *platform_run;
+    s.platform_bake = *platform_bake;
     assign(&mut s.stable, stable);
     assign(&mut s.candidate, candidate);
     s.stable_desired = *stable_desired;

@@ -279,6 +279,21 @@ impl InMemoryPlatform {
     /// # Panics
     /// On an unknown app or process (this is test setup).
     pub fn set_platform_rollout(&self, app: &AppName, process: &str, native: RolloutKind) {
+        self.set_platform_rollout_with_bake(app, process, native, Duration::ZERO);
+    }
+
+    /// [`set_platform_rollout`](Self::set_platform_rollout), declaring that the platform's
+    /// rollout bakes for `bake` (time without visible progress, as an ECS blue-green bake).
+    ///
+    /// # Panics
+    /// On an unknown app or process (this is test setup).
+    pub fn set_platform_rollout_with_bake(
+        &self,
+        app: &AppName,
+        process: &str,
+        native: RolloutKind,
+        bake: Duration,
+    ) {
         let process = ProcessName::new(process).expect("valid process name");
         let mut state = self.lock();
         let proc = state
@@ -289,6 +304,7 @@ impl InMemoryPlatform {
         proc.spec.rollout = RolloutControl::Platform {
             native,
             by: "the in-memory platform's own rollout".into(),
+            bake,
         };
     }
 
