@@ -2,6 +2,8 @@
 //! CI), the kit images (built once per test binary), unique apps and their cleanup.
 #![allow(dead_code, clippy::print_stderr)]
 
+pub mod load;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -230,5 +232,20 @@ impl TestApp {
     /// A handle with no cleanup (the owner cleans up).
     fn borrowed(name: AppName, repository: String) -> std::mem::ManuallyDrop<TestApp> {
         std::mem::ManuallyDrop::new(TestApp { name, repository })
+    }
+}
+
+impl TestApp {
+    /// Containers of the app carrying a label value (e.g. `tapit.image.tag=v2`).
+    pub fn containers_with(&self, label: &str) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=tapit.app={}", self.name)])
+            .args(["--filter", &format!("label={label}")])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
     }
 }

@@ -1,0 +1,219 @@
+//! Zero downtime under load, on a real Docker engine: rolling, blue-green and canary
+//! deployments of a good version and of bad ones (crash loop, never healthy, failing after it
+//! took traffic), with keep-alive clients sending requests through the app's proxy the whole
+//! time. Every case: zero failed requests, the served version switching as the strategy says,
+//! the old containers gone only on success, nothing of the new version left after a rollback.
+#![allow(clippy::print_stderr)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tapitalee_core::{
+    DeployRequest, DeploymentStatus, DockerTag, DynStrategy, Engine, HealthGate, MemoryStore,
+};
+use tapitalee_strategies::{BlueGreen, Canary, Rolling};
+
+/// The tests share two cores: one scenario at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Scenario {
+    name: &'static str,
+    strategy: DynStrategy,
+    /// `ENV` lines of the new version's image.
+    new_env: &'static [(&'static str, &'static str)],
+    succeeds: bool,
+    /// Whether the new version must have served some requests (canaries).
+    serves_new: bool,
+}
+
+fn gate() -> HealthGate {
+    HealthGate {
+        min_healthy_time: Duration::from_secs(2),
+        failure_threshold: Some(1),
+        progress_deadline: Duration::from_secs(12),
+        poll_interval: Duration::from_millis(250),
+        ..HealthGate::default()
+    }
+}
+
+async fn run(s: Scenario) {
+    let _serial = SERIAL.lock().await;
+    if !engine_or_skip(s.name) {
+        return;
+    }
+    let app = TestApp::new(&s.name.replace('_', "-")[..12.min(s.name.len())]);
+    demo_image(&app.repository, "v1", &[]);
+    demo_image(&app.repository, "v2", s.new_env);
+    let backend = backend(&app, demo_config(&app, 2, 1));
+    seed(&backend, &app.name, "v1").await;
+    let addr = backend
+        .proxy_address(&app.name)
+        .await
+        .expect("proxy address")
+        .expect("the proxy runs");
+
+    let load = common::load::start(
+        addr,
+        4,
+        Duration::from_millis(2),
+        Duration::from_secs(150),
+        200_000,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deploy_started = load.elapsed();
+    let engine = Engine::builder()
+        .deployer(Arc::new(backend.clone()))
+        .registry(Arc::new(backend.clone()))
+        .store(Arc::new(MemoryStore::new()))
+        .default_strategy(s.strategy.clone())
+        .health_gate(gate())
+        .build()
+        .expect("engine");
+    let record = engine
+        .deploy(
+            &app.name,
+            DeployRequest::new().docker_tag(DockerTag::new("v2").unwrap()),
+        )
+        .await
+        .expect("deploy")
+        .wait()
+        .await
+        .expect("deployment");
+    let done = load.elapsed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = load.stop().await;
+
+    let failures = report.failures();
+    eprintln!(
+        "FIGURES {}: {} requests, {} failed, v1 {} / v2 {}, deployment {:?} in {:.1} s",
+        s.name,
+        report.requests(),
+        failures.len(),
+        report.count("v1"),
+        report.count("v2"),
+        record.status,
+        (done - deploy_started).as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{}: {} failed requests, first: {:?}",
+        s.name,
+        failures.len(),
+        failures.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(report.requests() > 100, "the load ran: {} requests", report.requests());
+    let before = report.versions_between(Duration::ZERO, deploy_started);
+    assert!(
+        !before.is_empty() && before.iter().all(|v| *v == "v1"),
+        "only v1 before the deployment"
+    );
+    let (expected, other) = if s.succeeds { ("v2", "v1") } else { ("v1", "v2") };
+    let after = report.versions_between(done + Duration::from_millis(500), Duration::MAX);
+    assert!(
+        !after.is_empty() && after.iter().all(|v| *v == expected),
+        "{}: only {expected} after the deployment ended ({:?}); saw {} of {other}",
+        s.name,
+        record.status,
+        after.iter().filter(|v| **v == other).count()
+    );
+    if s.succeeds {
+        assert_eq!(record.status, DeploymentStatus::Succeeded, "{}: {:?}", s.name, record.processes);
+        assert!(
+            app.containers_with("tapit.image.tag=v1").is_empty(),
+            "{}: the old containers are gone after success",
+            s.name
+        );
+    } else {
+        assert_eq!(record.status, DeploymentStatus::Partial, "{}: the web process rolls back, the worker succeeds: {:?}", s.name, record.processes);
+        let web = &record.processes.iter().find(|p| p.process.as_str() == "default").expect("web");
+        assert!(
+            matches!(web.status, tapitalee_core::ProcessStatus::RolledBack { .. }),
+            "{}: web rolled back: {}",
+            s.name,
+            web.status
+        );
+        let left: Vec<String> = app
+            .containers_with("tapit.image.tag=v2")
+            .into_iter()
+            .filter(|c| {
+                let out = std::process::Command::new("docker")
+                    .args(["inspect", "-f", "{{index .Config.Labels \"tapit.process\"}}", c])
+                    .output()
+                    .expect("inspect");
+                String::from_utf8_lossy(&out.stdout).trim() == "default"
+            })
+            .collect();
+        assert!(left.is_empty(), "{}: no container of the rolled-back web version is left: {left:?}", s.name);
+        assert!(
+            !app.containers_with("tapit.image.tag=v1").is_empty(),
+            "{}: v1 still runs after the rollback",
+            s.name
+        );
+    }
+    if s.serves_new {
+        assert!(report.count("v2") > 0, "{}: the canary served some requests", s.name);
+    }
+}
+
+const CRASH_AT_START: &[(&str, &str)] = &[("DEMO_CRASH_AT_START", "1"), ("DEMO_ONLY_PROCESS", "default")];
+const NEVER_HEALTHY: &[(&str, &str)] = &[("DEMO_UNHEALTHY", "1"), ("DEMO_ONLY_PROCESS", "default")];
+const CRASH_AFTER_TRAFFIC: &[(&str, &str)] = &[("DEMO_CRASH_AFTER", "7"), ("DEMO_ONLY_PROCESS", "default")];
+
+fn rolling() -> DynStrategy {
+    Arc::new(Rolling::new())
+}
+
+fn blue_green() -> DynStrategy {
+    Arc::new(
+        BlueGreen::builder()
+            .bake_time(Duration::from_secs(1))
+            .scale_down_delay(Duration::ZERO)
+            .build()
+            .expect("blue-green"),
+    )
+}
+
+fn canary(pause: Duration) -> DynStrategy {
+    Arc::new(
+        Canary::builder()
+            .set_weight(25)
+            .pause(pause)
+            .set_weight(50)
+            .pause(pause)
+            .build()
+            .expect("canary"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_good_version() {
+    run(Scenario { name: "rolling_good", strategy: rolling(), new_env: &[], succeeds: true, serves_new: true }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_crash_loop_rolls_back() {
+    run(Scenario { name: "rolling_crash", strategy: rolling(), new_env: CRASH_AT_START, succeeds: false, serves_new: false }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_good_version() {
+    run(Scenario { name: "bluegreen_good", strategy: blue_green(), new_env: &[], succeeds: true, serves_new: true }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_never_healthy_rolls_back() {
+    run(Scenario { name: "bluegreen_unhealthy", strategy: blue_green(), new_env: NEVER_HEALTHY, succeeds: false, serves_new: false }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_good_version() {
+    run(Scenario { name: "canary_good", strategy: canary(Duration::from_secs(2)), new_env: &[], succeeds: true, serves_new: true }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_failing_after_traffic_rolls_back() {
+    run(Scenario { name: "canary_crash_after", strategy: canary(Duration::from_secs(8)), new_env: CRASH_AFTER_TRAFFIC, succeeds: false, serves_new: true }).await;
+}
