@@ -183,6 +183,7 @@ fn canary(pause: Duration) -> DynStrategy {
             .pause(pause)
             .set_weight(50)
             .pause(pause)
+            .split_by_instances(true)
             .build()
             .expect("canary"),
     )
