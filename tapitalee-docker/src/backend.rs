@@ -178,7 +178,11 @@ impl DockerBackend {
     /// # Errors
     /// The engine is unreachable.
     pub async fn ping(&self) -> Result<()> {
-        self.docker.ping().await.map(|_| ()).map_err(|e| map("ping", e))
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| map("ping", e))
     }
 
     pub(crate) fn app(&self, app: &AppName) -> Result<&AppConfig> {
@@ -235,7 +239,14 @@ impl DockerBackend {
 
     /// A container's details, `None` if it is gone.
     pub(crate) async fn inspect(&self, id: &str) -> Result<Option<ContainerInspectResponse>> {
-        match self.docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await {
+        match self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
             Ok(c) => Ok(Some(c)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(map("inspect container", e)),
@@ -293,7 +304,11 @@ impl DockerBackend {
     }
 
     /// A fleet's marker container, if the fleet exists.
-    pub(crate) async fn fleet_marker(&self, app: &AppName, fleet: &FleetId) -> Result<Option<Listed>> {
+    pub(crate) async fn fleet_marker(
+        &self,
+        app: &AppName,
+        fleet: &FleetId,
+    ) -> Result<Option<Listed>> {
         Ok(self
             .containers(&[
                 (labels::APP, app.as_str()),

@@ -10,9 +10,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, StartContainerOptions};
 use tapitalee_core::{
-    AppName, DeployContext, Deployer, DynHealthProbe, Error, Fleet, FleetId, FleetStatus,
-    ImageRef, Instance, InstanceStatus, ProcessSpec, Release, Resource, Result, Revision,
-    TrafficWeight,
+    AppName, DeployContext, Deployer, DynHealthProbe, Error, Fleet, FleetId, FleetStatus, ImageRef,
+    Instance, InstanceStatus, ProcessSpec, Release, Resource, Result, Revision, TrafficWeight,
 };
 
 use crate::backend::{DockerBackend, Listed, parse_time};
@@ -32,19 +31,27 @@ fn fleet_labels(fleet: &Fleet) -> HashMap<String, String> {
         (labels::TAG.to_owned(), image.tag.to_string()),
         (
             labels::DIGEST.to_owned(),
-            image.digest.as_ref().map(ToString::to_string).unwrap_or_default(),
+            image
+                .digest
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         ),
     ])
 }
 
 fn digest_of(image: &ImageRef) -> Result<String> {
-    image.digest.as_ref().map(ToString::to_string).ok_or_else(|| {
-        Error::invalid(
-            "image",
-            image.to_string(),
-            "must be pinned by digest; resolve it first",
-        )
-    })
+    image
+        .digest
+        .as_ref()
+        .map(ToString::to_string)
+        .ok_or_else(|| {
+            Error::invalid(
+                "image",
+                image.to_string(),
+                "must be pinned by digest; resolve it first",
+            )
+        })
 }
 
 fn gone(fleet: &FleetId) -> Error {
@@ -173,8 +180,12 @@ impl DockerBackend {
             if let Some(l) = body.labels.as_mut() {
                 l.insert(labels::INDEX.to_owned(), i.to_string());
             }
-            self.create(&labels::instance(&fleet.target.app, &fleet.id, i), body, true)
-                .await
+            self.create(
+                &labels::instance(&fleet.target.app, &fleet.id, i),
+                body,
+                true,
+            )
+            .await
         });
         futures::future::try_join_all(jobs).await.map(|_| ())
     }
@@ -400,7 +411,10 @@ impl Deployer for DockerBackend {
             self.forget_fleet(proxy, &fleet.id).await?;
         }
         let rest = self
-            .containers(&[(labels::APP, app.as_str()), (labels::FLEET, fleet.id.0.as_str())])
+            .containers(&[
+                (labels::APP, app.as_str()),
+                (labels::FLEET, fleet.id.0.as_str()),
+            ])
             .await?;
         // Release markers of this fleet, then the fleet's own marker last: until it is gone
         // the fleet still exists, so a retire interrupted here is simply retried.

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use tapitalee_core::{AppName, Error, FleetId, Result, TrafficWeight};
 
@@ -57,7 +60,14 @@ impl DockerBackend {
     /// The app's network, created if missing.
     pub(crate) async fn ensure_network(&self, app: &AppName) -> Result<()> {
         let name = labels::network(app);
-        match self.docker.inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+        match self
+            .docker
+            .inspect_network(
+                &name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(map("inspect network", e)),
@@ -83,7 +93,9 @@ impl DockerBackend {
         if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
             return Ok(None);
         }
-        Ok(published(&c, "80/tcp").zip(published(&c, "81/tcp")).map(|(traffic, admin)| ProxyAddrs { traffic, admin }))
+        Ok(published(&c, "80/tcp")
+            .zip(published(&c, "81/tcp"))
+            .map(|(traffic, admin)| ProxyAddrs { traffic, admin }))
     }
 
     /// Where the app's proxy takes traffic on this machine (127.0.0.1), if it runs.
@@ -109,7 +121,11 @@ impl DockerBackend {
         let bind = |port: u16| {
             Some(vec![PortBinding {
                 host_ip: Some("127.0.0.1".into()),
-                host_port: Some(if port == 0 { String::new() } else { port.to_string() }),
+                host_port: Some(if port == 0 {
+                    String::new()
+                } else {
+                    port.to_string()
+                }),
             }])
         };
         let body = ContainerCreateBody {
@@ -152,42 +168,68 @@ impl DockerBackend {
             }
             Err(e) => return Err(map("create proxy", e)),
         }
-        match self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
+        match self
+            .docker
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
             Ok(()) => {}
             Err(e) if is_conflict(&e) => {}
             Err(e) => return Err(map("start proxy", e)),
         }
         for _ in 0..100 {
             if let Some(addrs) = self.proxy_addrs(app).await?
-                && http::request(addrs.admin, "GET", "/state", "", ADMIN_TIMEOUT).await.is_ok()
+                && http::request(addrs.admin, "GET", "/state", "", ADMIN_TIMEOUT)
+                    .await
+                    .is_ok()
             {
                 tracing::info!(app = %app, traffic = %addrs.traffic, "proxy started");
                 return Ok(addrs);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(error::proxy("start proxy", format!("the proxy of app {app} did not come up")))
+        Err(error::proxy(
+            "start proxy",
+            format!("the proxy of app {app} did not come up"),
+        ))
     }
 
     /// One admin call; anything but 200 is an error.
-    pub(crate) async fn admin(&self, addrs: ProxyAddrs, method: &str, path: &str, body: &str, timeout: Duration) -> Result<String> {
+    pub(crate) async fn admin(
+        &self,
+        addrs: ProxyAddrs,
+        method: &str,
+        path: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<String> {
         let op = format!("proxy {method} {path}");
         match http::request(addrs.admin, method, path, body, timeout).await {
             Ok((200, text)) => Ok(text),
-            Ok((status, text)) => Err(Error::platform(op, format!("the proxy answered {status}: {}", text.trim()))),
+            Ok((status, text)) => Err(Error::platform(
+                op,
+                format!("the proxy answered {status}: {}", text.trim()),
+            )),
             Err(e) => Err(error::proxy(&op, e.to_string())),
         }
     }
 
     /// The proxy's weights and backends.
     pub(crate) async fn proxy_state(&self, addrs: ProxyAddrs) -> Result<ProxyState> {
-        let text = self.admin(addrs, "GET", "/state", "", ADMIN_TIMEOUT).await?;
+        let text = self
+            .admin(addrs, "GET", "/state", "", ADMIN_TIMEOUT)
+            .await?;
         let mut state = ProxyState::default();
         for line in text.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["weight", fleet, w] => {
-                    state.weights.push(((*fleet).to_owned(), w.parse().unwrap_or(0)));
+                    state
+                        .weights
+                        .push(((*fleet).to_owned(), w.parse().unwrap_or(0)));
                 }
                 ["backend", fleet, addr, healthy, _] => {
                     if let Ok(addr) = addr.parse() {
@@ -204,16 +246,32 @@ impl DockerBackend {
         Ok(state)
     }
 
-    pub(crate) async fn set_weights(&self, addrs: ProxyAddrs, weights: &[TrafficWeight]) -> Result<()> {
-        let body: String = weights.iter().map(|w| format!("{} {}\n", w.fleet, w.percent)).collect();
-        self.admin(addrs, "PUT", "/weights", &body, ADMIN_TIMEOUT).await.map(|_| ())
+    pub(crate) async fn set_weights(
+        &self,
+        addrs: ProxyAddrs,
+        weights: &[TrafficWeight],
+    ) -> Result<()> {
+        let body: String = weights
+            .iter()
+            .map(|w| format!("{} {}\n", w.fleet, w.percent))
+            .collect();
+        self.admin(addrs, "PUT", "/weights", &body, ADMIN_TIMEOUT)
+            .await
+            .map(|_| ())
     }
 
     /// Tells the proxy a fleet's instances: every running instance of the fleet, read from
     /// the engine now.
-    pub(crate) async fn sync_backends(&self, addrs: ProxyAddrs, app: &AppName, fleet: &FleetId, port: u16) -> Result<()> {
+    pub(crate) async fn sync_backends(
+        &self,
+        addrs: ProxyAddrs,
+        app: &AppName,
+        fleet: &FleetId,
+        port: u16,
+    ) -> Result<()> {
         let instances = self.instances(app, fleet).await?;
-        let inspected = futures::future::try_join_all(instances.iter().map(|c| self.inspect(&c.id))).await?;
+        let inspected =
+            futures::future::try_join_all(instances.iter().map(|c| self.inspect(&c.id))).await?;
         let body: String = inspected
             .iter()
             .flatten()
@@ -221,7 +279,15 @@ impl DockerBackend {
             .filter_map(|c| self.address(app, c, port))
             .map(|a| format!("{a}\n"))
             .collect();
-        self.admin(addrs, "PUT", &format!("/backends/{fleet}"), &body, ADMIN_TIMEOUT).await.map(|_| ())
+        self.admin(
+            addrs,
+            "PUT",
+            &format!("/backends/{fleet}"),
+            &body,
+            ADMIN_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Takes addresses out of rotation and waits (bounded) for their in-flight requests.
@@ -232,7 +298,13 @@ impl DockerBackend {
         let body: String = backends.iter().map(|a| format!("{a}\n")).collect();
         let ms = self.drain_timeout.as_millis();
         let outcome = self
-            .admin(addrs, "POST", &format!("/drain?timeout_ms={ms}"), &body, self.drain_timeout + ADMIN_TIMEOUT)
+            .admin(
+                addrs,
+                "POST",
+                &format!("/drain?timeout_ms={ms}"),
+                &body,
+                self.drain_timeout + ADMIN_TIMEOUT,
+            )
             .await?;
         if outcome.trim() != "drained" {
             tracing::warn!(backends = ?backends, "drain timed out; stopping with requests in flight");
@@ -241,6 +313,14 @@ impl DockerBackend {
     }
 
     pub(crate) async fn forget_fleet(&self, addrs: ProxyAddrs, fleet: &FleetId) -> Result<()> {
-        self.admin(addrs, "DELETE", &format!("/fleets/{fleet}"), "", ADMIN_TIMEOUT).await.map(|_| ())
+        self.admin(
+            addrs,
+            "DELETE",
+            &format!("/fleets/{fleet}"),
+            "",
+            ADMIN_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
     }
 }

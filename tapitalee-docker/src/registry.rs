@@ -78,13 +78,17 @@ impl ImageRegistry for DockerBackend {
                     .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
             });
         }
-        out.sort_by(|a, b| b.pushed_at.cmp(&a.pushed_at));
+        out.sort_by_key(|i| std::cmp::Reverse(i.pushed_at));
         Ok(out)
     }
 
     async fn describe(&self, app: &AppName, tag: &DockerTag) -> Result<ImageInfo> {
         let image = self.resolve(app, tag).await?;
-        let digest = image.digest.clone().map(|d| d.to_string()).unwrap_or_default();
+        let digest = image
+            .digest
+            .clone()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
         let inspect = self
             .docker
             .inspect_image(&digest)

@@ -17,7 +17,10 @@ async fn platform_conformance_suite() {
     demo_image(&app.repository, "v1", &[]);
     let backend = backend(&app, demo_config(&app, 1, 1));
     seed(&backend, &app.name, "v1").await;
-    for (process, lb) in [(ProcessName::default_process(), true), (ProcessName::new("worker").unwrap(), false)] {
+    for (process, lb) in [
+        (ProcessName::default_process(), true),
+        (ProcessName::new("worker").unwrap(), false),
+    ] {
         let fx = Fixture {
             app: app.name.clone(),
             process,

@@ -104,13 +104,21 @@ async fn run(s: Scenario) {
         failures.len(),
         failures.iter().take(5).collect::<Vec<_>>()
     );
-    assert!(report.requests() > 100, "the load ran: {} requests", report.requests());
+    assert!(
+        report.requests() > 100,
+        "the load ran: {} requests",
+        report.requests()
+    );
     let before = report.versions_between(Duration::ZERO, deploy_started);
     assert!(
         !before.is_empty() && before.iter().all(|v| *v == "v1"),
         "only v1 before the deployment"
     );
-    let (expected, other) = if s.succeeds { ("v2", "v1") } else { ("v1", "v2") };
+    let (expected, other) = if s.succeeds {
+        ("v2", "v1")
+    } else {
+        ("v1", "v2")
+    };
     let after = report.versions_between(done + Duration::from_millis(500), Duration::MAX);
     assert!(
         !after.is_empty() && after.iter().all(|v| *v == expected),
@@ -120,15 +128,31 @@ async fn run(s: Scenario) {
         after.iter().filter(|v| **v == other).count()
     );
     if s.succeeds {
-        assert_eq!(record.status, DeploymentStatus::Succeeded, "{}: {:?}", s.name, record.processes);
+        assert_eq!(
+            record.status,
+            DeploymentStatus::Succeeded,
+            "{}: {:?}",
+            s.name,
+            record.processes
+        );
         assert!(
             app.containers_with("tapit.image.tag=v1").is_empty(),
             "{}: the old containers are gone after success",
             s.name
         );
     } else {
-        assert_eq!(record.status, DeploymentStatus::Partial, "{}: the web process rolls back, the worker succeeds: {:?}", s.name, record.processes);
-        let web = &record.processes.iter().find(|p| p.process.as_str() == "default").expect("web");
+        assert_eq!(
+            record.status,
+            DeploymentStatus::Partial,
+            "{}: the web process rolls back, the worker succeeds: {:?}",
+            s.name,
+            record.processes
+        );
+        let web = &record
+            .processes
+            .iter()
+            .find(|p| p.process.as_str() == "default")
+            .expect("web");
         assert!(
             matches!(web.status, tapitalee_core::ProcessStatus::RolledBack { .. }),
             "{}: web rolled back: {}",
@@ -140,13 +164,22 @@ async fn run(s: Scenario) {
             .into_iter()
             .filter(|c| {
                 let out = std::process::Command::new("docker")
-                    .args(["inspect", "-f", "{{index .Config.Labels \"tapit.process\"}}", c])
+                    .args([
+                        "inspect",
+                        "-f",
+                        "{{index .Config.Labels \"tapit.process\"}}",
+                        c,
+                    ])
                     .output()
                     .expect("inspect");
                 String::from_utf8_lossy(&out.stdout).trim() == "default"
             })
             .collect();
-        assert!(left.is_empty(), "{}: no container of the rolled-back web version is left: {left:?}", s.name);
+        assert!(
+            left.is_empty(),
+            "{}: no container of the rolled-back web version is left: {left:?}",
+            s.name
+        );
         assert!(
             !app.containers_with("tapit.image.tag=v1").is_empty(),
             "{}: v1 still runs after the rollback",
@@ -154,13 +187,21 @@ async fn run(s: Scenario) {
         );
     }
     if s.serves_new {
-        assert!(report.count("v2") > 0, "{}: the canary served some requests", s.name);
+        assert!(
+            report.count("v2") > 0,
+            "{}: the canary served some requests",
+            s.name
+        );
     }
 }
 
-const CRASH_AT_START: &[(&str, &str)] = &[("DEMO_CRASH_AT_START", "1"), ("DEMO_ONLY_PROCESS", "default")];
+const CRASH_AT_START: &[(&str, &str)] = &[
+    ("DEMO_CRASH_AT_START", "1"),
+    ("DEMO_ONLY_PROCESS", "default"),
+];
 const NEVER_HEALTHY: &[(&str, &str)] = &[("DEMO_UNHEALTHY", "1"), ("DEMO_ONLY_PROCESS", "default")];
-const CRASH_AFTER_TRAFFIC: &[(&str, &str)] = &[("DEMO_CRASH_AFTER", "7"), ("DEMO_ONLY_PROCESS", "default")];
+const CRASH_AFTER_TRAFFIC: &[(&str, &str)] =
+    &[("DEMO_CRASH_AFTER", "7"), ("DEMO_ONLY_PROCESS", "default")];
 
 fn rolling() -> DynStrategy {
     Arc::new(Rolling::new())
@@ -191,30 +232,72 @@ fn canary(pause: Duration) -> DynStrategy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_good_version() {
-    run(Scenario { name: "rolling_good", strategy: rolling(), new_env: &[], succeeds: true, serves_new: true }).await;
+    run(Scenario {
+        name: "rolling_good",
+        strategy: rolling(),
+        new_env: &[],
+        succeeds: true,
+        serves_new: true,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_crash_loop_rolls_back() {
-    run(Scenario { name: "rolling_crash", strategy: rolling(), new_env: CRASH_AT_START, succeeds: false, serves_new: false }).await;
+    run(Scenario {
+        name: "rolling_crash",
+        strategy: rolling(),
+        new_env: CRASH_AT_START,
+        succeeds: false,
+        serves_new: false,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_good_version() {
-    run(Scenario { name: "bluegreen_good", strategy: blue_green(), new_env: &[], succeeds: true, serves_new: true }).await;
+    run(Scenario {
+        name: "bluegreen_good",
+        strategy: blue_green(),
+        new_env: &[],
+        succeeds: true,
+        serves_new: true,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_never_healthy_rolls_back() {
-    run(Scenario { name: "bluegreen_unhealthy", strategy: blue_green(), new_env: NEVER_HEALTHY, succeeds: false, serves_new: false }).await;
+    run(Scenario {
+        name: "bluegreen_unhealthy",
+        strategy: blue_green(),
+        new_env: NEVER_HEALTHY,
+        succeeds: false,
+        serves_new: false,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_good_version() {
-    run(Scenario { name: "canary_good", strategy: canary(Duration::from_secs(2)), new_env: &[], succeeds: true, serves_new: true }).await;
+    run(Scenario {
+        name: "canary_good",
+        strategy: canary(Duration::from_secs(2)),
+        new_env: &[],
+        succeeds: true,
+        serves_new: true,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_failing_after_traffic_rolls_back() {
-    run(Scenario { name: "canary_crash_after", strategy: canary(Duration::from_secs(8)), new_env: CRASH_AFTER_TRAFFIC, succeeds: false, serves_new: true }).await;
+    run(Scenario {
+        name: "canary_crash_after",
+        strategy: canary(Duration::from_secs(8)),
+        new_env: CRASH_AFTER_TRAFFIC,
+        succeeds: false,
+        serves_new: true,
+    })
+    .await;
 }

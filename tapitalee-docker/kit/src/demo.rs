@@ -76,9 +76,7 @@ pub fn check() -> ! {
     let ok = format!("127.0.0.1:{port}")
         .parse()
         .ok()
-        .and_then(|addr| {
-            http::request(addr, "GET", &health, &[], &[], Duration::from_secs(2)).ok()
-        })
+        .and_then(|addr| http::request(addr, "GET", &health, &[], &[], Duration::from_secs(2)).ok())
         .is_some_and(|r| r.status() == 200);
     std::process::exit(if ok { 0 } else { 1 })
 }

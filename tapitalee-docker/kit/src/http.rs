@@ -56,7 +56,10 @@ pub fn read_message(reader: &mut impl BufRead) -> io::Result<Option<Message>> {
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated head"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "truncated head",
+            ));
         }
         let line = line.trim_end();
         if line.is_empty() {

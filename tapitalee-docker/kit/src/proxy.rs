@@ -248,7 +248,10 @@ fn admin_conn(proxy: &Proxy, stream: TcpStream) {
         ("PUT", "/weights") => {
             let mut weights = Vec::new();
             for line in lines() {
-                match line.split_once(' ').map(|(f, w)| (f, w.trim().parse::<u8>())) {
+                match line
+                    .split_once(' ')
+                    .map(|(f, w)| (f, w.trim().parse::<u8>()))
+                {
                     Some((f, Ok(w))) => weights.push((f.to_owned(), w)),
                     _ => {
                         let _ = http::respond(&mut w, 400, &[], b"bad weight line\n", false);

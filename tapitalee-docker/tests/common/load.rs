@@ -29,7 +29,10 @@ impl Report {
     }
 
     pub fn failures(&self) -> Vec<&Sample> {
-        self.samples.iter().filter(|s| s.version.is_none()).collect()
+        self.samples
+            .iter()
+            .filter(|s| s.version.is_none())
+            .collect()
     }
 
     /// Versions served in a time window.
@@ -58,7 +61,13 @@ pub struct Load {
 
 /// `clients` keep-alive clients, each pausing `pause` between requests, stopping after
 /// `max_time` or `max_requests` each, whichever comes first.
-pub fn start(addr: SocketAddr, clients: usize, pause: Duration, max_time: Duration, max_requests: usize) -> Load {
+pub fn start(
+    addr: SocketAddr,
+    clients: usize,
+    pause: Duration,
+    max_time: Duration,
+    max_requests: usize,
+) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let clients = (0..clients)
@@ -74,10 +83,18 @@ pub fn start(addr: SocketAddr, clients: usize, pause: Duration, max_time: Durati
                     let result = one(&mut conn, addr).await;
                     let at = started.elapsed();
                     match result {
-                        Ok(version) => samples.push(Sample { at, version: Some(version), error: None }),
+                        Ok(version) => samples.push(Sample {
+                            at,
+                            version: Some(version),
+                            error: None,
+                        }),
                         Err(e) => {
                             conn = None;
-                            samples.push(Sample { at, version: None, error: Some(e) });
+                            samples.push(Sample {
+                                at,
+                                version: None,
+                                error: Some(e),
+                            });
                         }
                     }
                     tokio::time::sleep(pause).await;
@@ -86,7 +103,11 @@ pub fn start(addr: SocketAddr, clients: usize, pause: Duration, max_time: Durati
             })
         })
         .collect();
-    Load { stop, started, clients }
+    Load {
+        stop,
+        started,
+        clients,
+    }
 }
 
 impl Load {
@@ -107,7 +128,9 @@ impl Load {
 
 async fn one(conn: &mut Option<BufReader<TcpStream>>, addr: SocketAddr) -> Result<String, String> {
     if conn.is_none() {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let _ = stream.set_nodelay(true);
         *conn = Some(BufReader::new(stream));
     }
@@ -118,15 +141,25 @@ async fn one(conn: &mut Option<BufReader<TcpStream>>, addr: SocketAddr) -> Resul
             .await
             .map_err(|e| format!("write: {e}"))?;
         let mut status = String::new();
-        if c.read_line(&mut status).await.map_err(|e| format!("read: {e}"))? == 0 {
+        if c.read_line(&mut status)
+            .await
+            .map_err(|e| format!("read: {e}"))?
+            == 0
+        {
             return Err("connection closed".to_owned());
         }
-        let code: u16 = status.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let code: u16 = status
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let mut len = 0usize;
         let mut close = false;
         loop {
             let mut line = String::new();
-            c.read_line(&mut line).await.map_err(|e| format!("read: {e}"))?;
+            c.read_line(&mut line)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -141,7 +174,9 @@ async fn one(conn: &mut Option<BufReader<TcpStream>>, addr: SocketAddr) -> Resul
             }
         }
         let mut body = vec![0; len];
-        c.read_exact(&mut body).await.map_err(|e| format!("read body: {e}"))?;
+        c.read_exact(&mut body)
+            .await
+            .map_err(|e| format!("read body: {e}"))?;
         let body = String::from_utf8_lossy(&body).trim().to_owned();
         if code >= 500 || code == 0 {
             return Err(format!("status {code}: {body}"));

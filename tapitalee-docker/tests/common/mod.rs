@@ -14,8 +14,7 @@ use tapitalee_core::{
     ProcessName, RegistryCredentials, Secret, Target, TrafficWeight,
 };
 use tapitalee_docker::{
-    AppConfig, DockerBackend, KIT_DOCKERFILE_DEMO, KIT_DOCKERFILE_PROXY, ProcessConfig,
-    build_image,
+    AppConfig, DockerBackend, KIT_DOCKERFILE_DEMO, KIT_DOCKERFILE_PROXY, ProcessConfig, build_image,
 };
 
 pub const PROXY_IMAGE: &str = "tapitalee-test/proxy:latest";
@@ -51,7 +50,14 @@ pub fn kit_binary() -> PathBuf {
             .current_dir(&root)
             .env("CARGO_TARGET_DIR", &target)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args(["build", "--release", "-p", "tapitalee-docker-kit", "--target", triple])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "tapitalee-docker-kit",
+                "--target",
+                triple,
+            ])
             .output()
             .expect("run cargo to build the kit");
         assert!(
@@ -106,7 +112,12 @@ impl TestApp {
 
     pub fn containers(&self) -> Vec<String> {
         let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=tapit.app={}", self.name)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=tapit.app={}", self.name),
+            ])
             .output()
             .expect("docker ps");
         String::from_utf8_lossy(&out.stdout)
@@ -120,7 +131,10 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         let ids = self.containers();
         if !ids.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .output();
         }
         let _ = Command::new("docker")
             .args(["network", "rm", &format!("tapit-{}", self.name)])
@@ -134,7 +148,10 @@ impl Drop for TestApp {
                 .map(str::to_owned)
                 .collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").args(["rmi", "-f"]).args(&ids).output();
+                let _ = Command::new("docker")
+                    .args(["rmi", "-f"])
+                    .args(&ids)
+                    .output();
             }
         }
     }
@@ -187,7 +204,10 @@ pub async fn seed(backend: &DockerBackend, app: &AppName, tag: &str) {
     for spec in backend.processes(app).await.expect("processes") {
         let c = ctx(app, &spec.name);
         let revision = backend.prepare(&c, &image).await.expect("prepare");
-        let fleet = backend.launch(&c, &revision, spec.desired).await.expect("launch");
+        let fleet = backend
+            .launch(&c, &revision, spec.desired)
+            .await
+            .expect("launch");
         if spec.load_balanced {
             backend
                 .route(
@@ -209,7 +229,10 @@ pub async fn seed(backend: &DockerBackend, app: &AppName, tag: &str) {
             if report.healthy >= spec.desired && status.running() >= spec.desired {
                 break;
             }
-            assert!(Instant::now() < deadline, "seed never healthy: {report:?} {status:?}");
+            assert!(
+                Instant::now() < deadline,
+                "seed never healthy: {report:?} {status:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -239,7 +262,12 @@ impl TestApp {
     /// Containers of the app carrying a label value (e.g. `tapit.image.tag=v2`).
     pub fn containers_with(&self, label: &str) -> Vec<String> {
         let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=tapit.app={}", self.name)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=tapit.app={}", self.name),
+            ])
             .args(["--filter", &format!("label={label}")])
             .output()
             .expect("docker ps");
