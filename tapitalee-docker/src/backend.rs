@@ -29,8 +29,9 @@ const API_VERSION: bollard::ClientVersion = bollard::ClientVersion {
 };
 
 /// A local Docker engine as a platform: [`Deployer`](tapitalee_core::Deployer),
-/// [`ImageRegistry`](tapitalee_core::ImageRegistry), and (through
-/// [`health`](DockerBackend::health)) a [`HealthProbe`](tapitalee_core::HealthProbe).
+/// [`ImageRegistry`](tapitalee_core::ImageRegistry), and (as
+/// [`Deployer::target_health`](tapitalee_core::Deployer::target_health)) a [`HealthProbe`](tapitalee_core::HealthProbe),
+/// [`DockerHealth`](crate::DockerHealth).
 ///
 /// It holds the engine client and the apps' configuration, nothing else: every call reads
 /// what it needs from the engine (container labels, inspect), so a fresh backend after a
