@@ -363,11 +363,28 @@ impl DockerBackend {
         let all = self.containers(&[(labels::APP, app.as_str())]).await?;
         let jobs = all.iter().map(|c| self.remove(&c.id));
         futures::future::try_join_all(jobs).await?;
-        match self.docker.remove_network(&labels::network(app)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(map("remove network", e)),
+        let name = labels::network(app);
+        let filters = HashMap::from([("name", vec![name.clone()])]);
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let networks = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| map("list networks", e))?;
+        for id in networks
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name.as_str()))
+            .filter_map(|n| n.id)
+        {
+            match self.docker.remove_network(&id).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map("remove network", e)),
+            }
         }
+        Ok(())
     }
 }
 

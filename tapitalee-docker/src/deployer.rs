@@ -114,6 +114,7 @@ fn instances_of(c: &ContainerInspectResponse) -> Vec<Instance> {
 impl DockerBackend {
     fn instance_body(
         &self,
+        network: Option<&str>,
         ctx: &DeployContext,
         fleet: &Fleet,
         spec: &ProcessConfig,
@@ -140,7 +141,7 @@ impl DockerBackend {
             stop_timeout: i64::try_from(self.stop_timeout.as_secs()).ok(),
             host_config: Some(HostConfig {
                 init: Some(true),
-                network_mode: started.then(|| labels::network(&fleet.target.app)),
+                network_mode: network.map(str::to_owned),
                 restart_policy: started.then_some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::ON_FAILURE),
                     maximum_retry_count: None,
@@ -175,8 +176,10 @@ impl DockerBackend {
         from: u32,
         to: u32,
     ) -> Result<()> {
+        let network = self.ensure_network(&fleet.target.app).await?;
+        let network = network.as_str();
         let jobs = (from..to).map(|i| async move {
-            let mut body = self.instance_body(ctx, fleet, spec, role::INSTANCE)?;
+            let mut body = self.instance_body(Some(network), ctx, fleet, spec, role::INSTANCE)?;
             if let Some(l) = body.labels.as_mut() {
                 l.insert(labels::INDEX.to_owned(), i.to_string());
             }
@@ -311,7 +314,7 @@ impl Deployer for DockerBackend {
             target: ctx.target.clone(),
             revision: revision.clone(),
         };
-        let marker = self.instance_body(ctx, &fleet, spec, role::FLEET)?;
+        let marker = self.instance_body(None, ctx, &fleet, spec, role::FLEET)?;
         self.create(&labels::fleet_marker(app, &fleet.id), marker, false)
             .await?;
         self.add_instances(ctx, &fleet, spec, 0, count).await?;
@@ -380,7 +383,7 @@ impl Deployer for DockerBackend {
         self.existing(fleet).await?;
         let t = &fleet.target;
         let seq = ulid::Ulid::new().to_string().to_lowercase();
-        let mut body = self.instance_body(ctx, fleet, spec, role::RELEASE)?;
+        let mut body = self.instance_body(None, ctx, fleet, spec, role::RELEASE)?;
         if let Some(l) = body.labels.as_mut() {
             l.insert(labels::SEQ.to_owned(), seq.clone());
         }

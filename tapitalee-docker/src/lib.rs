@@ -34,4 +34,7 @@ mod registry;
 pub use backend::{DockerBackend, DockerBackendBuilder};
 pub use config::{AppConfig, ProcessConfig};
 pub use health::DockerHealth;
-pub use kit::{KIT_DOCKERFILE_DEMO, KIT_DOCKERFILE_PROXY, build_image};
+pub use kit::{
+    KIT_DOCKERFILE_DEMO, KIT_DOCKERFILE_PROXY, build_image, build_kit_binary, build_kit_image,
+    demo_dockerfile,
+};

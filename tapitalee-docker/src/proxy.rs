@@ -57,32 +57,54 @@ fn published(
 }
 
 impl DockerBackend {
-    /// The app's network, created if missing.
-    pub(crate) async fn ensure_network(&self, app: &AppName) -> Result<()> {
+    /// The app's network, created if missing; returns its id.
+    ///
+    /// The engine does not refuse two networks of one name, so processes launching at once
+    /// can each create one: every caller then agrees on the oldest (ties: the smallest id),
+    /// removes the others, and uses the chosen one by id.
+    pub(crate) async fn ensure_network(&self, app: &AppName) -> Result<String> {
         let name = labels::network(app);
-        match self
-            .docker
-            .inspect_network(
-                &name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(map("inspect network", e)),
+        for attempt in 0..2 {
+            let filters = HashMap::from([("name", vec![name.clone()])]);
+            let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+                .filters(&filters)
+                .build();
+            let mut found: Vec<(String, String)> = self
+                .docker
+                .list_networks(Some(opts))
+                .await
+                .map_err(|e| map("list networks", e))?
+                .into_iter()
+                .filter(|n| n.name.as_deref() == Some(name.as_str()))
+                .filter_map(|n| Some((n.created.unwrap_or_default(), n.id?)))
+                .collect();
+            found.sort();
+            if let Some((_, chosen)) = found.first() {
+                for (_, extra) in &found[1..] {
+                    if let Err(e) = self.docker.remove_network(extra).await {
+                        tracing::debug!(network = %extra, error = %e, "duplicate network not removed");
+                    }
+                }
+                return Ok(chosen.clone());
+            }
+            if attempt == 0 {
+                let request = NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".into()),
+                    labels: Some(HashMap::from([(labels::APP.to_owned(), app.to_string())])),
+                    ..Default::default()
+                };
+                match self.docker.create_network(request).await {
+                    Ok(_) => {}
+                    Err(e) if is_conflict(&e) => {}
+                    Err(e) => return Err(map("create network", e)),
+                }
+            }
         }
-        let request = NetworkCreateRequest {
-            name,
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(labels::APP.to_owned(), app.to_string())])),
-            ..Default::default()
-        };
-        match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_conflict(&e) => Ok(()),
-            Err(e) => Err(map("create network", e)),
-        }
+        Err(Error::platform(
+            "create network",
+            format!("network {name} was not created"),
+        ))
     }
 
     /// The app's proxy addresses, if it runs.
@@ -116,7 +138,7 @@ impl DockerBackend {
             .web()
             .and_then(|p| p.web.as_ref())
             .map_or("/health".to_owned(), |w| w.health_path.clone());
-        self.ensure_network(app).await?;
+        let network = self.ensure_network(app).await?;
         let name = labels::proxy(app);
         let bind = |port: u16| {
             Some(vec![PortBinding {
@@ -142,7 +164,7 @@ impl DockerBackend {
             ])),
             host_config: Some(HostConfig {
                 init: Some(true),
-                network_mode: Some(labels::network(app)),
+                network_mode: Some(network),
                 port_bindings: Some(HashMap::from([
                     ("80/tcp".to_owned(), bind(config.proxy_port)),
                     ("81/tcp".to_owned(), bind(0)),

@@ -14,7 +14,8 @@ use tapitalee_core::{
     ProcessName, RegistryCredentials, Secret, Target, TrafficWeight,
 };
 use tapitalee_docker::{
-    AppConfig, DockerBackend, KIT_DOCKERFILE_DEMO, KIT_DOCKERFILE_PROXY, ProcessConfig, build_image,
+    AppConfig, DockerBackend, KIT_DOCKERFILE_PROXY, ProcessConfig, build_kit_binary,
+    build_kit_image, demo_dockerfile,
 };
 
 pub const PROXY_IMAGE: &str = "tapitalee-test/proxy:latest";
@@ -42,39 +43,15 @@ pub fn kit_binary() -> PathBuf {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("target"))
-            .join("static");
-        let triple = "x86_64-unknown-linux-gnu";
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", &target)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "tapitalee-docker-kit",
-                "--target",
-                triple,
-            ])
-            .output()
-            .expect("run cargo to build the kit");
-        assert!(
-            out.status.success(),
-            "building the kit failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join(triple).join("release").join("tapit-kit")
+            .unwrap_or_else(|_| root.join("target"));
+        build_kit_binary(&root, &target).expect("build the kit")
     })
     .clone()
 }
 
 /// Builds an image from the kit binary and a Dockerfile.
 pub fn kit_image(dockerfile: &str, tag: &str) -> String {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::copy(kit_binary(), dir.path().join("tapit-kit")).expect("copy the kit");
-    build_image(dir.path(), dockerfile, tag).expect("docker build")
+    build_kit_image(&kit_binary(), dockerfile, tag).expect("docker build")
 }
 
 /// The proxy image, built once per test binary.
@@ -88,12 +65,7 @@ pub fn proxy_image() -> &'static str {
 
 /// A demo version: its tag and extra `ENV` lines (e.g. `DEMO_CRASH_AT_START=1`).
 pub fn demo_image(repository: &str, tag: &str, env: &[(&str, &str)]) -> String {
-    let mut dockerfile = KIT_DOCKERFILE_DEMO.to_owned();
-    dockerfile.push_str(&format!("ENV DEMO_VERSION={tag}\n"));
-    for (k, v) in env {
-        dockerfile.push_str(&format!("ENV {k}={v}\n"));
-    }
-    kit_image(&dockerfile, &format!("{repository}:{tag}"))
+    kit_image(&demo_dockerfile(tag, env), &format!("{repository}:{tag}"))
 }
 
 /// A uniquely named app, removed (containers, network, images) when dropped.
