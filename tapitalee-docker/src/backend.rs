@@ -44,6 +44,9 @@ pub struct DockerBackend {
     pub(crate) stop_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) registry: Option<RegistryCredentials>,
+    /// Serialises creating app networks within this process (the engine allows duplicate
+    /// names); holds no data.
+    pub(crate) network_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for DockerBackend {
@@ -144,6 +147,7 @@ impl DockerBackendBuilder {
             stop_timeout: self.stop_timeout.unwrap_or(Duration::from_secs(10)),
             drain_timeout: self.drain_timeout.unwrap_or(Duration::from_secs(10)),
             registry: self.registry,
+            network_lock: Arc::default(),
         })
     }
 }

@@ -159,10 +159,23 @@ impl DockerBackend {
             .await
             .map_err(|e| map("create container", e))?;
         if start {
-            self.docker
-                .start_container(name, None::<StartContainerOptions>)
-                .await
-                .map_err(|e| map("start container", e))?;
+            for attempt in 0.. {
+                match self
+                    .docker
+                    .start_container(name, None::<StartContainerOptions>)
+                    .await
+                {
+                    Ok(()) => break,
+                    // Another process created a duplicate of the app's network a moment ago
+                    // (see `ensure_network`); it is being removed.
+                    Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+                        if message.contains("ambiguous") && attempt < 5 =>
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(map("start container", e)),
+                }
+            }
         }
         Ok(())
     }

@@ -60,9 +60,11 @@ impl DockerBackend {
     /// The app's network, created if missing; returns its id.
     ///
     /// The engine does not refuse two networks of one name, so processes launching at once
-    /// can each create one: every caller then agrees on the oldest (ties: the smallest id),
-    /// removes the others, and uses the chosen one by id.
+    /// can each create one: within a process creation is serialised; across processes every
+    /// caller agrees on the oldest (ties: the smallest id), removes the others, and uses the
+    /// chosen one by id (and a start that meets the duplicate before it is gone is retried).
     pub(crate) async fn ensure_network(&self, app: &AppName) -> Result<String> {
+        let _one_at_a_time = self.network_lock.lock().await;
         let name = labels::network(app);
         for attempt in 0..2 {
             let filters = HashMap::from([("name", vec![name.clone()])]);

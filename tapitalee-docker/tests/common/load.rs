@@ -115,6 +115,16 @@ impl Load {
         self.started.elapsed()
     }
 
+    /// Waits for the clients to reach their bounds, then reports.
+    pub async fn stop_after_all(self) -> Report {
+        let mut samples = Vec::new();
+        for c in self.clients {
+            samples.extend(c.await.expect("load client"));
+        }
+        samples.sort_by_key(|s| s.at);
+        Report { samples }
+    }
+
     pub async fn stop(self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
         let mut samples = Vec::new();
