@@ -301,3 +301,139 @@ async fn canary_failing_after_traffic_rolls_back() {
     })
     .await;
 }
+
+/// The deployer dies mid-canary (half the traffic on the new fleet); a fresh engine and backend
+/// recover the deployment and resume it to the end, while the load never sees a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployer_killed_mid_canary_then_resumed() {
+    let _serial = SERIAL.lock().await;
+    if !engine_or_skip("deployer_killed_mid_canary_then_resumed") {
+        return;
+    }
+    let app = TestApp::new("killed");
+    demo_image(&app.repository, "v1", &[]);
+    demo_image(&app.repository, "v2", &[]);
+    let config = demo_config(&app, 2, 0);
+    let backend = backend(&app, config.clone());
+    seed(&backend, &app.name, "v1").await;
+    let addr = backend.proxy_address(&app.name).await.unwrap().unwrap();
+    let store: tapitalee_core::DynDeploymentStore = Arc::new(MemoryStore::new());
+    let lease = Duration::from_secs(1);
+    let engine_with = |strategy: DynStrategy| {
+        Engine::builder()
+            .deployer(Arc::new(common::backend(&app, config.clone())))
+            .registry(Arc::new(common::backend(&app, config.clone())))
+            .store(store.clone())
+            .default_strategy(strategy)
+            .health_gate(gate())
+            .lock_lease(lease)
+            .build()
+            .expect("engine")
+    };
+
+    let load = common::load::start(
+        addr,
+        4,
+        Duration::from_millis(2),
+        Duration::from_secs(150),
+        200_000,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The first deployer: a canary at 50% that would pause for an hour; killed (its runtime
+    // dropped) once the canary takes half the traffic.
+    let first = engine_with(Arc::new(
+        Canary::builder()
+            .set_weight(50)
+            .pause(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    ));
+    let (store2, name) = (store.clone(), app.name.clone());
+    let id = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (id, handle) = runtime.block_on(async {
+            let handle = first
+                .deploy(
+                    &name,
+                    DeployRequest::new().docker_tag(DockerTag::new("v2").unwrap()),
+                )
+                .await
+                .expect("deploy");
+            let id = handle.id();
+            for _ in 0..600 {
+                let record = store2.get(&id).await.unwrap().unwrap();
+                if record
+                    .processes
+                    .iter()
+                    .any(|p| p.state.candidate_weight == 50)
+                {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return (id, handle);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the canary never took traffic");
+        });
+        drop(runtime); // the deployer dies
+        drop(handle);
+        id
+    })
+    .await
+    .unwrap();
+    let killed_at = load.elapsed();
+
+    tokio::time::sleep(lease * 2).await;
+    let fresh = engine_with(Arc::new(Rolling::new()));
+    let found = fresh.recover(&app.name).await.expect("recover");
+    assert!(found.contains(&id), "recover finds {id}: {found:?}");
+    let record = fresh
+        .resume(&id)
+        .await
+        .expect("resume")
+        .wait()
+        .await
+        .expect("the resumed deployment");
+    let done = load.elapsed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = load.stop().await;
+    let failures = report.failures();
+    eprintln!(
+        "FIGURES killed_mid_canary: {} requests, {} failed, v1 {} / v2 {}, resumed {:?}",
+        report.requests(),
+        failures.len(),
+        report.count("v1"),
+        report.count("v2"),
+        record.status
+    );
+    assert!(
+        failures.is_empty(),
+        "failed requests: {:?}",
+        failures.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        record.status,
+        DeploymentStatus::Succeeded,
+        "{:?}",
+        record.processes
+    );
+    assert!(
+        report
+            .versions_between(Duration::ZERO, killed_at)
+            .contains(&"v2"),
+        "the canary served before the deployer died"
+    );
+    let after = report.versions_between(done + Duration::from_millis(500), Duration::MAX);
+    assert!(
+        !after.is_empty() && after.iter().all(|v| *v == "v2"),
+        "only v2 at the end"
+    );
+    assert!(
+        app.containers_with("tapit.image.tag=v1").is_empty(),
+        "v1 is gone"
+    );
+}
