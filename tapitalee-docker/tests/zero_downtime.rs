@@ -437,3 +437,74 @@ async fn deployer_killed_mid_canary_then_resumed() {
         "v1 is gone"
     );
 }
+
+fn blue_green_baking(bake: Duration) -> DynStrategy {
+    Arc::new(
+        BlueGreen::builder()
+            .bake_time(bake)
+            .scale_down_delay(Duration::ZERO)
+            .build()
+            .expect("blue-green"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_never_healthy_rolls_back() {
+    run(Scenario {
+        name: "rolling_unhealthy",
+        strategy: rolling(),
+        new_env: NEVER_HEALTHY,
+        succeeds: false,
+        serves_new: false,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_crash_loop_rolls_back() {
+    run(Scenario {
+        name: "bluegreen_crash",
+        strategy: blue_green(),
+        new_env: CRASH_AT_START,
+        succeeds: false,
+        serves_new: false,
+    })
+    .await;
+}
+
+/// The new fleet takes all the traffic, then fails during the bake: traffic switches back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_failing_after_traffic_rolls_back() {
+    run(Scenario {
+        name: "bluegreen_crash_after",
+        strategy: blue_green_baking(Duration::from_secs(12)),
+        new_env: CRASH_AFTER_TRAFFIC,
+        succeeds: false,
+        serves_new: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_crash_loop_rolls_back() {
+    run(Scenario {
+        name: "canary_crash",
+        strategy: canary(Duration::from_secs(2)),
+        new_env: CRASH_AT_START,
+        succeeds: false,
+        serves_new: false,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_never_healthy_rolls_back() {
+    run(Scenario {
+        name: "canary_unhealthy",
+        strategy: canary(Duration::from_secs(2)),
+        new_env: NEVER_HEALTHY,
+        succeeds: false,
+        serves_new: false,
+    })
+    .await;
+}
