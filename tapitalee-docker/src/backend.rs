@@ -359,7 +359,7 @@ impl DockerBackend {
     }
 
     /// Removes everything the backend created for an app: its containers (fleets, releases,
-    /// proxy) and its network. For tests and for deleting an app; images are left alone.
+    /// proxy), the proxy's state volume and the app's network. For tests and for deleting an app; images are left alone.
     ///
     /// # Errors
     /// The engine refused.
@@ -367,6 +367,18 @@ impl DockerBackend {
         let all = self.containers(&[(labels::APP, app.as_str())]).await?;
         let jobs = all.iter().map(|c| self.remove(&c.id));
         futures::future::try_join_all(jobs).await?;
+        match self
+            .docker
+            .remove_volume(
+                &labels::proxy(app),
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(map("remove volume", e)),
+        }
         let name = labels::network(app);
         let filters = HashMap::from([("name", vec![name.clone()])]);
         let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()

@@ -155,7 +155,11 @@ impl DockerBackend {
         let body = ContainerCreateBody {
             image: Some(self.proxy_image.clone()),
             cmd: Some(vec!["proxy".into()]),
-            env: Some(vec![format!("PROXY_HEALTH_PATH={health}")]),
+            // Its weights and backends survive a restart of the container on this volume.
+            env: Some(vec![
+                format!("PROXY_HEALTH_PATH={health}"),
+                "PROXY_STATE=/state/proxy.state".to_owned(),
+            ]),
             labels: Some(HashMap::from([
                 (labels::APP.to_owned(), app.to_string()),
                 (labels::ROLE.to_owned(), labels::role::PROXY.to_owned()),
@@ -167,6 +171,7 @@ impl DockerBackend {
             host_config: Some(HostConfig {
                 init: Some(true),
                 network_mode: Some(network),
+                binds: Some(vec![format!("{}:/state", labels::proxy(app))]),
                 port_bindings: Some(HashMap::from([
                     ("80/tcp".to_owned(), bind(config.proxy_port)),
                     ("81/tcp".to_owned(), bind(0)),

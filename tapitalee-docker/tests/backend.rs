@@ -79,6 +79,31 @@ async fn first_deploy_of_three_processes_at_once() {
     let report = load.stop_after_all().await;
     assert!(report.failures().is_empty());
     assert_eq!(report.count("v1"), report.requests());
+
+    // The proxy keeps its weights and backends across a restart of its container.
+    let proxy = format!("tapit-{}-proxy", app.name);
+    let restarted = std::process::Command::new("docker")
+        .args(["restart", "-t", "1", &proxy])
+        .output()
+        .unwrap();
+    assert!(restarted.status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let addr = fresh.proxy_address(&app.name).await.unwrap();
+        if let Some(addr) = addr {
+            let report = common::load::start(addr, 1, Duration::ZERO, Duration::from_secs(2), 1)
+                .stop_after_all()
+                .await;
+            if report.count("v1") == 1 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted proxy serves v1 again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

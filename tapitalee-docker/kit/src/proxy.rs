@@ -15,6 +15,10 @@
 //! - `POST /drain?timeout_ms=N`: lines `<ip:port>`: out of rotation at once, then waits for
 //!   their in-flight requests (at most N ms) and forgets them; answers `drained` or `timeout`;
 //! - `DELETE /fleets/<fleet>`: forgets a fleet's weight and backends.
+//!
+//! With `PROXY_STATE` set (a file path, on a volume), every change is saved there and loaded
+//! at start, so a restarted proxy container keeps its weights and backends (each backend is
+//! health-checked again before it takes traffic).
 
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -45,9 +49,72 @@ struct Proxy {
     state: Mutex<State>,
     slot: AtomicUsize,
     rr: AtomicUsize,
+    file: Option<String>,
+}
+
+fn backend(fleet: &str, addr: SocketAddr) -> Arc<Backend> {
+    Arc::new(Backend {
+        addr,
+        fleet: fleet.to_owned(),
+        healthy: AtomicBool::new(false),
+        failures: AtomicU32::new(0),
+        draining: AtomicBool::new(false),
+        inflight: AtomicUsize::new(0),
+    })
 }
 
 impl Proxy {
+    /// Saves weights and backends (write then rename: a crash leaves the old file or the new).
+    fn save(&self) {
+        let Some(file) = &self.file else { return };
+        let text = {
+            let state = self.lock();
+            let mut out = String::new();
+            for (f, w) in &state.weights {
+                out.push_str(&format!("weight {f} {w}\n"));
+            }
+            for b in state
+                .backends
+                .iter()
+                .filter(|b| !b.draining.load(Ordering::SeqCst))
+            {
+                out.push_str(&format!("backend {} {}\n", b.fleet, b.addr));
+            }
+            out
+        };
+        let tmp = format!("{file}.tmp");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, file);
+        }
+    }
+
+    /// Loads what [`save`](Self::save) wrote, if anything.
+    fn load(&self) {
+        let Some(text) = self
+            .file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+        else {
+            return;
+        };
+        let mut state = self.lock();
+        for line in text.lines() {
+            match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["weight", f, w] => {
+                    if let Ok(w) = w.parse() {
+                        state.weights.push(((*f).to_owned(), w));
+                    }
+                }
+                ["backend", f, addr] => {
+                    if let Ok(addr) = addr.parse() {
+                        state.backends.push(backend(f, addr));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -109,7 +176,11 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 pub fn run() -> ! {
-    let proxy = Arc::new(Proxy::default());
+    let proxy = Arc::new(Proxy {
+        file: std::env::var("PROXY_STATE").ok().filter(|v| !v.is_empty()),
+        ..Proxy::default()
+    });
+    proxy.load();
     let health = env_or("PROXY_HEALTH_PATH", "/health");
     let listen = env_or("PROXY_LISTEN", "0.0.0.0:80");
     let admin = env_or("PROXY_ADMIN", "0.0.0.0:81");
@@ -260,6 +331,7 @@ fn admin_conn(proxy: &Proxy, stream: TcpStream) {
                 }
             }
             proxy.lock().weights = weights;
+            proxy.save();
             (200, "ok\n".to_owned())
         }
         ("PUT", p) if p.starts_with("/backends/") => {
@@ -271,16 +343,11 @@ fn admin_conn(proxy: &Proxy, stream: TcpStream) {
                 .retain(|b| b.fleet != fleet || addrs.contains(&b.addr));
             for addr in addrs {
                 if !state.backends.iter().any(|b| b.addr == addr) {
-                    state.backends.push(Arc::new(Backend {
-                        addr,
-                        fleet: fleet.to_owned(),
-                        healthy: AtomicBool::new(false),
-                        failures: AtomicU32::new(0),
-                        draining: AtomicBool::new(false),
-                        inflight: AtomicUsize::new(0),
-                    }));
+                    state.backends.push(backend(fleet, addr));
                 }
             }
+            drop(state);
+            proxy.save();
             (200, "ok\n".to_owned())
         }
         ("POST", "/drain") => {
@@ -297,6 +364,8 @@ fn admin_conn(proxy: &Proxy, stream: TcpStream) {
             let mut state = proxy.lock();
             state.weights.retain(|(f, _)| f != fleet);
             state.backends.retain(|b| b.fleet != fleet);
+            drop(state);
+            proxy.save();
             (200, "ok\n".to_owned())
         }
         _ => (404, "unknown admin path\n".to_owned()),
@@ -315,6 +384,7 @@ fn drain(proxy: &Proxy, addrs: &[SocketAddr], timeout: Duration) -> String {
     for b in &draining {
         b.draining.store(true, Ordering::SeqCst);
     }
+    proxy.save();
     let deadline = Instant::now() + timeout;
     let mut outcome = "drained";
     while draining

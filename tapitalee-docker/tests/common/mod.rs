@@ -111,6 +111,9 @@ impl Drop for TestApp {
         let _ = Command::new("docker")
             .args(["network", "rm", &format!("tapit-{}", self.name)])
             .output();
+        let _ = Command::new("docker")
+            .args(["volume", "rm", &format!("tapit-{}-proxy", self.name)])
+            .output();
         let out = Command::new("docker")
             .args(["images", "-q", &self.repository])
             .output();
