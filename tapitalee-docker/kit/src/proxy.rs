@@ -146,7 +146,9 @@ impl Proxy {
         let candidates = if total > 0 {
             // Walk 0..total in an order that spreads each fleet's share evenly.
             let n = self.slot.fetch_add(1, Ordering::Relaxed);
-            let spread = u32::try_from((n * 37) % total as usize).unwrap_or(0);
+            let total_n = total as usize;
+            let stride = if gcd(37, total_n) == 1 { 37 } else { 1 };
+            let spread = u32::try_from((n % total_n) * stride % total_n).unwrap_or(0);
             let mut acc = 0;
             let mut chosen = live[0].0;
             for (f, w) in &live {
@@ -166,6 +168,10 @@ impl Proxy {
         let i = self.rr.fetch_add(1, Ordering::Relaxed) % candidates.len();
         Some(candidates[i].clone())
     }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -420,4 +426,72 @@ fn state_text(proxy: &Proxy) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy(weights: &[(&str, u8)], backends: &[(&str, &str)]) -> Proxy {
+        let p = Proxy::default();
+        {
+            let mut state = p.lock();
+            state.weights = weights.iter().map(|(f, w)| ((*f).to_owned(), *w)).collect();
+            for (f, addr) in backends {
+                let b = backend(f, addr.parse().unwrap());
+                b.healthy.store(true, Ordering::SeqCst);
+                state.backends.push(b);
+            }
+        }
+        p
+    }
+
+    fn share(p: &Proxy, fleet: &str, picks: usize) -> usize {
+        (0..picks)
+            .filter(|_| p.pick(&[]).is_some_and(|b| b.fleet == fleet))
+            .count()
+    }
+
+    #[test]
+    fn weights_are_exact_over_every_hundred_requests() {
+        for w in [0u8, 1, 10, 25, 50, 99, 100] {
+            let p = proxy(
+                &[("new", w), ("old", 100 - w)],
+                &[
+                    ("new", "10.0.0.1:80"),
+                    ("old", "10.0.0.2:80"),
+                    ("old", "10.0.0.3:80"),
+                ],
+            );
+            for _ in 0..3 {
+                assert_eq!(share(&p, "new", 100), usize::from(w), "weight {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_fleet_without_healthy_backends_gets_nothing_and_others_share() {
+        let p = proxy(
+            &[("a", 26), ("b", 37), ("c", 37)],
+            &[("b", "10.0.0.2:80"), ("c", "10.0.0.3:80")],
+        );
+        // a has no backend: b and c split 74 slots evenly.
+        assert_eq!(share(&p, "b", 74), 37);
+        let none = proxy(&[("a", 100)], &[("z", "10.0.0.9:80")]);
+        assert_eq!(
+            none.pick(&[]).map(|b| b.fleet.clone()).as_deref(),
+            Some("z"),
+            "fail open"
+        );
+    }
+
+    #[test]
+    fn draining_and_tried_backends_are_skipped() {
+        let p = proxy(&[("a", 100)], &[("a", "10.0.0.1:80"), ("a", "10.0.0.2:80")]);
+        p.lock().backends[0].draining.store(true, Ordering::SeqCst);
+        for _ in 0..10 {
+            assert_eq!(p.pick(&[]).unwrap().addr.to_string(), "10.0.0.2:80");
+        }
+        assert!(p.pick(&["10.0.0.2:80".parse().unwrap()]).is_none());
+    }
 }
