@@ -1,0 +1,118 @@
+//! [`ImageRegistry`] for [`DockerBackend`]: the engine's own image store.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bollard::query_parameters::ListImagesOptionsBuilder;
+use tapitalee_core::{
+    AppName, Digest, DockerTag, Error, ImageInfo, ImageRef, ImageRegistry, RegistryCredentials,
+    Resource, Result,
+};
+
+use crate::backend::{DockerBackend, parse_time};
+use crate::error::{is_not_found, map};
+
+/// The tags of `repository` among an image's `repo:tag` names.
+fn tags_of(repository: &str, names: &[String]) -> Vec<DockerTag> {
+    names
+        .iter()
+        .filter_map(|n| n.rsplit_once(':'))
+        .filter(|(repo, _)| *repo == repository)
+        .filter_map(|(_, tag)| DockerTag::new(tag).ok())
+        .collect()
+}
+
+#[async_trait]
+impl ImageRegistry for DockerBackend {
+    async fn resolve(&self, app: &AppName, tag: &DockerTag) -> Result<ImageRef> {
+        let repository = self.app(app)?.repository.clone();
+        let name = format!("{repository}:{tag}");
+        match self.docker.inspect_image(&name).await {
+            Ok(image) => {
+                let id = image.id.unwrap_or_default();
+                Ok(ImageRef::new(repository, tag.clone())?.with_digest(Digest::new(&id)?))
+            }
+            Err(e) if is_not_found(&e) => {
+                let mut recent: Vec<String> = ImageRegistry::list(self, app)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|i| i.tags)
+                    .take(5)
+                    .map(|t| t.to_string())
+                    .collect();
+                recent.sort();
+                let hint = if recent.is_empty() {
+                    format!("the engine has no image of {repository}; build one first")
+                } else {
+                    format!("recent tags: {}", recent.join(", "))
+                };
+                Err(Error::not_found(Resource::Image, name, hint))
+            }
+            Err(e) => Err(map("inspect image", e)),
+        }
+    }
+
+    async fn list(&self, app: &AppName) -> Result<Vec<ImageInfo>> {
+        let repository = self.app(app)?.repository.clone();
+        let filters = HashMap::from([("reference", vec![repository.clone()])]);
+        let opts = ListImagesOptionsBuilder::new().filters(&filters).build();
+        let images = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| map("list images", e))?;
+        let mut out = Vec::new();
+        for i in images {
+            let tags = tags_of(&repository, &i.repo_tags);
+            let Some(first) = tags.first().cloned() else {
+                continue;
+            };
+            out.push(ImageInfo {
+                image: ImageRef::new(repository.clone(), first)?.with_digest(Digest::new(&i.id)?),
+                tags,
+                size_bytes: u64::try_from(i.size).ok(),
+                pushed_at: u64::try_from(i.created)
+                    .ok()
+                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+            });
+        }
+        out.sort_by_key(|i| std::cmp::Reverse(i.pushed_at));
+        Ok(out)
+    }
+
+    async fn describe(&self, app: &AppName, tag: &DockerTag) -> Result<ImageInfo> {
+        let image = self.resolve(app, tag).await?;
+        let digest = image
+            .digest
+            .clone()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        let inspect = self
+            .docker
+            .inspect_image(&digest)
+            .await
+            .map_err(|e| map("inspect image", e))?;
+        Ok(ImageInfo {
+            tags: tags_of(&image.repository, &inspect.repo_tags.unwrap_or_default()),
+            size_bytes: inspect.size.and_then(|s| u64::try_from(s).ok()),
+            pushed_at: parse_time(inspect.created.as_deref()),
+            image,
+        })
+    }
+
+    async fn login(&self, app: &AppName) -> Result<RegistryCredentials> {
+        self.app(app)?;
+        self.registry.clone().ok_or_else(|| {
+            Error::platform(
+                "login",
+                format!(
+                    "no registry is configured for app {app}: its images live in the Docker \
+                     engine's own store, which needs no login; configure one with \
+                     DockerBackend::builder().registry(..) to push images"
+                ),
+            )
+        })
+    }
+}

@@ -1,0 +1,163 @@
+//! The backend's own behaviour on a real engine: a first deployment of several processes at
+//! once, configuration errors, login without a registry, state read back by a fresh backend.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tapitalee_core::{
+    AppName, DeployRequest, Deployer, DeploymentStatus, DockerTag, Engine, Error, HealthGate,
+    ImageRegistry, MemoryStore, ProcessName,
+};
+use tapitalee_docker::{AppConfig, DockerBackend, ProcessConfig};
+use tapitalee_strategies::Rolling;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_deploy_of_three_processes_at_once() {
+    if !engine_or_skip("first_deploy_of_three_processes_at_once") {
+        return;
+    }
+    let app = TestApp::new("first");
+    demo_image(&app.repository, "v1", &[]);
+    let config = demo_config(&app, 2, 1)
+        .process(ProcessConfig::new(ProcessName::new("scheduler").unwrap(), 1).command(["demo"]));
+    let backend = backend(&app, config.clone());
+    let engine = Engine::builder()
+        .deployer(Arc::new(backend.clone()))
+        .registry(Arc::new(backend.clone()))
+        .store(Arc::new(MemoryStore::new()))
+        .default_strategy(Arc::new(Rolling::new()))
+        .health_gate(HealthGate {
+            min_healthy_time: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(250),
+            progress_deadline: Duration::from_secs(20),
+            ..HealthGate::default()
+        })
+        .build()
+        .unwrap();
+    let record = engine
+        .deploy(
+            &app.name,
+            DeployRequest::new().docker_tag(DockerTag::new("v1").unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(
+        record.status,
+        DeploymentStatus::Succeeded,
+        "{:?}",
+        record.processes
+    );
+    let networks = std::process::Command::new("docker")
+        .args(["network", "ls", "-q", "--filter"])
+        .arg(format!("label=tapit.app={}", app.name))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&networks.stdout).lines().count(),
+        1,
+        "one network for the app even when its processes launch at once"
+    );
+    // A fresh backend reads the same releases back from the engine alone.
+    let fresh = common::backend(&app, config);
+    for p in ["default", "worker", "scheduler"] {
+        let c = ctx(&app.name, &ProcessName::new(p).unwrap());
+        let release = fresh.current(&c).await.unwrap();
+        let fleet = release.fleet.expect("a live fleet");
+        assert_eq!(fleet.revision.image.tag.as_str(), "v1");
+        let status = fresh.status(&c, &fleet).await.unwrap();
+        assert_eq!(status.desired, release.desired, "{p}");
+    }
+    // The proxy answers with v1.
+    let addr = fresh.proxy_address(&app.name).await.unwrap().unwrap();
+    let load = common::load::start(addr, 1, Duration::ZERO, Duration::from_secs(5), 20);
+    let report = load.stop_after_all().await;
+    assert!(report.failures().is_empty());
+    assert_eq!(report.count("v1"), report.requests());
+
+    // The proxy keeps its weights and backends across a restart of its container.
+    let proxy = format!("tapit-{}-proxy", app.name);
+    let restarted = std::process::Command::new("docker")
+        .args(["restart", "-t", "1", &proxy])
+        .output()
+        .unwrap();
+    assert!(restarted.status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let addr = fresh.proxy_address(&app.name).await.unwrap();
+        if let Some(addr) = addr {
+            let report = common::load::start(addr, 1, Duration::ZERO, Duration::from_secs(2), 1)
+                .stop_after_all()
+                .await;
+            if report.count("v1") == 1 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted proxy serves v1 again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn configuration_errors_name_the_fix() {
+    let app = AppName::new("cfg").unwrap();
+    let no_process = DockerBackend::builder()
+        .app(app.clone(), AppConfig::new("repo/app"))
+        .build()
+        .unwrap_err();
+    assert!(
+        no_process.to_string().contains("has no process"),
+        "{no_process}"
+    );
+    let web = |n: &str| ProcessConfig::new(ProcessName::new(n).unwrap(), 1).web(8080, "/health");
+    let two_webs = DockerBackend::builder()
+        .app(
+            app.clone(),
+            AppConfig::new("repo/app")
+                .process(web("a"))
+                .process(web("b")),
+        )
+        .build()
+        .unwrap_err();
+    assert!(
+        two_webs.to_string().contains("2 web processes"),
+        "{two_webs}"
+    );
+    let tcp = DockerBackend::builder()
+        .docker_host("tcp://127.0.0.1:2375")
+        .app(app.clone(), AppConfig::new("repo/app").process(web("a")))
+        .build()
+        .unwrap_err();
+    assert!(tcp.to_string().contains("unix://"), "{tcp}");
+}
+
+#[tokio::test]
+async fn unknown_apps_and_login_without_a_registry() {
+    let app = AppName::new("solo").unwrap();
+    let backend = DockerBackend::builder()
+        .app(
+            app.clone(),
+            AppConfig::new("repo/solo")
+                .process(ProcessConfig::new(ProcessName::default_process(), 1)),
+        )
+        .build()
+        .unwrap();
+    match backend.login(&app).await {
+        Err(Error::Platform { message, .. }) => {
+            assert!(message.contains("no registry is configured"), "{message}");
+        }
+        other => panic!("login without a registry must say so, got {other:?}"),
+    }
+    match backend.processes(&AppName::new("other").unwrap()).await {
+        Err(Error::NotFound { hint, .. }) => assert!(hint.contains("solo"), "{hint}"),
+        other => panic!("unknown app: {other:?}"),
+    }
+}
