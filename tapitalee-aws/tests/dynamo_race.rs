@@ -330,14 +330,13 @@ async fn parent() {
             r.id
         );
         assert!(messages[0].starts_with("acquired "));
-        for k in 1..=WORK_STEPS as usize {
-            assert_eq!(
-                messages[k],
-                format!("work {k}"),
-                "{}'s steps in order",
-                r.id
-            );
-        }
+        let work: Vec<String> = (1..=WORK_STEPS).map(|k| format!("work {k}")).collect();
+        assert_eq!(
+            messages[1..=WORK_STEPS as usize],
+            work,
+            "{}'s steps in order",
+            r.id
+        );
         assert!(messages[messages.len() - 1].starts_with("released "));
         let acquired = fields(messages[0]);
         let released = ms(&fields(messages[messages.len() - 1]), "at");
