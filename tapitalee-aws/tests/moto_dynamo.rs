@@ -109,3 +109,129 @@ async fn a_lease_is_taken_only_after_its_margin() {
     assert_eq!(store.try_lock(&t, &b, lease).await.unwrap(), None);
     assert_eq!(store.try_lock(&t, &a, lease).await.unwrap(), Some(b));
 }
+
+/// A proxy to moto that forwards every request, but for the first `drops` requests whose
+/// `X-Amz-Target` names `operation` closes the connection instead of returning moto's
+/// answer: the write happened, the client never heard (a timeout after the fact).
+mod lossy {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Reads one HTTP/1.1 message (headers and a Content-Length body), or `None` at EOF.
+    async fn read_message<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                let total = end + 4 + len;
+                while buf.len() < total {
+                    let mut chunk = [0u8; 8192];
+                    let n = r.read(&mut chunk).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                return Some(buf.drain(..total).collect());
+            }
+            let mut chunk = [0u8; 8192];
+            let n = r.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub async fn start(
+        upstream: String,
+        operation: &'static str,
+        drops: usize,
+    ) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = dropped.clone();
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let (upstream, counter) = (upstream.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    while let Some(request) = read_message(&mut client, &mut buf).await {
+                        let mut moto = TcpStream::connect(&upstream).await.unwrap();
+                        moto.write_all(&request).await.unwrap();
+                        let mut back = Vec::new();
+                        let Some(response) = read_message(&mut moto, &mut back).await else {
+                            return;
+                        };
+                        let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                        let target = format!(
+                            "x-amz-target: dynamodb_20120810.{}",
+                            operation.to_ascii_lowercase()
+                        );
+                        if head.contains(&target) && counter.fetch_add(1, Ordering::SeqCst) < drops
+                        {
+                            return; // moto wrote it; the client never hears.
+                        }
+                        if client.write_all(&response).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (endpoint, dropped)
+    }
+}
+
+#[tokio::test]
+async fn a_write_retried_after_a_lost_answer_is_not_duplicated() {
+    use std::sync::atomic::Ordering;
+
+    let table = fresh_table("retry");
+    store_on(&support::moto().endpoint, &table)
+        .await
+        .create_table()
+        .await
+        .unwrap();
+    // The first two transactions (create, then record_change) reach moto, and their answers
+    // are lost: the call layer sends each again.
+    let (endpoint, dropped) =
+        lossy::start(support::moto().endpoint.clone(), "TransactWriteItems", 2).await;
+    let store = store_on(&endpoint, &table).await;
+
+    let rec = conformance::sample_record(&conformance::fresh_app("retry"));
+    store.create(&rec).await.expect("a retried create succeeds");
+    let mut worker = rec.processes[1].clone();
+    worker.state.steps_done = 9;
+    let change = conformance::step(Some("worker"), "scaled to 9");
+    store
+        .record_change(&rec.id, &worker, &change)
+        .await
+        .expect("a retried record_change succeeds");
+    assert!(dropped.load(Ordering::SeqCst) >= 2, "answers were lost");
+    assert_eq!(
+        store.api_calls().count("TransactWriteItems"),
+        4,
+        "each sent twice"
+    );
+
+    let got = store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!(got.steps, rec.steps, "create's steps once");
+    assert_eq!(got.processes[1].steps, [change], "the step once");
+    assert_eq!(got.processes[1].state.steps_done, 9);
+    assert!(
+        store.create(&rec).await.is_err(),
+        "another create of the same id still fails"
+    );
+}
