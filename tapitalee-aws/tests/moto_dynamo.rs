@@ -235,3 +235,79 @@ async fn a_write_retried_after_a_lost_answer_is_not_duplicated() {
         "another create of the same id still fails"
     );
 }
+
+#[tokio::test]
+async fn each_store_method_is_one_call_on_the_common_path() {
+    use tapitalee_core::DeploymentStatus;
+
+    let store = fresh_store("calls").await;
+    let app = conformance::fresh_app("calls");
+    let rec = conformance::sample_record(&app);
+    let target = Target::new(app.clone(), rec.processes[0].process.clone());
+    let lease = Duration::from_secs(60);
+    let mut before = store.api_calls();
+    let mut calls = |store: &DynamoStore| {
+        let now = store.api_calls();
+        let since = now.since(&before);
+        before = now;
+        since
+            .iter()
+            .map(|(op, n)| format!("{n} {op}"))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    store.create(&rec).await.unwrap();
+    assert_eq!(calls(&store), "1 TransactWriteItems", "create");
+    let change = conformance::step(Some("default"), "scaled");
+    store
+        .record_change(&rec.id, &rec.processes[0], &change)
+        .await
+        .unwrap();
+    assert_eq!(calls(&store), "1 TransactWriteItems", "record_change");
+    store
+        .append_step(&rec.id, &conformance::step(None, "note"))
+        .await
+        .unwrap();
+    assert_eq!(calls(&store), "1 TransactWriteItems", "append_step");
+    store
+        .update_process(&rec.id, &rec.processes[1])
+        .await
+        .unwrap();
+    assert_eq!(calls(&store), "1 TransactWriteItems", "update_process");
+    store
+        .set_status(&rec.id, DeploymentStatus::Running)
+        .await
+        .unwrap();
+    assert_eq!(calls(&store), "1 UpdateItem", "set_status");
+    assert_eq!(store.try_lock(&target, &rec.id, lease).await.unwrap(), None);
+    assert_eq!(calls(&store), "1 PutItem", "try_lock takes");
+    assert_eq!(store.try_lock(&target, &rec.id, lease).await.unwrap(), None);
+    assert_eq!(calls(&store), "1 PutItem", "try_lock renews");
+    let other = DeploymentId::new();
+    assert_eq!(
+        store.try_lock(&target, &other, lease).await.unwrap(),
+        Some(rec.id)
+    );
+    assert_eq!(
+        calls(&store),
+        "1 PutItem",
+        "a refusal names the holder in the same answer"
+    );
+    assert_eq!(store.lock_holder(&target).await.unwrap(), Some(rec.id));
+    assert_eq!(calls(&store), "1 GetItem", "lock_holder");
+    store
+        .finish(&rec.id, DeploymentStatus::Succeeded, &[target.clone()])
+        .await
+        .unwrap();
+    assert_eq!(calls(&store), "1 TransactWriteItems", "finish");
+    store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!(calls(&store), "1 Query", "get");
+    assert_eq!(store.list(&app, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        calls(&store),
+        "2 Query",
+        "list: the index, then each deployment"
+    );
+    store.unlock(&target, &rec.id).await.unwrap();
+    assert_eq!(calls(&store), "1 DeleteItem", "unlock");
+}
