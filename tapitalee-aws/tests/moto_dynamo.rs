@@ -296,7 +296,11 @@ async fn each_store_method_is_one_call_on_the_common_path() {
     assert_eq!(store.lock_holder(&target).await.unwrap(), Some(rec.id));
     assert_eq!(calls(&store), "1 GetItem", "lock_holder");
     store
-        .finish(&rec.id, DeploymentStatus::Succeeded, &[target.clone()])
+        .finish(
+            &rec.id,
+            DeploymentStatus::Succeeded,
+            std::slice::from_ref(&target),
+        )
         .await
         .unwrap();
     assert_eq!(calls(&store), "1 TransactWriteItems", "finish");
