@@ -1,54 +1,7 @@
 //! [`DynamoStore`]: the deployment history and the process locks in one DynamoDB table, shared
 //! by a team's laptops and CI runners.
 //!
-//! # Key schema
-//!
-//! One table, on-demand billing, a string partition key `pk` and a string sort key `sk`:
-//!
-//! | item | `pk` | `sk` | attributes |
-//! |---|---|---|---|
-//! | deployment head | `DEP#<id>` | `D` | `app`, `id`, `initiator`, `image_repo`, `image_tag`, `image_digest`, `only_process`, `policy`, `status`, `created_at_ms`, `finished_at_ms`, `resumes`, `create_token` |
-//! | process | `DEP#<id>` | `P#<process>` | `process`, `ordinal`, `status` (for people), `record` (the process without its steps, JSON) |
-//! | step | `DEP#<id>` | `S#<ulid>` | `at_ms`, `process`, `message` |
-//! | app index | `APP#<app>` | `<start ms, 15 digits>#<id>` | `id` |
-//! | lock | `LOCK#<app>` | `<process>` | `holder`, `expires_at_ms`, `takeover_at_ms`, `lease_ms` |
-//!
-//! - A deployment is one partition: `get` is one strongly consistent `Query` (paginated), which
-//!   returns the head, then the processes, then the steps in order (`D` < `P#` < `S#`).
-//! - `list` queries the app's index newest first (the sort key is the start time then the id,
-//!   so same-millisecond starts come by id), then each listed deployment's head and processes
-//!   (`sk < "S#"`: no steps), concurrently.
-//! - Every step is its own item (messages are cut at 32 KiB), and so is every process: no
-//!   item grows with a deployment, all stay far under DynamoDB's 400 KB limit.
-//! - A step's sort key is a ULID made once per call, before the first attempt, from one
-//!   monotonic generator per OS process: a retried write puts the same item again (never a
-//!   duplicate), and a process's steps sort in the order it wrote them.
-//! - Processes keep their creation order by `ordinal`; a process added later gets the unix
-//!   ms of its first write, so it sorts after the others.
-//!
-//! # Writes
-//!
-//! Each store method is one API call on the common path. Writes about an existing deployment
-//! are `TransactWriteItems` with a `ConditionCheck` on its head (an unknown id is
-//! [`Error::NotFound`], and nothing is written): `record_change` writes the process item and
-//! the step item in the same transaction, and `finish` the final status and the release of
-//! every lock it still holds. `create` writes the head (`attribute_not_exists`), the index
-//! item, the processes and the given steps in one transaction (apps of more than 98 processes
-//! spill into further transactions, each conditional on the head this call wrote). Every
-//! transaction carries a `ClientRequestToken`, and `create` also recognises its own head by
-//! `create_token`, so a retry after a timeout is harmless.
-//!
-//! # Locks and clock skew
-//!
-//! A lock is a lease written with a conditional `PutItem`: it succeeds if there is no lock,
-//! the caller already holds it (a renewal), or the lock's `takeover_at_ms` has passed; on
-//! failure the holder comes back in the same answer (`ALL_OLD`). Expiry is the holder's clock
-//! plus the lease; other deployments may take the lock only from `takeover_at_ms`, which adds
-//! a margin of `min(lease, skew_tolerance)` (default 5 s). So a taker whose clock runs up to
-//! that margin ahead of the holder's still cannot take a lease before it really ended; a
-//! taker whose clock runs behind only waits longer. The engine renews every third of the
-//! lease (60 s by default), which adds two thirds of a lease of slack on top. Clocks further
-//! apart than the margin can take a lock up to the difference early: keep machines on NTP.
+//! The key schema, the writes and the lock leases are described on [`DynamoStore`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -88,10 +41,59 @@ const MAX_TRANSACTION_ITEMS: usize = 100;
 const LIST_CONCURRENCY: usize = 16;
 
 /// Keeps the deployment history and the process locks in one DynamoDB table: for teams and CI
-/// runners (see the [module documentation](self) for the key schema).
+/// runners.
 ///
 /// Build with [`DynamoStore::builder`] or [`AwsBackend::dynamo_store`](crate::AwsBackend::dynamo_store);
 /// create the table once with [`create_table`](Self::create_table). Clones share one client.
+///
+/// # Key schema
+///
+/// One table, on-demand billing, a string partition key `pk` and a string sort key `sk`:
+///
+/// | item | `pk` | `sk` | attributes |
+/// |---|---|---|---|
+/// | deployment head | `DEP#<id>` | `D` | `app`, `id`, `initiator`, `image_repo`, `image_tag`, `image_digest`, `only_process`, `policy`, `status`, `created_at_ms`, `finished_at_ms`, `resumes`, `create_token` |
+/// | process | `DEP#<id>` | `P#<process>` | `process`, `ordinal`, `status` (for people), `record` (the process without its steps, JSON) |
+/// | step | `DEP#<id>` | `S#<ulid>` | `at_ms`, `process`, `message` |
+/// | app index | `APP#<app>` | `<start ms, 15 digits>#<id>` | `id` |
+/// | lock | `LOCK#<app>` | `<process>` | `holder`, `expires_at_ms`, `takeover_at_ms`, `lease_ms` |
+///
+/// - A deployment is one partition: `get` is one strongly consistent `Query` (paginated), which
+///   returns the head, then the processes, then the steps in order (`D` < `P#` < `S#`).
+/// - `list` queries the app's index newest first (the sort key is the start time then the id,
+///   so same-millisecond starts come by id), then each listed deployment's head and processes
+///   (`sk < "S#"`: no steps), concurrently.
+/// - Every step is its own item (messages are cut at 32 KiB), and so is every process: no
+///   item grows with a deployment, all stay far under DynamoDB's 400 KB limit.
+/// - A step's sort key is a ULID made once per call, before the first attempt, from one
+///   monotonic generator per OS process: a retried write puts the same item again (never a
+///   duplicate), and a process's steps sort in the order it wrote them.
+/// - Processes keep their creation order by `ordinal`; a process added later gets the unix
+///   ms of its first write, so it sorts after the others.
+///
+/// # Writes
+///
+/// Each store method is one API call on the common path. Writes about an existing deployment
+/// are `TransactWriteItems` with a `ConditionCheck` on its head (an unknown id is
+/// [`Error::NotFound`], and nothing is written): `record_change` writes the process item and
+/// the step item in the same transaction, and `finish` the final status and the release of
+/// every lock it still holds. `create` writes the head (`attribute_not_exists`), the index
+/// item, the processes and the given steps in one transaction (apps of more than 98 processes
+/// spill into further transactions, each conditional on the head this call wrote). Every
+/// transaction carries a `ClientRequestToken`, and `create` also recognises its own head by
+/// `create_token`, so a retry after a timeout is harmless.
+///
+/// # Locks and clock skew
+///
+/// A lock is a lease written with a conditional `PutItem`: it succeeds if there is no lock,
+/// the caller already holds it (a renewal), or the lock's `takeover_at_ms` has passed; on
+/// failure the holder comes back in the same answer (`ALL_OLD`). Expiry is the holder's clock
+/// plus the lease; other deployments may take the lock only from `takeover_at_ms`, which adds
+/// a margin of `min(lease, skew_tolerance)` (default 5 s). So a taker whose clock runs up to
+/// that margin ahead of the holder's still cannot take a lease before it really ended; a
+/// taker whose clock runs behind only waits longer. The engine renews every third of the
+/// lease (60 s by default), which adds two thirds of a lease of slack on top. Clocks further
+/// apart than the margin can take a lock up to the difference early: keep machines on NTP.
 #[derive(Clone)]
 pub struct DynamoStore {
     inner: Arc<Inner>,
