@@ -315,3 +315,54 @@ async fn each_store_method_is_one_call_on_the_common_path() {
     store.unlock(&target, &rec.id).await.unwrap();
     assert_eq!(calls(&store), "1 DeleteItem", "unlock");
 }
+
+#[tokio::test]
+async fn a_deployment_of_more_processes_than_one_transaction_holds() {
+    use tapitalee_core::{DeploymentStatus, ProcessRecord};
+
+    let store = fresh_store("wide").await;
+    let app = conformance::fresh_app("wide");
+    let mut rec = conformance::sample_record(&app);
+    rec.processes = (0..230)
+        .map(|i| ProcessRecord::pending(ProcessName::new(format!("p{i}")).unwrap(), "rolling"))
+        .collect();
+    store.create(&rec).await.unwrap();
+    assert_eq!(
+        store.api_calls().count("TransactWriteItems"),
+        3,
+        "233 items: 100 + 99 + 34 (each later batch checks the head)"
+    );
+    let got = store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!(
+        got.processes, rec.processes,
+        "every process, in creation order"
+    );
+    assert_eq!(got.steps, rec.steps);
+    assert!(store.create(&rec).await.is_err(), "a duplicate still fails");
+
+    let targets: Vec<Target> = rec
+        .processes
+        .iter()
+        .map(|p| Target::new(app.clone(), p.process.clone()))
+        .collect();
+    for t in &targets {
+        assert_eq!(
+            store
+                .try_lock(t, &rec.id, Duration::from_secs(60))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    store
+        .finish(&rec.id, DeploymentStatus::Failed, &targets)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&rec.id).await.unwrap().unwrap().status,
+        DeploymentStatus::Failed
+    );
+    for t in &targets {
+        assert_eq!(store.lock_holder(t).await.unwrap(), None, "{t} released");
+    }
+}
