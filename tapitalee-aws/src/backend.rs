@@ -20,6 +20,41 @@ use crate::retry::CallLayer;
 use crate::taskdef::TaskDefCache;
 use crate::throttle::RateLimiter;
 
+/// The SDK configuration (region, credentials, endpoint) of `config` and the environment, with
+/// the SDK's own retries off (the call layer retries). Makes no API call.
+pub(crate) async fn load_sdk(config: &AwsConfig) -> Result<aws_config::SdkConfig> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .app_name(
+            aws_config::AppName::new("tapitalee")
+                .map_err(|e| Error::platform("configure the AWS SDK", e.to_string()))?,
+        );
+    if let Some(region) = &config.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(c) = &config.credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.expose(),
+            c.session_token.as_ref().map(|t| t.expose().to_owned()),
+            None,
+            "tapitalee-static",
+        ));
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        return Err(Error::invalid(
+            "AWS region",
+            "",
+            "is not set; set AWS_REGION or call AwsConfigBuilder::region(\"us-east-1\")",
+        ));
+    }
+    Ok(sdk)
+}
+
 /// The SDK clients of one backend.
 #[derive(Debug, Clone)]
 pub(crate) struct Clients {
@@ -56,35 +91,7 @@ impl AwsBackend {
     /// Connects: loads the SDK configuration (region, credentials, endpoint) from `config` and
     /// the environment. Makes no API call.
     pub async fn connect(config: AwsConfig) -> Result<Self> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::disabled())
-            .app_name(
-                aws_config::AppName::new("tapitalee")
-                    .map_err(|e| Error::platform("configure the AWS SDK", e.to_string()))?,
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some(c) = &config.credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.expose(),
-                c.session_token.as_ref().map(|t| t.expose().to_owned()),
-                None,
-                "tapitalee-static",
-            ));
-        }
-        let sdk = loader.load().await;
-        if sdk.region().is_none() {
-            return Err(Error::invalid(
-                "AWS region",
-                "",
-                "is not set; set AWS_REGION or call AwsConfigBuilder::region(\"us-east-1\")",
-            ));
-        }
+        let sdk = load_sdk(&config).await?;
         let counter = CallCounter::default();
         let counting = CountingInterceptor {
             counter: counter.clone(),
@@ -176,6 +183,14 @@ impl AwsBackend {
     /// An [`Analysis`](tapitalee_core::Analysis) gate on a CloudWatch metric query.
     pub fn metric_analysis(&self, query: MetricQuery) -> MetricAnalysis {
         MetricAnalysis::new(self.shared.clone(), query)
+    }
+
+    /// A [`DynamoStore`](crate::DynamoStore) builder on `table`, with this backend's region,
+    /// endpoint, credentials and retry policy.
+    pub fn dynamo_store(&self, table: impl Into<String>) -> crate::DynamoStoreBuilder {
+        crate::DynamoStore::builder()
+            .table(table)
+            .aws_config(self.shared.config.clone())
     }
 
     /// Every API call this backend made so far, per operation and per deployment.

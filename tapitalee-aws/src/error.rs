@@ -79,6 +79,12 @@ const TRANSIENT_CODES: &[&str] = &[
     "ServiceUnavailableException",
     "RequestTimeout",
     "RequestTimeoutException",
+    // DynamoDB: another transaction touched one of the items; the same request can succeed.
+    "TransactionConflictException",
+    "TransactionInProgressException",
+    // A transaction cancelled for a reason other than a failed condition (those are answered
+    // before this classification): a conflict with another transaction, throttling.
+    "TransactionCanceledException",
 ];
 
 const NOT_FOUND_CODES: &[&str] = &[
@@ -256,6 +262,45 @@ impl From<AwsError> for Error {
                     source: Some(Box::new(e)),
                 }
             }
+        }
+    }
+}
+
+impl AwsError {
+    /// The core error of a failed call of the DynamoDB store on `table`: throttling and
+    /// transient failures keep their kinds (so retry wrappers see them), a missing table says
+    /// how to create it, everything else is a store error naming the operation.
+    pub(crate) fn into_store(self, table: &str) -> Error {
+        match self.kind {
+            Kind::Throttled | Kind::Transient => self.into(),
+            Kind::NotFound => Error::store(
+                format!(
+                    "DynamoDB table {table:?} not found (in this region and account); create it \
+                     with `tapit init history`"
+                ),
+                self,
+            ),
+            _ if matches!(
+                self.code.as_deref(),
+                Some("AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation")
+            ) =>
+            {
+                Error::store(
+                    format!(
+                        "DynamoDB {} on table {table:?} was refused: {self}; grant \
+                         dynamodb:{} on the table (see the README's IAM policy)",
+                        self.operation, self.operation
+                    ),
+                    self,
+                )
+            }
+            _ => Error::store(
+                format!(
+                    "DynamoDB {} on table {table:?} failed: {self}",
+                    self.operation
+                ),
+                self,
+            ),
         }
     }
 }

@@ -15,6 +15,8 @@
 //! - [`AlarmAnalysis`] and [`MetricAnalysis`] are [`Analysis`](tapitalee_core::Analysis)
 //!   gates on CloudWatch.
 //! - [`CloudWatchLogs`] reads a process's logs.
+//! - [`DynamoStore`] is a [`DeploymentStore`](tapitalee_core::DeploymentStore) on DynamoDB:
+//!   the history and process locks of a team and its CI runners, in one table.
 //!
 //! Everything goes through one [`AwsBackend`]: one set of SDK clients, a client-side rate
 //! limiter under ECS's documented rates, bounded jittered retries of throttling and 5xx, one
@@ -47,6 +49,7 @@
 mod backend;
 mod cloudwatch;
 mod config;
+mod dynamo;
 mod ecr;
 mod ecs;
 pub mod ecs_native;
@@ -72,6 +75,7 @@ pub use config::{
     AppConfig, AwsConfig, AwsConfigBuilder, LoadBalancerConfig, NetworkConfig, ProcessConfig,
     Route, StaticCredentials,
 };
+pub use dynamo::{DynamoStore, DynamoStoreBuilder};
 pub use ecr::EcrRegistry;
 pub use ecs::EcsDeployer;
 pub use ecs_strategy::EcsStrategy;
