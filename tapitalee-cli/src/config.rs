@@ -216,6 +216,8 @@ pub struct SimConfig {
     pub initial: String,
     /// How long an instance takes to start.
     pub start_delay: Duration,
+    /// How long every platform call takes (as a real platform's API round trip would).
+    pub latency: Duration,
     /// The images in the simulated registry, by tag.
     pub images: BTreeMap<String, SimImage>,
 }

@@ -252,6 +252,7 @@ impl SimPlatform {
                 }
             }
             platform.seed_release(name, tag);
+            platform.set_latency(sim.latency);
             by_process.insert(ProcessName::new(&p.name)?, groups.len());
             groups.push(platform);
         }

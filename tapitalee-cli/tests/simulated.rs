@@ -645,3 +645,174 @@ fn show_deploy_follows_a_detached_deployment_to_its_outcome() {
         "{out}"
     );
 }
+
+/// A deployment whose rollback takes seconds: `default` rolls 4 instances in batches, and
+/// every platform call takes 400 ms, so restoring the old fleet (scale, route, make primary,
+/// retire the new fleet) takes over 1.5 s.
+fn slow_rollback_config() -> String {
+    SIMULATED
+        .replace(
+            "[apps.shop.processes.default]\ninstances = 2",
+            "[apps.shop.processes.default]\ninstances = 4",
+        )
+        .replace(
+            "start_delay = \"100ms\"",
+            "start_delay = \"100ms\"\nlatency = \"400ms\"",
+        )
+}
+
+/// Waits until `show deploy` contains `text`.
+fn wait_until_shown(p: &Project, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = p.run(&["show", "deploy"]);
+        if out.contains(text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never showed {text:?}:\n{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_second_ctrl_c_leaves_at_once_and_recover_finishes_the_rollback() {
+    let config = slow_rollback_config();
+    assert!(config.contains("instances = 4") && config.contains("latency = \"400ms\""));
+    let p = Project::new(&config);
+    let log = p.path().join("waiting.log");
+    let child = p
+        .std_command(&[
+            "create",
+            "deploy",
+            "process=default",
+            "docker_tag=v1.2.3",
+            "strategy=rolling",
+            "--wait",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // In the second batch the old fleet is down to 2 of 4: rolling back scales it up again,
+    // routes, and retires the new fleet, each call taking 400 ms.
+    wait_until_shown(&p, "scaled new fleet from 1 to 3");
+    let pid = child.id().to_string();
+    let interrupt = || {
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    interrupt();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("aborting: every process rolls back")
+    {
+        assert!(Instant::now() < deadline, "the first Ctrl-C was not taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = Instant::now();
+    interrupt();
+    let out = child.wait_with_output().unwrap();
+    let left_after = second.elapsed();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        left_after < Duration::from_secs(1),
+        "a second Ctrl-C leaves at once, not after the rollback: {left_after:?}"
+    );
+    assert!(
+        stderr.contains("as it is; `tapit recover` resumes or rolls it back"),
+        "{stderr}"
+    );
+    // Left mid-rollback: the record still says running; nothing claims an outcome.
+    let (_, shown, _) = p.run(&["--output", "json", "show", "deploy"]);
+    let r: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(status(&r), "Running", "{r:#}");
+    // Once the lock's lease (1 s) has expired, `tapit recover` finishes the rollback.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, out, err) = p.run(&["recover", "action=rollback"]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    let (_, shown, _) = p.run(&["--output", "json", "show", "deploy"]);
+    let r: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(status(&r), "Failed", "{r:#}");
+    assert_eq!(process_status(&r, "default"), "RolledBack", "{r:#}");
+    // The old version serves again: the next deployment starts from it.
+    let (code, out, _) = p.run(&["create", "deploy", "process=default", "docker_tag=v1.2.3"]);
+    assert_eq!(code, 0, "{out}");
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("dep-"))
+        .unwrap()
+        .to_owned();
+    let r = p.wait_for(&id, |r| status(r) != "Running");
+    assert_eq!(status(&r), "Succeeded", "{r:#}");
+    assert!(
+        r["processes"][0]["from"]["id"]
+            .as_str()
+            .is_some_and(|from| !from.is_empty()),
+        "{r:#}"
+    );
+}
+
+#[test]
+fn on_a_terminal_the_progress_is_a_live_view_per_process() {
+    let p = Project::new(SIMULATED);
+    // A pseudo-terminal, as an interactive shell gives: util-linux `script` runs tapit on one
+    // and copies what it draws to stdout.
+    let tapit = assert_cmd::cargo::cargo_bin("tapit");
+    let mut cmd = p.std_command(&[]);
+    cmd.env("COLUMNS", "100");
+    let out = Command::new("script")
+        .args(["-q", "-e", "-f", "-c"])
+        .arg(format!(
+            "{} create deploy docker_tag=v1.2.3 --wait",
+            tapit.display()
+        ))
+        .arg("/dev/null")
+        .current_dir(p.path())
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .env("COLUMNS", "100")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    // Redrawn in place: each frame moves back up over the three process lines and clears
+    // each line before drawing it.
+    assert!(screen.contains("\x1b[3A"), "{screen:?}");
+    assert!(screen.matches("\x1b[2K").count() >= 6, "{screen:?}");
+    // A line per process: elapsed time, healthy/desired, the traffic split, the step.
+    let frames: Vec<&str> = screen.split("\x1b[2K").collect();
+    assert!(
+        frames
+            .iter()
+            .any(|l| l.starts_with("default") && l.contains("new 2/2 ok")),
+        "{screen:?}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|l| l.starts_with("default") && l.contains("traffic 100% new")),
+        "{screen:?}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|l| l.starts_with("worker") && l.contains("succeeded")),
+        "{screen:?}"
+    );
+    // No line-per-event log on a terminal, and every frame line fits the terminal's width.
+    assert!(!screen.contains("Z default    "), "{screen:?}");
+    for line in frames.iter().flat_map(|f| f.split("\r\n").next()) {
+        let visible = line.split("\x1b[").next().unwrap_or_default();
+        assert!(visible.chars().count() <= 100, "{line:?}");
+    }
+    // The outcome follows the view.
+    assert!(screen.contains("deployment dep-"), "{screen:?}");
+}

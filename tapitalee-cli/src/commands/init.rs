@@ -46,6 +46,8 @@ instances = 1
 [apps.{app}-staging.simulated]
 initial = "v1.2.2"
 start_delay = "500ms"
+# How long each platform call takes (a real platform's API round trip). Default 0.
+latency = "50ms"
 # good | crash-loop | never-healthy | lb-unhealthy, for every process or per process.
 images = {{ "latest" = "good", "v1.2.2" = "good", "v1.2.3" = "good", "v1.2.4" = {{ all = "good", worker = "crash-loop" }} }}
 

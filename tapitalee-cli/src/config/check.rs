@@ -486,7 +486,7 @@ impl Check {
         path: &str,
         processes: &[ProcessConfig],
     ) -> Option<SimConfig> {
-        self.keys(t, path, &["initial", "start_delay", "images"]);
+        self.keys(t, path, &["initial", "start_delay", "latency", "images"]);
         let mut images = BTreeMap::new();
         let names: Vec<&str> = processes.iter().map(|p| p.name.as_str()).collect();
         match t.get("images") {
@@ -582,6 +582,7 @@ impl Check {
             start_delay: self
                 .duration(t, path, "start_delay")
                 .unwrap_or(Duration::from_millis(500)),
+            latency: self.duration(t, path, "latency").unwrap_or(Duration::ZERO),
             images,
         })
     }
