@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use tapitalee_core::{Error, Result};
 
 use crate::cloudwatch::{AlarmAnalysis, MetricAnalysis, MetricQuery};
@@ -52,7 +54,22 @@ pub(crate) async fn load_sdk(config: &AwsConfig) -> Result<aws_config::SdkConfig
             "is not set; set AWS_REGION or call AwsConfigBuilder::region(\"us-east-1\")",
         ));
     }
-    Ok(sdk)
+    let Some(role) = &config.role else {
+        return Ok(sdk);
+    };
+    // Assumed on the first call (not here), with the credentials loaded above, through the
+    // same endpoint settings; renewed before it expires.
+    let mut provider = AssumeRoleProvider::builder(&role.arn)
+        .session_name(&role.session_name)
+        .configure(&sdk);
+    if let Some(id) = &role.external_id {
+        provider = provider.external_id(id);
+    }
+    let provider = provider.build().await;
+    Ok(sdk
+        .into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .build())
 }
 
 /// The SDK clients of one backend.
@@ -63,6 +80,7 @@ pub(crate) struct Clients {
     pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
     pub(crate) logs: aws_sdk_cloudwatchlogs::Client,
     pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
+    pub(crate) sts: aws_sdk_sts::Client,
 }
 
 /// What every handle of a backend shares.
@@ -119,6 +137,11 @@ impl AwsBackend {
             ),
             cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
                 aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                    .interceptor(counting.clone())
+                    .build(),
+            ),
+            sts: aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&sdk)
                     .interceptor(counting)
                     .build(),
             ),
@@ -196,5 +219,22 @@ impl AwsBackend {
     /// Every API call this backend made so far, per operation and per deployment.
     pub fn api_calls(&self) -> ApiCalls {
         self.shared.counter.snapshot()
+    }
+
+    /// Who this backend's calls are made as: the ARN STS `GetCallerIdentity` reports (an
+    /// assumed role shows as `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`). To check which
+    /// account and role a configuration reaches before deploying with it.
+    pub async fn caller_identity(&self) -> Result<String> {
+        let sts = &self.shared.clients.sts;
+        let out = self
+            .shared
+            .layer
+            .call("GetCallerIdentity", None, || {
+                sts.get_caller_identity().send()
+            })
+            .await?;
+        out.arn()
+            .map(str::to_owned)
+            .ok_or_else(|| crate::error::unexpected("GetCallerIdentity", "STS returned no ARN"))
     }
 }

@@ -21,6 +21,75 @@ pub struct StaticCredentials {
     pub session_token: Option<Secret>,
 }
 
+/// An IAM role every call is made as: the backend assumes it (STS `AssumeRole`) with the
+/// credentials the configuration otherwise gives, and renews it before it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRole {
+    /// The role's ARN, e.g. `arn:aws:iam::123456789012:role/deployer`.
+    pub arn: String,
+    /// The session name AWS records in CloudTrail (default `tapitalee`).
+    pub session_name: String,
+    /// The external id the role's trust policy asks for, if any.
+    pub external_id: Option<String>,
+}
+
+impl AssumeRole {
+    /// The role `arn`, session name `tapitalee`, no external id.
+    pub fn new(arn: impl Into<String>) -> Self {
+        AssumeRole {
+            arn: arn.into(),
+            session_name: "tapitalee".into(),
+            external_id: None,
+        }
+    }
+
+    /// The session name (2 to 64 of `A-Z a-z 0-9 _ + = , . @ -`).
+    #[must_use]
+    pub fn session_name(mut self, name: impl Into<String>) -> Self {
+        self.session_name = name.into();
+        self
+    }
+
+    /// The external id the role's trust policy asks for.
+    #[must_use]
+    pub fn external_id(mut self, id: impl Into<String>) -> Self {
+        self.external_id = Some(id.into());
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let parts: Vec<&str> = self.arn.split(':').collect();
+        let valid = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[1].starts_with("aws")
+            && parts[2] == "iam"
+            && is_account_id(parts[4])
+            && parts[5]
+                .strip_prefix("role/")
+                .is_some_and(|n| !n.is_empty());
+        if !valid {
+            return Err(Error::invalid(
+                "IAM role ARN",
+                &self.arn,
+                "must be a role's ARN, e.g. arn:aws:iam::123456789012:role/deployer",
+            ));
+        }
+        let name_ok = (2..=64).contains(&self.session_name.len())
+            && self
+                .session_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+        if !name_ok {
+            return Err(Error::invalid(
+                "role session name",
+                &self.session_name,
+                "must be 2 to 64 of A-Z a-z 0-9 _ + = , . @ -",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl StaticCredentials {
     /// Credentials from a key pair.
     pub fn new(access_key_id: impl Into<String>, secret_access_key: Secret) -> Self {
@@ -215,6 +284,9 @@ pub struct AppConfig {
     pub name: AppName,
     /// The ECR repository name (not URI) holding its images.
     pub repository: String,
+    /// The AWS account whose ECR registry holds the repository, when it is not the caller's
+    /// own (a central registry shared by several accounts). `None`: the caller's registry.
+    pub registry_id: Option<String>,
     /// Its processes.
     pub processes: Vec<ProcessConfig>,
 }
@@ -225,8 +297,17 @@ impl AppConfig {
         AppConfig {
             name,
             repository: repository.into(),
+            registry_id: None,
             processes: Vec::new(),
         }
+    }
+
+    /// The repository lives in the ECR registry of account `account_id` (12 digits), e.g. a
+    /// central registry that the app's account may pull from.
+    #[must_use]
+    pub fn registry_id(mut self, account_id: impl Into<String>) -> Self {
+        self.registry_id = Some(account_id.into());
+        self
     }
 
     /// Adds a process.
@@ -266,6 +347,7 @@ pub struct AwsConfig {
     pub(crate) region: Option<String>,
     pub(crate) endpoint_url: Option<String>,
     pub(crate) credentials: Option<StaticCredentials>,
+    pub(crate) role: Option<AssumeRole>,
     pub(crate) apps: BTreeMap<AppName, AppConfig>,
     pub(crate) retry: RetryPolicy,
     pub(crate) rates: RateLimits,
@@ -329,6 +411,7 @@ pub struct AwsConfigBuilder {
     region: Option<String>,
     endpoint_url: Option<String>,
     credentials: Option<StaticCredentials>,
+    role: Option<AssumeRole>,
     apps: Vec<AppConfig>,
     retry: RetryPolicy,
     rates: RateLimits,
@@ -341,6 +424,7 @@ impl Default for AwsConfigBuilder {
             region: None,
             endpoint_url: None,
             credentials: None,
+            role: None,
             apps: Vec::new(),
             retry: RetryPolicy::default(),
             rates: RateLimits::ecs_defaults(),
@@ -366,6 +450,14 @@ impl AwsConfigBuilder {
     /// Uses these credentials instead of the default chain.
     pub fn credentials(mut self, credentials: StaticCredentials) -> Self {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// Makes every call as the IAM role `role`, assumed with the credentials otherwise in
+    /// force (a deploy role per environment or account). One backend, one role: give each
+    /// role its own backend.
+    pub fn assume_role(mut self, role: AssumeRole) -> Self {
+        self.role = Some(role);
         self
     }
 
@@ -414,6 +506,9 @@ impl AwsConfigBuilder {
                 "must be a region code such as us-east-1",
             ));
         }
+        if let Some(role) = &self.role {
+            role.validate()?;
+        }
         let mut apps = BTreeMap::new();
         for app in self.apps {
             validate_app(&app)?;
@@ -430,12 +525,18 @@ impl AwsConfigBuilder {
             region: self.region,
             endpoint_url: self.endpoint_url,
             credentials: self.credentials,
+            role: self.role,
             apps,
             retry: self.retry,
             rates: self.rates,
             poll_window: self.poll_window,
         })
     }
+}
+
+/// Whether `s` is an AWS account id (12 digits).
+pub(crate) fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn validate_app(app: &AppConfig) -> Result<()> {
@@ -446,6 +547,18 @@ fn validate_app(app: &AppConfig) -> Result<()> {
             format!(
                 "app {} needs its ECR repository name, e.g. \"{}\"",
                 app.name, app.name
+            ),
+        ));
+    }
+    if let Some(id) = &app.registry_id
+        && !is_account_id(id)
+    {
+        return Err(Error::invalid(
+            "ECR registry id",
+            id,
+            format!(
+                "app {} names the registry by its AWS account id: 12 digits, e.g. \"123456789012\"",
+                app.name
             ),
         ));
     }

@@ -42,13 +42,19 @@ impl EcrRegistry {
         Ok(self.shared.config.app(app)?.repository.clone())
     }
 
+    /// The account whose registry holds the app's repository, when it is not the caller's.
+    fn registry_id(&self, app: &AppName) -> Result<Option<String>> {
+        Ok(self.shared.config.app(app)?.registry_id.clone())
+    }
+
     /// The repository URI (`<registry>/<name>`), asked once per repository.
-    async fn uri(&self, repo: &str) -> Result<String> {
+    async fn uri(&self, repo: &str, registry: Option<&str>) -> Result<String> {
+        let key = format!("{}/{repo}", registry.unwrap_or_default());
         if let Some(uri) = self
             .uris
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(repo)
+            .get(&key)
         {
             return Ok(uri.clone());
         }
@@ -57,7 +63,10 @@ impl EcrRegistry {
             .shared
             .layer
             .call("DescribeRepositories", None, || {
-                ecr.describe_repositories().repository_names(repo).send()
+                ecr.describe_repositories()
+                    .set_registry_id(registry.map(str::to_owned))
+                    .repository_names(repo)
+                    .send()
             })
             .await
             .map_err(|e| {
@@ -84,18 +93,25 @@ impl EcrRegistry {
         self.uris
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(repo.to_owned(), uri.clone());
+            .insert(key, uri.clone());
         Ok(uri)
     }
 
-    async fn describe_tag(&self, app: &AppName, tag: &DockerTag) -> Result<(String, ImageDetail)> {
+    /// The image `tag` names: its repository, the registry holding it, and ECR's details.
+    async fn describe_tag(
+        &self,
+        app: &AppName,
+        tag: &DockerTag,
+    ) -> Result<(String, Option<String>, ImageDetail)> {
         let repo = self.repository(app)?;
+        let registry = self.registry_id(app)?;
         let ecr = &self.shared.clients.ecr;
         let out = self
             .shared
             .layer
             .call("DescribeImages", None, || {
                 ecr.describe_images()
+                    .set_registry_id(registry.clone())
                     .repository_name(&repo)
                     .image_ids(ImageIdentifier::builder().image_tag(tag.as_str()).build())
                     .send()
@@ -119,16 +135,17 @@ impl EcrRegistry {
                 format!("no image tagged {tag:?} in ECR repository {repo:?}; push it first"),
             )
         })?;
-        Ok((repo, detail))
+        Ok((repo, registry, detail))
     }
 
     async fn info(
         &self,
         repo: &str,
+        registry: Option<&str>,
         detail: &ImageDetail,
         asked: Option<&DockerTag>,
     ) -> Result<ImageInfo> {
-        let uri = self.uri(repo).await?;
+        let uri = self.uri(repo, registry).await?;
         let tags: Vec<DockerTag> = detail
             .image_tags()
             .iter()
@@ -156,8 +173,10 @@ impl EcrRegistry {
 #[async_trait]
 impl ImageRegistry for EcrRegistry {
     async fn resolve(&self, app: &AppName, tag: &DockerTag) -> Result<ImageRef> {
-        let (repo, detail) = self.describe_tag(app, tag).await?;
-        let info = self.info(&repo, &detail, Some(tag)).await?;
+        let (repo, registry, detail) = self.describe_tag(app, tag).await?;
+        let info = self
+            .info(&repo, registry.as_deref(), &detail, Some(tag))
+            .await?;
         if info.image.digest.is_none() {
             return Err(unexpected(
                 "DescribeImages",
@@ -170,6 +189,7 @@ impl ImageRegistry for EcrRegistry {
 
     async fn list(&self, app: &AppName) -> Result<Vec<ImageInfo>> {
         let repo = self.repository(app)?;
+        let registry = self.registry_id(app)?;
         let ecr = &self.shared.clients.ecr;
         let mut details = Vec::new();
         let mut token: Option<String> = None;
@@ -179,6 +199,7 @@ impl ImageRegistry for EcrRegistry {
                 .layer
                 .call("DescribeImages", None, || {
                     ecr.describe_images()
+                        .set_registry_id(registry.clone())
                         .repository_name(&repo)
                         .set_next_token(token.clone())
                         .send()
@@ -201,19 +222,21 @@ impl ImageRegistry for EcrRegistry {
         }
         let mut infos = Vec::with_capacity(details.len());
         for d in &details {
-            infos.push(self.info(&repo, d, None).await?);
+            infos.push(self.info(&repo, registry.as_deref(), d, None).await?);
         }
         infos.sort_by_key(|i| std::cmp::Reverse(i.pushed_at));
         Ok(infos)
     }
 
     async fn describe(&self, app: &AppName, tag: &DockerTag) -> Result<ImageInfo> {
-        let (repo, detail) = self.describe_tag(app, tag).await?;
-        self.info(&repo, &detail, Some(tag)).await
+        let (repo, registry, detail) = self.describe_tag(app, tag).await?;
+        self.info(&repo, registry.as_deref(), &detail, Some(tag))
+            .await
     }
 
     async fn login(&self, app: &AppName) -> Result<RegistryCredentials> {
         let repo = self.repository(app)?;
+        let registry = self.registry_id(app)?;
         let ecr = &self.shared.clients.ecr;
         let out = self
             .shared
@@ -244,11 +267,17 @@ impl ImageRegistry for EcrRegistry {
                 "the decoded authorization token has no ':' between user and password",
             )
         })?;
-        let endpoint = match data.proxy_endpoint() {
-            Some(e) => e.to_owned(),
-            None => format!(
+        // The token opens every registry the caller may use; its proxy endpoint is the
+        // caller's own, so another account's registry is reached at its repository's host.
+        let endpoint = match (data.proxy_endpoint(), &registry) {
+            (Some(e), None) => e.to_owned(),
+            _ => format!(
                 "https://{}",
-                self.uri(&repo).await?.split('/').next().unwrap_or_default()
+                self.uri(&repo, registry.as_deref())
+                    .await?
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
             ),
         };
         Ok(RegistryCredentials {

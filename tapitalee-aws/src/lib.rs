@@ -72,8 +72,8 @@ pub use cloudwatch::{
     AlarmAnalysis, CANDIDATE_TARGET_GROUP, FailWhen, MetricAnalysis, MetricQuery,
 };
 pub use config::{
-    AppConfig, AwsConfig, AwsConfigBuilder, LoadBalancerConfig, NetworkConfig, ProcessConfig,
-    Route, StaticCredentials,
+    AppConfig, AssumeRole, AwsConfig, AwsConfigBuilder, LoadBalancerConfig, NetworkConfig,
+    ProcessConfig, Route, StaticCredentials,
 };
 pub use dynamo::{DynamoStore, DynamoStoreBuilder};
 pub use ecr::EcrRegistry;

@@ -3,6 +3,7 @@
 
 mod cloudwatch;
 mod native;
+mod registry;
 mod scripted;
 mod target_health;
 
@@ -67,6 +68,7 @@ pub(crate) fn scripted_with_ecr(
         elb: client!(aws_sdk_elasticloadbalancingv2, elb.iter().copied(), counter),
         logs: client!(aws_sdk_cloudwatchlogs, none.iter().copied(), counter),
         cloudwatch: client!(aws_sdk_cloudwatch, cloudwatch.iter().copied(), counter),
+        sts: client!(aws_sdk_sts, none.iter().copied(), counter),
     };
     let mut b = AwsConfig::builder()
         .region("us-east-1")
