@@ -408,7 +408,10 @@ async fn record_changes_past_one_transaction_keeps_every_step_in_order() {
     let steps: Vec<_> = (0..250)
         .map(|i| conformance::step(Some("worker"), &format!("step {i}")))
         .collect();
-    store.record_changes(&rec.id, &worker, &steps).await.unwrap();
+    store
+        .record_changes(&rec.id, &worker, &steps)
+        .await
+        .unwrap();
     assert_eq!(
         store.api_calls().count("TransactWriteItems") - before,
         3,

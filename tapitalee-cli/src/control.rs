@@ -79,9 +79,7 @@ impl Channel {
     pub async fn send(&self, id: &DeploymentId, request: &Request) -> Result<(), CliError> {
         match self {
             Channel::Files(dir) => send_file(dir, id, request),
-            Channel::Table(store) => Ok(store
-                .send_control(id, request.line().trim_end())
-                .await?),
+            Channel::Table(store) => Ok(store.send_control(id, request.line().trim_end()).await?),
         }
     }
 

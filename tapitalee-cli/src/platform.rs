@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tapitalee::aws::{
-    AppConfig as AwsApp, AwsBackend, AwsConfig, AwsConfigBuilder, LoadBalancerConfig, NetworkConfig,
-    ProcessConfig as AwsProcess,
+    AppConfig as AwsApp, AwsBackend, AwsConfig, AwsConfigBuilder, LoadBalancerConfig,
+    NetworkConfig, ProcessConfig as AwsProcess,
 };
 use tapitalee::strategies::{BlueGreen, Canary, Rolling};
 use tapitalee::testkit::{Behavior as SimBehavior, InMemoryPlatform};

@@ -122,12 +122,18 @@ fn init_history_creates_the_table_once() {
     assert!(out.contains("exists already"), "{out}");
     let (code, out, err) = run(&p, "b", &["list", "deploys"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.is_empty() && err.contains("no deployments yet"), "{err}");
+    assert!(
+        out.is_empty() && err.contains("no deployments yet"),
+        "{err}"
+    );
     // A SQLite history: nothing to create, and says where it is.
     let local = Project::new(SIMULATED);
     let (code, out, err) = local.run(&["init", "history"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("SQLite file") && out.contains("history.db"), "{out}");
+    assert!(
+        out.contains("SQLite file") && out.contains("history.db"),
+        "{out}"
+    );
     // Words are checked as everywhere.
     let (code, _, err) = run(&p, "a", &["init", "history", "table=x"]);
     assert_eq!(code, 2, "{err}");
@@ -173,7 +179,9 @@ fn two_machines_share_history_locks_and_control_through_dynamodb() {
     );
     assert_eq!(code, 5, "{err}");
     assert!(
-        err.contains(&format!("locked by deployment {first}, started by alice at 20")),
+        err.contains(&format!(
+            "locked by deployment {first}, started by alice at 20"
+        )),
         "{err}"
     );
     assert!(err.contains("--lock-wait"), "{err}");
@@ -242,11 +250,7 @@ fn two_machines_share_history_locks_and_control_through_dynamodb() {
     assert_eq!(code, 0, "{err}");
     let second = out.trim().to_owned();
     wait_for(&p, "b", &second, paused);
-    let (code, _, err) = run(
-        &p,
-        "b",
-        &["abort", "deploy", "reason=from machine b"],
-    );
+    let (code, _, err) = run(&p, "b", &["abort", "deploy", "reason=from machine b"]);
     assert_eq!(code, 0, "{err}");
     let r = wait_for(&p, "a", &second, |r| status(r) != "Running");
     assert_eq!(status(&r), "Failed", "{r:#}");
@@ -254,6 +258,9 @@ fn two_machines_share_history_locks_and_control_through_dynamodb() {
     assert!(text.contains("from machine b"), "{r:#}");
     // No control file on either machine: the requests went through the table.
     for machine in ["a", "b"] {
-        assert!(!p.path().join(machine).join("control").exists(), "{machine}");
+        assert!(
+            !p.path().join(machine).join("control").exists(),
+            "{machine}"
+        );
     }
 }

@@ -5,14 +5,14 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use tapitalee::{
-    AppName, DeploymentId, DeploymentRecord, DeploymentStatus, DeploymentStoreExt,
-    ProcessName, StepRecord,
+    AppName, DeploymentId, DeploymentRecord, DeploymentStatus, DeploymentStoreExt, ProcessName,
+    StepRecord,
 };
 
 use super::Ctx;
 use crate::exit::CliError;
-use crate::store;
 use crate::render;
+use crate::store;
 use crate::words::Words;
 
 /// `tapit show deploy [id=…] [-f]`.

@@ -161,7 +161,10 @@ fn history_stores_are_read_and_bad_ones_named_with_the_fix() {
     let p = problems(with("", "history = \"dynamodb:ab\""));
     assert!(p.contains("apps.shop.history: \"ab\""), "{p}");
     let p = problems(with("history = \"dynamodb\"", ""));
-    assert!(p.contains("history: \"dynamodb\" is not a history store"), "{p}");
+    assert!(
+        p.contains("history: \"dynamodb\" is not a history store"),
+        "{p}"
+    );
     let p = problems(with("", "history = \"dynamo:tapit\""));
     assert!(
         p.contains("apps.shop.history: \"dynamo:tapit\" is not a history store (did you mean \"dynamodb\"?)"),

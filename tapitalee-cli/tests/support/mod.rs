@@ -169,10 +169,13 @@ fn redact_times(text: &str) -> String {
     let bytes = text.as_bytes();
     let fits = |at: usize| {
         bytes.len() >= at + shape.len()
-            && shape.iter().zip(&bytes[at..]).all(|(want, got)| match want {
-                b'd' => got.is_ascii_digit(),
-                other => other == got,
-            })
+            && shape
+                .iter()
+                .zip(&bytes[at..])
+                .all(|(want, got)| match want {
+                    b'd' => got.is_ascii_digit(),
+                    other => other == got,
+                })
     };
     let mut out = String::new();
     let mut i = 0;
