@@ -237,7 +237,7 @@ async fn print_deployment_calls(endpoint: &str) {
             .iter()
             .map(|p| p.steps.len())
             .sum::<usize>();
-    let total: u64 = calls.iter().map(|(_, n)| *n).sum();
+    let total: u64 = calls.values().sum();
     println!(
         "A rolling deployment of 3 processes through the engine: {steps} steps recorded, {total} \
          API calls: {}",
