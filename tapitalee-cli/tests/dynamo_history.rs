@@ -190,6 +190,29 @@ fn two_machines_share_history_locks_and_control_through_dynamodb() {
     assert_eq!(code, 0, "another process is free: {err}");
     let web = out.trim().to_owned();
 
+    // A bounded wait that runs out is refused the same way, after the wait.
+    let asked = Instant::now();
+    let (code, _, err) = run(
+        &p,
+        "b",
+        &[
+            "--lock-wait",
+            "2s",
+            "create",
+            "deploy",
+            "docker_tag=v1.2.2",
+            "process=worker",
+        ],
+    );
+    assert_eq!(code, 5, "{err}");
+    assert!(asked.elapsed() >= Duration::from_secs(2), "it waited");
+    assert!(
+        err.contains(&format!(
+            "locked by deployment {first}, started by alice at 20"
+        )),
+        "{err}"
+    );
+
     // Machine b queues behind it with --lock-wait…
     let mut queued = command(
         &p,
