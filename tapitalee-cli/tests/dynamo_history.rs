@@ -287,3 +287,75 @@ fn two_machines_share_history_locks_and_control_through_dynamodb() {
         );
     }
 }
+
+#[test]
+fn a_deployment_whose_deployer_died_is_recovered_from_another_machine() {
+    let table = fresh_table("recover");
+    let p = project(&table);
+    assert_eq!(run(&p, "a", &["init", "history"]).0, 0);
+    let mut child = command(
+        &p,
+        "a",
+        &[
+            "create",
+            "deploy",
+            "docker_tag=v1.2.3",
+            "strategy=canary",
+            "process=default",
+            "--wait",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let id = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, out, _) = run(&p, "b", &["--output", "json", "show", "deploy"]);
+            if code == 0 {
+                let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+                if paused(&r) {
+                    break r["id"].as_str().unwrap().to_owned();
+                }
+            }
+            assert!(Instant::now() < deadline, "never paused");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    // Machine a's deployer dies (kill -9) mid-canary; its locks lapse with their lease (1 s,
+    // plus the 1 s skew margin).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, _, err) = run(&p, "b", &["promote", "deploy"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("its deployer is gone"), "{err}");
+    // Machine b finds it in the shared history and rolls it back.
+    let (code, out, err) = run(&p, "b", &["recover"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("recover action=rollback id={id}")),
+        "{out}"
+    );
+    let (code, out, err) = run(&p, "b", &["recover", "action=rollback"]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    let r = record(&p, "a", &id);
+    assert_eq!(status(&r), "Failed", "{r:#}");
+    assert_eq!(process_status(&r, "default"), "RolledBack", "{r:#}");
+    // And the process can be deployed again, from either machine.
+    let (code, out, err) = run(
+        &p,
+        "a",
+        &[
+            "create",
+            "deploy",
+            "process=default",
+            "docker_tag=v1.2.3",
+            "-w",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("v1.2.2 -> v1.2.3"), "{out}");
+}
