@@ -258,6 +258,20 @@ fn two_machines_share_history_locks_and_control_through_dynamodb() {
         "Succeeded"
     );
 
+    // Machine a rolls the worker back to its previous release, as bob's deployment on
+    // machine b recorded it in the shared history.
+    let bobs = record(&p, "a", newest["id"].as_str().unwrap());
+    let previous = bobs["processes"][0]["from"]["image"]["tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out, err) = run(&p, "a", &["rollback", "deploy", "process=worker", "-w"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("rolling worker back to {previous}")),
+        "{err}"
+    );
+
     // Machine a starts another paused canary; machine b aborts it through the table.
     let (code, out, err) = run(
         &p,
