@@ -3,11 +3,16 @@
 //!
 //! - `dynamo_store/record_change`: one deployment step (the process record and the step, one
 //!   `TransactWriteItems`), the write a rollout makes after every platform change;
+//! - `dynamo_store/record_changes/3`: a step that changes the platform with the two steps held
+//!   back before it (an announcement, a pause), one `TransactWriteItems` of 5 items;
 //! - `dynamo_store/append_step`, `try_lock` (a renewal), `lock_holder`, `create` (a
 //!   deployment of 3 processes), `finish` (final status and 2 locks), `get` (3 processes,
-//!   20 steps), `list/10`.
+//!   20 steps), `list/10`;
+//! - `dynamo_store/control_poll`: what a running deployer pays each second to read its
+//!   mailbox (promote and abort from other machines), and `send_control`.
 //!
-//! Before the timings it prints the API calls each store method makes (counted by the SDK
+//! Before the timings it prints the API calls each store method makes, and those of a whole
+//! rolling deployment of a 3-process app through the engine (in-memory platform, this store), (counted by the SDK
 //! interceptor). Latencies on moto measure moto (a Python server that copies the whole table
 //! on every transaction), not DynamoDB; the call counts hold anywhere.
 //!
@@ -114,9 +119,30 @@ async fn print_calls(store: &DynamoStore) {
         store.record_change(&rec.id, &rec.processes[0], &step(Some("default"), "scaled"))
     );
     measure!(
+        "record_changes (3 steps)",
+        store.record_changes(
+            &rec.id,
+            &rec.processes[0],
+            &[
+                step(Some("default"), "announced"),
+                step(Some("default"), "paused 10s"),
+                step(Some("default"), "scaled to 4")
+            ]
+        )
+    );
+    measure!(
+        "append_steps (2 steps)",
+        store.append_steps(
+            &rec.id,
+            &[step(Some("default"), "paused"), step(None, "note")]
+        )
+    );
+    measure!(
         "append_step",
         store.append_step(&rec.id, &step(None, "note"))
     );
+    measure!("send_control", store.send_control(&rec.id, "promote"));
+    measure!("control_messages", store.control_messages(&rec.id));
     measure!(
         "update_process",
         store.update_process(&rec.id, &rec.processes[1])
@@ -151,6 +177,78 @@ async fn print_calls(store: &DynamoStore) {
     let _ = at;
 }
 
+/// Prints the API calls of a whole deployment through the engine: a rolling deployment of
+/// `default` (2 instances, load-balanced), `worker` and `scheduler` on the in-memory platform,
+/// with its history and locks in the table.
+async fn print_deployment_calls(endpoint: &str) {
+    use std::sync::Arc;
+    use tapitalee::strategies::Rolling;
+    use tapitalee::{DeployRequest, Engine, HealthGate};
+    use tapitalee_core::testkit::{Behavior, InMemoryPlatform};
+
+    let store = store(endpoint, &table_name()).await;
+    let platform = InMemoryPlatform::new();
+    platform.record_calls(false);
+    let app = platform.add_app(
+        "shop",
+        &[
+            ("default", 2, true),
+            ("worker", 1, false),
+            ("scheduler", 1, false),
+        ],
+    );
+    platform.push_image(&app, "v1", Behavior::healthy());
+    platform.seed_release(&app, "v1");
+    platform.push_image(&app, "v2", Behavior::healthy());
+    let gate = HealthGate {
+        min_healthy_time: Duration::from_millis(200),
+        poll_interval: Duration::from_millis(50),
+        ..HealthGate::default()
+    };
+    let engine = Engine::builder()
+        .deployer(Arc::new(platform.clone()))
+        .registry(Arc::new(platform.clone()))
+        .store(Arc::new(store.clone()))
+        .default_strategy(Arc::new(Rolling::new()))
+        .health_gate(gate)
+        .build()
+        .expect("an engine");
+    let before = store.api_calls();
+    let record = engine
+        .deploy(
+            &app,
+            DeployRequest::new().docker_tag("v2".parse().expect("a tag")),
+        )
+        .await
+        .expect("deploy")
+        .wait()
+        .await
+        .expect("the deployment");
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    let calls = store.api_calls().since(&before);
+    let stored = store
+        .get(&record.id)
+        .await
+        .expect("get")
+        .expect("the record");
+    let steps = stored.steps.len()
+        + stored
+            .processes
+            .iter()
+            .map(|p| p.steps.len())
+            .sum::<usize>();
+    let total: u64 = calls.values().sum();
+    println!(
+        "A rolling deployment of 3 processes through the engine: {steps} steps recorded, {total} \
+         API calls: {}",
+        calls
+            .iter()
+            .map(|(op, n)| format!("{n} {op}"))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    );
+}
+
 fn table_name() -> String {
     format!(
         "tapit-bench-{}",
@@ -181,6 +279,7 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let store0 = rt.block_on(store(&endpoint, &table_name()));
     rt.block_on(print_calls(&store0));
+    rt.block_on(print_deployment_calls(&endpoint));
 
     let mut g = c.benchmark_group("dynamo_store");
     g.sample_size(10).measurement_time(Duration::from_secs(4));
@@ -193,6 +292,41 @@ fn bench(c: &mut Criterion) {
                     .record_change(&rec.id, &rec.processes[0], &change)
                     .await
                     .expect("record_change");
+            })
+        });
+    });
+    g.bench_function("record_changes/3", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            on_fresh_table(&endpoint, iters, |store, rec, i| async move {
+                let steps = [
+                    step(Some("default"), "canary step announced"),
+                    step(Some("default"), "paused 10s"),
+                    step(Some("default"), &format!("routed {i}% of traffic")),
+                ];
+                store
+                    .record_changes(&rec.id, &rec.processes[0], &steps)
+                    .await
+                    .expect("record_changes");
+            })
+        });
+    });
+    g.bench_function("send_control", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            on_fresh_table(&endpoint, iters, |store, rec, _| async move {
+                store
+                    .send_control(&rec.id, "promote")
+                    .await
+                    .expect("send_control");
+            })
+        });
+    });
+    g.bench_function("control_poll", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            on_fresh_table(&endpoint, iters, |store, rec, _| async move {
+                store
+                    .control_messages(&rec.id)
+                    .await
+                    .expect("control_messages");
             })
         });
     });

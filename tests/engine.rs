@@ -387,35 +387,52 @@ async fn load_balancer_health_is_part_of_the_gate() {
     fx.assert_tags(&[("default", "v1"), ("worker", "v2")]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_locked_process_is_refused_with_the_holder_id() {
+/// The refusal names the holder's deployment id, initiator and start time, from every store.
+async fn a_locked_process_is_refused_naming_the_holder_on(store: DynDeploymentStore) {
     let fx = fixture();
-    let engine = fx.engine().build().unwrap();
+    let engine = fx.engine().store(store).build().unwrap();
+    let before = std::time::SystemTime::now();
     let first = engine
-        .deploy(&fx.app, DeployRequest::new().docker_tag(tag("v2")))
+        .deploy(
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .initiator("alice@ci".parse().unwrap()),
+        )
         .await
         .unwrap();
+    let started = engine.get(&first.id()).await.unwrap().created_at;
+    assert!(started >= before - Duration::from_secs(1));
     let second = engine
         .deploy(
             &fx.app,
             DeployRequest::new()
                 .docker_tag(tag("v1"))
+                .initiator("bob".parse().unwrap())
                 .process("worker".parse().unwrap()),
         )
         .await;
     match second {
-        Err(Error::Locked {
-            process, holder, ..
-        }) => {
-            assert_eq!(process, "worker");
-            assert_eq!(holder, first.id());
-            let message = Error::Locked {
-                app: "shop".into(),
+        Err(e @ Error::Locked { .. }) => {
+            let message = e.to_string();
+            let Error::Locked {
                 process,
                 holder,
-            }
-            .to_string();
+                initiator,
+                started_at,
+                ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!(process, "worker");
+            assert_eq!(holder, first.id());
+            assert_eq!(initiator.as_deref(), Some("alice@ci"));
+            assert_eq!(started_at, Some(started));
             assert!(message.contains(&first.id().to_string()), "{message}");
+            assert!(message.contains("started by alice@ci at "), "{message}");
+            let at = humantime::format_rfc3339_seconds(started).to_string();
+            assert!(message.contains(&at), "{message}");
         }
         other => panic!("expected Locked, got {other:?}"),
     }
@@ -433,6 +450,19 @@ async fn a_locked_process_is_refused_with_the_holder_id() {
     .await;
     assert_eq!(again.status, DeploymentStatus::Succeeded);
     fx.assert_tags(&[("worker", "v1"), ("default", "v2")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locked_process_is_refused_naming_the_holder_in_memory() {
+    a_locked_process_is_refused_naming_the_holder_on(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locked_process_is_refused_naming_the_holder_on_sqlite() {
+    a_locked_process_is_refused_naming_the_holder_on(Arc::new(
+        SqliteStore::open_in_memory().unwrap(),
+    ))
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -75,7 +75,7 @@ pub use config::{
     AppConfig, AssumeRole, AwsConfig, AwsConfigBuilder, LoadBalancerConfig, NetworkConfig,
     ProcessConfig, Route, StaticCredentials,
 };
-pub use dynamo::{DynamoStore, DynamoStoreBuilder};
+pub use dynamo::{ControlMessage, DynamoStore, DynamoStoreBuilder};
 pub use ecr::EcrRegistry;
 pub use ecs::EcsDeployer;
 pub use ecs_strategy::EcsStrategy;

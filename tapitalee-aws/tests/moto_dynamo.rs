@@ -204,10 +204,10 @@ async fn a_write_retried_after_a_lost_answer_is_not_duplicated() {
         .create_table()
         .await
         .unwrap();
-    // The first two transactions (create, then record_change) reach moto, and their answers
-    // are lost: the call layer sends each again.
+    // The first three transactions (create, record_change, record_changes) reach moto, and
+    // their answers are lost: the call layer sends each again.
     let (endpoint, dropped) =
-        lossy::start(support::moto().endpoint.clone(), "TransactWriteItems", 2).await;
+        lossy::start(support::moto().endpoint.clone(), "TransactWriteItems", 3).await;
     let store = store_on(&endpoint, &table).await;
 
     let rec = conformance::sample_record(&conformance::fresh_app("retry"));
@@ -219,17 +219,29 @@ async fn a_write_retried_after_a_lost_answer_is_not_duplicated() {
         .record_change(&rec.id, &worker, &change)
         .await
         .expect("a retried record_change succeeds");
-    assert!(dropped.load(Ordering::SeqCst) >= 2, "answers were lost");
+    worker.state.steps_done = 10;
+    let held = [
+        conformance::step(Some("worker"), "paused for 10s"),
+        conformance::step(Some("worker"), "resumed"),
+        conformance::step(Some("worker"), "scaled to 10"),
+    ];
+    store
+        .record_changes(&rec.id, &worker, &held)
+        .await
+        .expect("a retried record_changes succeeds");
+    assert!(dropped.load(Ordering::SeqCst) >= 3, "answers were lost");
     assert_eq!(
         store.api_calls().count("TransactWriteItems"),
-        4,
+        6,
         "each sent twice"
     );
 
     let got = store.get(&rec.id).await.unwrap().unwrap();
     assert_eq!(got.steps, rec.steps, "create's steps once");
-    assert_eq!(got.processes[1].steps, [change], "the step once");
-    assert_eq!(got.processes[1].state.steps_done, 9);
+    let mut once = vec![change];
+    once.extend(held);
+    assert_eq!(got.processes[1].steps, once, "each step once, in order");
+    assert_eq!(got.processes[1].state.steps_done, 10);
     assert!(
         store.create(&rec).await.is_err(),
         "another create of the same id still fails"
@@ -264,6 +276,24 @@ async fn each_store_method_is_one_call_on_the_common_path() {
         .await
         .unwrap();
     assert_eq!(calls(&store), "1 TransactWriteItems", "record_change");
+    let held = [
+        conformance::step(Some("default"), "announced"),
+        conformance::step(Some("default"), "paused"),
+        conformance::step(Some("default"), "scaled again"),
+    ];
+    store
+        .record_changes(&rec.id, &rec.processes[0], &held)
+        .await
+        .unwrap();
+    assert_eq!(
+        calls(&store),
+        "1 TransactWriteItems",
+        "record_changes (3 steps)"
+    );
+    store.append_steps(&rec.id, &held[..2]).await.unwrap();
+    assert_eq!(calls(&store), "1 TransactWriteItems", "append_steps (2)");
+    store.append_steps(&rec.id, &[]).await.unwrap();
+    assert_eq!(calls(&store), "", "append_steps of nothing");
     store
         .append_step(&rec.id, &conformance::step(None, "note"))
         .await
@@ -365,4 +395,74 @@ async fn a_deployment_of_more_processes_than_one_transaction_holds() {
     for t in &targets {
         assert_eq!(store.lock_holder(t).await.unwrap(), None, "{t} released");
     }
+}
+
+#[tokio::test]
+async fn record_changes_past_one_transaction_keeps_every_step_in_order() {
+    let store = fresh_store("chunks").await;
+    let rec = conformance::sample_record(&conformance::fresh_app("chunks"));
+    store.create(&rec).await.unwrap();
+    let before = store.api_calls().count("TransactWriteItems");
+    let mut worker = rec.processes[1].clone();
+    worker.state.steps_done = 250;
+    let steps: Vec<_> = (0..250)
+        .map(|i| conformance::step(Some("worker"), &format!("step {i}")))
+        .collect();
+    store
+        .record_changes(&rec.id, &worker, &steps)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.api_calls().count("TransactWriteItems") - before,
+        3,
+        "252 items: head check + process + 98 steps, then 2 × (head check + up to 99 steps)"
+    );
+    let more: Vec<_> = (250..400)
+        .map(|i| conformance::step(Some("worker"), &format!("step {i}")))
+        .collect();
+    store.append_steps(&rec.id, &more).await.unwrap();
+    assert_eq!(
+        store.api_calls().count("TransactWriteItems") - before,
+        5,
+        "150 steps: 99 + 51"
+    );
+    let got = store.get(&rec.id).await.unwrap().unwrap();
+    let mut all = steps;
+    all.extend(more);
+    assert_eq!(got.processes[1].steps, all, "every step once, in order");
+    assert_eq!(got.processes[1].state.steps_done, 250);
+    // An unknown deployment: refused, nothing written.
+    let missing = DeploymentId::new();
+    let e = store
+        .record_changes(&missing, &worker, &all[..120])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, tapitalee_core::Error::NotFound { .. }), "{e}");
+    assert!(store.get(&missing).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn control_messages_reach_the_mailbox_once_in_order() {
+    let store = fresh_store("mailbox").await;
+    let rec = conformance::sample_record(&conformance::fresh_app("mailbox"));
+    store.create(&rec).await.unwrap();
+    assert!(store.control_messages(&rec.id).await.unwrap().is_empty());
+    store.send_control(&rec.id, "promote").await.unwrap();
+    store
+        .send_control(&rec.id, "abort from another machine")
+        .await
+        .unwrap();
+    let got = store.control_messages(&rec.id).await.unwrap();
+    let messages: Vec<&str> = got.iter().map(|m| m.message.as_str()).collect();
+    assert_eq!(messages, ["promote", "abort from another machine"]);
+    assert!(got[0].key < got[1].key);
+    // The deployment's own record is untouched by its mailbox.
+    let record = store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!(record.steps, rec.steps);
+    // Unknown deployments take no messages.
+    let e = store
+        .send_control(&DeploymentId::new(), "promote")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, tapitalee_core::Error::NotFound { .. }), "{e}");
 }

@@ -90,8 +90,9 @@ pub enum Command {
     /// Build, push and deploy images; log Docker in to the app's repository.
     #[command(subcommand)]
     Image(ImageCmd),
-    /// Write a commented tapit.toml in the current directory.
-    Init(WordArgs),
+    /// Write a commented tapit.toml in the current directory (`init history`: create the
+    /// app's history store).
+    Init(InitArgs),
     /// Runs a detached deployment (started by `create deploy` without --wait).
     #[command(name = "__deployer", hide = true)]
     Deployer,
@@ -103,6 +104,27 @@ pub struct WordArgs {
     /// key=value parameters.
     #[arg(value_name = "KEY=VALUE")]
     pub words: Vec<String>,
+}
+
+/// `tapit init [app=NAME]` or `tapit init history`.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct InitArgs {
+    /// What else to set up.
+    #[command(subcommand)]
+    pub what: Option<InitCmd>,
+    /// key=value parameters: app=NAME.
+    #[arg(value_name = "KEY=VALUE")]
+    pub words: Vec<String>,
+}
+
+/// `tapit init …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum InitCmd {
+    /// Create the app's history store: the DynamoDB table of history = "dynamodb:TABLE"
+    /// (keys pk and sk, on-demand billing; waits until it is active), or the SQLite file.
+    /// Running it again changes nothing.
+    History(WordArgs),
 }
 
 /// Flags and words of commands that deploy.

@@ -41,6 +41,8 @@ pub enum History {
     DefaultSqlite,
     /// A SQLite file at this path.
     Sqlite(PathBuf),
+    /// `dynamodb:TABLE`: a DynamoDB table shared by a team's machines and CI runners.
+    DynamoDb(String),
 }
 
 /// A deployment strategy by name.
@@ -272,11 +274,22 @@ impl AppConfig {
         )))
     }
 
-    /// The history file.
-    pub fn history_path(&self) -> Result<PathBuf, CliError> {
+    /// The SQLite history file, or `None` when the history is in DynamoDB.
+    pub fn history_path(&self) -> Result<Option<PathBuf>, CliError> {
         match &self.history {
-            History::Sqlite(p) => Ok(p.clone()),
-            History::DefaultSqlite => Ok(data_dir()?.join("history.db")),
+            History::Sqlite(p) => Ok(Some(p.clone())),
+            History::DefaultSqlite => Ok(Some(data_dir()?.join("history.db"))),
+            History::DynamoDb(_) => Ok(None),
+        }
+    }
+
+    /// Where this machine's own state goes (the background deployers' log; the control
+    /// requests with a SQLite history): next to the SQLite history file, else the data
+    /// directory.
+    pub fn local_dir(&self) -> Result<PathBuf, CliError> {
+        match self.history_path()? {
+            Some(file) => Ok(file.parent().unwrap_or(Path::new(".")).to_path_buf()),
+            None => data_dir(),
         }
     }
 }

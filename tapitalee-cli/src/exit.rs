@@ -182,7 +182,15 @@ mod tests {
             app: "a".into(),
             process: "p".into(),
             holder: tapitalee::DeploymentId::new(),
+            initiator: Some("alice".into()),
+            started_at: Some(std::time::SystemTime::UNIX_EPOCH),
         };
+        assert!(
+            locked
+                .to_string()
+                .contains("started by alice at 1970-01-01T00:00:00Z"),
+            "{locked}"
+        );
         assert_eq!(CliError::from(locked).code(), 5);
         assert_eq!(CliError::from(Error::platform("x", "y")).code(), 1);
         assert_eq!(

@@ -11,6 +11,7 @@ mod control;
 mod exit;
 mod platform;
 mod render;
+mod store;
 mod words;
 
 use clap::Parser;

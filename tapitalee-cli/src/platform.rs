@@ -1,5 +1,5 @@
 //! Building the engine for an app from its configuration: the platform (AWS, or the
-//! simulated one), the SQLite history, strategies and the health gate.
+//! simulated one), the history store, strategies and the health gate.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tapitalee::aws::{
-    AppConfig as AwsApp, AwsBackend, AwsConfig, LoadBalancerConfig, NetworkConfig,
-    ProcessConfig as AwsProcess,
+    AppConfig as AwsApp, AwsBackend, AwsConfig, AwsConfigBuilder, LoadBalancerConfig,
+    NetworkConfig, ProcessConfig as AwsProcess,
 };
 use tapitalee::strategies::{BlueGreen, Canary, Rolling};
 use tapitalee::testkit::{Behavior as SimBehavior, InMemoryPlatform};
@@ -16,13 +16,14 @@ use tapitalee::{
     AppName, DeployContext, Deployer, DeploymentStatus, DynDeploymentStore, DynHealthProbe,
     DynImageRegistry, DynStrategy, Engine, Fleet, FleetStatus, HealthGate, HealthProbe,
     HealthReport, ImageRef, ProcessName, ProcessSpec, ProcessStatus, Release, Result, Revision,
-    SqliteStore, TrafficWeight,
+    TrafficWeight,
 };
 
 use crate::cli::Global;
 use crate::config::{
     AppConfig, Behavior, CanaryStepConfig, Platform, StrategyConfig, StrategyKind,
 };
+use crate::control::Channel;
 use crate::exit::CliError;
 
 /// What commands work with: the engine, its registry and (on AWS) the backend.
@@ -36,40 +37,16 @@ pub struct Backend {
     pub registry: DynImageRegistry,
     /// The AWS backend (logs, …), on AWS.
     pub aws: Option<AwsBackend>,
-}
-
-/// Opens the app's history store.
-pub fn open_store(app: &AppConfig) -> Result<Arc<SqliteStore>, CliError> {
-    let path = app.history_path()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            CliError::other(format!(
-                "cannot create the history directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-    }
-    // Several tapit processes may open a new history file at once (a detached deployer and a
-    // `show deploy` from another terminal); opening initialises the schema under a write
-    // lock, so a brief conflict is retried.
-    let mut attempt = 0;
-    loop {
-        match SqliteStore::open(&path) {
-            Ok(store) => return Ok(Arc::new(store)),
-            Err(e @ tapitalee::Error::Store { .. }) if attempt < 10 => {
-                tracing::debug!(error = %e, attempt, "retrying to open the history");
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    /// How promote and abort requests reach the `tapit` running a deployment.
+    pub control: Channel,
 }
 
 /// Connects to the app's platform and builds its engine.
 pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliError> {
     let name = AppName::new(&app.name)?;
-    let store: DynDeploymentStore = open_store(app)?;
+    let history = crate::store::open(app, global).await?;
+    let control = history.control.clone();
+    let store: DynDeploymentStore = history.store;
     let mut gate = HealthGate::default();
     if let Some(d) = app.gate.min_healthy_time {
         gate.min_healthy_time = d;
@@ -104,6 +81,7 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
                 engine,
                 registry,
                 aws: None,
+                control,
             })
         }
         Platform::Aws => {
@@ -118,6 +96,7 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
                 engine,
                 registry,
                 aws: Some(backend),
+                control,
             })
         }
     }
@@ -162,15 +141,23 @@ async fn connect_aws(
         }
         aws_app = aws_app.process(pc);
     }
-    // --profile reaches the SDK as AWS_PROFILE (set by main when it re-executes itself).
-    let mut config = AwsConfig::from_env().app(aws_app);
+    let config = aws_config(app, global).app(aws_app);
+    Ok(AwsBackend::connect(config.build()?).await?)
+}
+
+/// The AWS settings of an app (its platform, and a DynamoDB history): `--region` /
+/// `--endpoint-url` over the app's `region` / `endpoint_url`, over the environment. The
+/// credentials come from the standard chain; `--profile` reaches it as `AWS_PROFILE` (set by
+/// main when it re-executes itself).
+pub fn aws_config(app: &AppConfig, global: &Global) -> AwsConfigBuilder {
+    let mut config = AwsConfig::from_env();
     if let Some(r) = global.region.as_ref().or(app.region.as_ref()) {
         config = config.region(r);
     }
     if let Some(u) = global.endpoint_url.as_ref().or(app.endpoint_url.as_ref()) {
         config = config.endpoint_url(u);
     }
-    Ok(AwsBackend::connect(config.build()?).await?)
+    config
 }
 
 /// The strategy of a kind, with the app's settings. `load_balanced` decides whether a canary

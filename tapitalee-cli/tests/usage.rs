@@ -179,6 +179,18 @@ load_balancer = { listener = "arn:l", target_groups = ["arn:a"], port = 80 }
 "#,
     );
     insta::assert_snapshot!("invalid_config", refused(&bad, &["show", "deploy"]));
+    // History stores: a bad DynamoDB table name, and values that are no store.
+    let bad_history = Project::new(&format!(
+        "history = \"dynamodb:my table\"\n{}",
+        SIMULATED.replace(
+            "[apps.shop]\nplatform = \"simulated\"\n",
+            "[apps.shop]\nplatform = \"simulated\"\nhistory = \"dynamo:tapit-history\"\n"
+        )
+    ));
+    insta::assert_snapshot!(
+        "invalid_history",
+        refused(&bad_history, &["init", "history"])
+    );
     let two = Project::new(&format!(
         "{}\n{}",
         SIMULATED,

@@ -3,7 +3,7 @@
 //! Every backend maps its own failures into these kinds in one place, so a caller can match on
 //! what happened (not found, locked, throttled, …) whatever platform produced it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::domain::DeploymentId;
 
@@ -74,8 +74,9 @@ pub enum Error {
 
     /// The process is being deployed by another deployment.
     #[error(
-        "process {process:?} of app {app:?} is locked by deployment {holder}; wait for it to \
-         finish, or abort it"
+        "process {process:?} of app {app:?} is locked by deployment {holder}{}; wait for it \
+         to finish, or abort it",
+        holder_details(.initiator.as_deref(), .started_at.as_ref())
     )]
     Locked {
         /// The app.
@@ -84,6 +85,12 @@ pub enum Error {
         process: String,
         /// The deployment holding the lock.
         holder: DeploymentId,
+        /// Who started the holding deployment, read from its record (`None` if the record
+        /// could not be read: the holder had not written it yet, or the store failed).
+        initiator: Option<String>,
+        /// When the holding deployment started, by its record's creation time (`None` as for
+        /// `initiator`).
+        started_at: Option<SystemTime>,
     },
 
     /// The platform asked us to slow down. Retrying later can help.
@@ -171,6 +178,19 @@ fn quote(value: &str) -> String {
             let rest = value[cut..].chars().count();
             format!("{}… ({rest} more characters)", &value[..cut])
         }
+    }
+}
+
+/// `", started by alice at 2026-11-27T08:40:01Z"` for a lock holder, as far as known.
+fn holder_details(initiator: Option<&str>, started_at: Option<&SystemTime>) -> String {
+    match (initiator, started_at) {
+        (Some(who), Some(at)) => format!(
+            ", started by {who} at {}",
+            humantime::format_rfc3339_seconds(*at)
+        ),
+        (Some(who), None) => format!(", started by {who}"),
+        (None, Some(at)) => format!(", started at {}", humantime::format_rfc3339_seconds(*at)),
+        (None, None) => String::new(),
     }
 }
 

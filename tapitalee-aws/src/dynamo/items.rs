@@ -47,6 +47,32 @@ pub(super) fn index_sk(created_at: SystemTime, id: &DeploymentId) -> String {
     format!("{:015}#{id}", to_ms(created_at).max(0))
 }
 
+/// The mailbox of a deployment: one item per control message, sorted by its ULID key.
+pub(super) fn control_pk(id: &DeploymentId) -> String {
+    format!("CTL#{id}")
+}
+
+/// A control message item.
+pub(super) fn control_item(id: &DeploymentId, key_: &str, message: &str) -> Item {
+    let mut item = key(control_pk(id), key_);
+    item.insert("at_ms".to_owned(), n(now_ms()));
+    item.insert("message".to_owned(), s(cap_message(message)));
+    item
+}
+
+/// A control message from its item.
+pub(super) fn decode_control(item: &Item) -> Result<super::control::ControlMessage> {
+    let r = Reader {
+        item,
+        what: "control message attribute",
+    };
+    Ok(super::control::ControlMessage {
+        key: r.s(SK)?.to_owned(),
+        at: from_ms(r.n("at_ms")?)?,
+        message: r.s("message")?.to_owned(),
+    })
+}
+
 /// The partition of an app's locks; the sort key is the process.
 pub(super) fn lock_pk(app: &AppName) -> String {
     format!("LOCK#{app}")

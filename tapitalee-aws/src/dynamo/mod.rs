@@ -29,7 +29,10 @@ use crate::metrics::{ApiCalls, CallCounter, CountingInterceptor};
 use crate::retry::CallLayer;
 use crate::throttle::{RateLimiter, RateLimits};
 
+mod control;
 mod items;
+
+pub use control::ControlMessage;
 mod table;
 
 use items::{HEAD, Item, PK, SK, STEP_PREFIX, key, n, s};
@@ -57,6 +60,7 @@ const LIST_CONCURRENCY: usize = 16;
 /// | step | `DEP#<id>` | `S#<ulid>` | `at_ms`, `process`, `message` |
 /// | app index | `APP#<app>` | `<start ms, 15 digits>#<id>` | `id` |
 /// | lock | `LOCK#<app>` | `<process>` | `holder`, `expires_at_ms`, `takeover_at_ms`, `lease_ms` |
+/// | control message | `CTL#<id>` | `<ulid>` | `at_ms`, `message` (see [`send_control`](Self::send_control)) |
 ///
 /// - A deployment is one partition: `get` is one strongly consistent `Query` (paginated), which
 ///   returns the head, then the processes, then the steps in order (`D` < `P#` < `S#`).
@@ -76,8 +80,10 @@ const LIST_CONCURRENCY: usize = 16;
 /// Each store method is one API call on the common path. Writes about an existing deployment
 /// are `TransactWriteItems` with a `ConditionCheck` on its head (an unknown id is
 /// [`Error::NotFound`], and nothing is written): `record_change` writes the process item and
-/// the step item in the same transaction, and `finish` the final status and the release of
-/// every lock it still holds. `create` writes the head (`attribute_not_exists`), the index
+/// the step item in the same transaction, `record_changes` the process item and all its
+/// steps (and `append_steps` all its steps) in one transaction, chunked past DynamoDB's 100
+/// items with the process record in the first chunk, and `finish` the final status and the
+/// release of every lock it still holds. `create` writes the head (`attribute_not_exists`), the index
 /// item, the processes and the given steps in one transaction (apps of more than 98 processes
 /// spill into further transactions, each conditional on the head this call wrote). Every
 /// transaction carries a `ClientRequestToken`, and `create` also recognises its own head by
@@ -140,6 +146,24 @@ impl DynamoStore {
         }
     }
 
+    /// Whether `table` is a valid DynamoDB table name (3 to 255 characters of `a-z`, `A-Z`,
+    /// `0-9`, `_`, `-` and `.`), or why not.
+    pub fn check_table_name(table: &str) -> Result<()> {
+        let valid = (3..=255).contains(&table.len())
+            && table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if valid {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "DynamoDB table",
+                table,
+                "must be 3-255 characters of a-z, A-Z, 0-9, '_', '-' and '.'",
+            ))
+        }
+    }
+
     /// The table.
     pub fn table(&self) -> &str {
         &self.inner.table
@@ -194,17 +218,7 @@ impl DynamoStoreBuilder {
                 "is not set; name it, e.g. DynamoStore::builder().table(\"tapit-history\")",
             )
         })?;
-        let valid = (3..=255).contains(&table.len())
-            && table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !valid {
-            return Err(Error::invalid(
-                "DynamoDB table",
-                &table,
-                "must be 3-255 characters of a-z, A-Z, 0-9, '_', '-' and '.'",
-            ));
-        }
+        DynamoStore::check_table_name(&table)?;
         let config = match self.aws {
             Some(c) => c,
             None => AwsConfig::from_env().build()?,
@@ -705,6 +719,22 @@ impl DeploymentStore for DynamoStore {
         self.write_about(id, writes, token).await
     }
 
+    async fn record_changes(
+        &self,
+        id: &DeploymentId,
+        process: &ProcessRecord,
+        steps: &[StepRecord],
+    ) -> Result<()> {
+        self.write_steps(id, Some(process), steps).await
+    }
+
+    async fn append_steps(&self, id: &DeploymentId, steps: &[StepRecord]) -> Result<()> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        self.write_steps(id, None, steps).await
+    }
+
     async fn set_status(&self, id: &DeploymentId, status: DeploymentStatus) -> Result<()> {
         let client = &self.inner.client;
         let update = self
@@ -852,6 +882,46 @@ impl DeploymentStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Writes a process's record (when given) and `steps`, in order, as one
+    /// `TransactWriteItems`: the head check, the process update, then one put per step.
+    ///
+    /// Past DynamoDB's 100 items a transaction, the writes go in several transactions, one
+    /// after the other, each with its own head check: the first carries the process record
+    /// (the state after a platform change is what a recovering deployer needs, so it is
+    /// written first), then the steps in order, so a reader never sees a step without those
+    /// before it. Every step's key and every transaction's token are made before the first
+    /// attempt: a transaction sent again after a lost answer rewrites the same items.
+    async fn write_steps(
+        &self,
+        id: &DeploymentId,
+        mut process: Option<&ProcessRecord>,
+        steps: &[StepRecord],
+    ) -> Result<()> {
+        let keyed: Vec<(String, &StepRecord)> =
+            steps.iter().map(|s| (items::new_step_sk(), s)).collect();
+        let mut rest = keyed.as_slice();
+        loop {
+            let mut writes = vec![self.head_exists(id)?];
+            if let Some(p) = process.take() {
+                writes.push(self.update_process_item(id, p)?);
+            }
+            let room = MAX_TRANSACTION_ITEMS - writes.len();
+            let (now, later) = rest.split_at(rest.len().min(room));
+            let token = match now.first() {
+                Some((sk, _)) => sk.trim_start_matches(STEP_PREFIX).to_owned(),
+                None => items::new_token(),
+            };
+            for (sk, step) in now {
+                writes.push(self.put(items::step_item(id, sk.clone(), step), None)?);
+            }
+            self.write_about(id, writes, token).await?;
+            if later.is_empty() {
+                return Ok(());
+            }
+            rest = later;
+        }
+    }
+
     /// Releases `id`'s locks on `targets` (at most 99), with the head's new status if given,
     /// in one transaction. A lock another deployment holds is left alone: the transaction runs
     /// again without it.

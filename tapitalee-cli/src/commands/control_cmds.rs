@@ -1,21 +1,28 @@
 //! `tapit promote deploy` and `tapit abort deploy`: requests to the `tapit` process running
-//! the deployment, through its control file (see [`crate::control`]).
+//! the deployment, through the history's control channel (see [`crate::control`]): a file on
+//! this machine with a SQLite history, the deployment's mailbox in the table (any machine)
+//! with a DynamoDB history.
 
 use tapitalee::{
-    AppName, DeploymentId, DeploymentRecord, DeploymentStatus, DeploymentStore, Target,
+    AppName, DeploymentId, DeploymentRecord, DeploymentStatus, DynDeploymentStore, Target,
 };
 
 use super::Ctx;
 use crate::config::AppConfig;
-use crate::control::{self, Request};
+use crate::control::Request;
 use crate::exit::CliError;
-use crate::platform::open_store;
+use crate::store::{self, HistoryStore};
 use crate::words::Words;
 
 /// The deployment to steer: `id=…`, else the app's running one. It must be running and its
 /// deployer alive (holding its locks).
-async fn running(ctx: &Ctx, app: &AppConfig, words: &Words) -> Result<DeploymentRecord, CliError> {
-    let store = open_store(app)?;
+async fn running(
+    ctx: &Ctx,
+    app: &AppConfig,
+    words: &Words,
+) -> Result<(HistoryStore, DeploymentRecord), CliError> {
+    let history = store::open(app, &ctx.global).await?;
+    let store = &history.store;
     let name = AppName::new(&app.name)?;
     let id: Option<DeploymentId> = words.deployment_id()?;
     let record = match id {
@@ -48,7 +55,7 @@ async fn running(ctx: &Ctx, app: &AppConfig, words: &Words) -> Result<Deployment
             record.id, record.status
         )));
     }
-    let alive = deployer_alive(&store, &name, &record).await?;
+    let alive = deployer_alive(store, &name, &record).await?;
     if !alive {
         return Err(CliError::other(format!(
             "deployment {} is recorded as running but its deployer is gone; `tapit{} recover` \
@@ -61,20 +68,20 @@ async fn running(ctx: &Ctx, app: &AppConfig, words: &Words) -> Result<Deployment
             }
         )));
     }
-    Ok(record)
+    Ok((history, record))
 }
 
 /// `tapit promote deploy [--full] [id=…]`.
 pub async fn promote(ctx: &Ctx, full: bool, words: &[String]) -> Result<(), CliError> {
     let words = Words::parse("promote deploy", &["id"], words)?;
     let (_, app) = ctx.app()?;
-    let record = running(ctx, &app, &words).await?;
+    let (history, record) = running(ctx, &app, &words).await?;
     let request = if full {
         Request::PromoteFull
     } else {
         Request::Promote
     };
-    control::send(&app.history_path()?, &record.id, &request)?;
+    history.control.send(&record.id, &request).await?;
     done(ctx, &record, if full { "promote fully" } else { "promote" });
     Ok(())
 }
@@ -83,12 +90,15 @@ pub async fn promote(ctx: &Ctx, full: bool, words: &[String]) -> Result<(), CliE
 pub async fn abort(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
     let words = Words::parse("abort deploy", &["id", "reason"], words)?;
     let (_, app) = ctx.app()?;
-    let record = running(ctx, &app, &words).await?;
+    let (history, record) = running(ctx, &app, &words).await?;
     let reason = words.get("reason").map_or_else(
         || "aborted with `tapit abort deploy`".to_owned(),
         |r| format!("aborted: {r}"),
     );
-    control::send(&app.history_path()?, &record.id, &Request::Abort(reason))?;
+    history
+        .control
+        .send(&record.id, &Request::Abort(reason))
+        .await?;
     done(ctx, &record, "abort (every process rolls back)");
     Ok(())
 }
@@ -110,7 +120,7 @@ fn done(ctx: &Ctx, record: &DeploymentRecord, what: &str) {
 /// Whether the `tapit` running a deployment is alive: it holds (and renews) the lock of some
 /// process it has not finished.
 pub async fn deployer_alive(
-    store: &std::sync::Arc<tapitalee::SqliteStore>,
+    store: &DynDeploymentStore,
     app: &AppName,
     record: &DeploymentRecord,
 ) -> Result<bool, CliError> {

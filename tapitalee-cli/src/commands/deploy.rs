@@ -23,7 +23,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use super::Ctx;
 use crate::cli::{DeployArgs, Output};
 use crate::config::{AppConfig, Config, StrategyKind};
-use crate::control;
 use crate::exit::CliError;
 use crate::platform::{self, Backend};
 use crate::render::{self, LiveView, Out};
@@ -195,7 +194,7 @@ pub async fn run_and_wait(
 ) -> Result<(), CliError> {
     let backend = ctx.backend(app).await?;
     let handle = start(&backend, app, job).await?;
-    let record = follow(&backend, app, handle, Some(&ctx.out)).await?;
+    let record = follow(&backend, handle, Some(&ctx.out)).await?;
     report(&ctx.out, &record.0, app_flag);
     failed_logs(&ctx.out, &backend, &record.0).await;
     if record.1 {
@@ -272,13 +271,11 @@ pub fn report(out: &Out, record: &DeploymentRecord, app_flag: &str) {
 /// a second leaves at once). Returns the full record and whether Ctrl-C was pressed.
 pub async fn follow(
     backend: &Backend,
-    app: &AppConfig,
     mut handle: DeploymentHandle,
     out: Option<&Out>,
 ) -> Result<(DeploymentRecord, bool), CliError> {
     let id = handle.id();
-    let history = app.history_path()?;
-    let watcher = tokio::spawn(control::watch(history.clone(), id, handle.control()));
+    let watcher = tokio::spawn(backend.control.clone().watch(id, handle.control()));
     let control = handle.control();
     let mut events = handle.events();
     let wait = handle.wait();
@@ -343,16 +340,17 @@ pub async fn follow(
         render(&mut view, &e);
     }
     watcher.abort();
-    control::cleanup(&history, &id);
+    backend.control.cleanup(&id);
     let summary = result?;
     let record = backend.engine.get(&summary.id).await.unwrap_or(summary);
     Ok((record, interrupted))
 }
 
-/// The log of background deployers: `deployer.log` next to the history file.
+/// The log of background deployers: `deployer.log` next to the SQLite history file, or in
+/// the data directory (a DynamoDB history).
 pub fn deployer_log(app: &AppConfig) -> Result<PathBuf, CliError> {
-    let history = app.history_path()?;
-    let dir = history.parent().unwrap_or(Path::new("."));
+    let dir = app.local_dir()?;
+    let dir = dir.as_path();
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::other(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir.join("deployer.log"))
@@ -361,7 +359,7 @@ pub fn deployer_log(app: &AppConfig) -> Result<PathBuf, CliError> {
 /// Starts the job in a detached `tapit __deployer`; returns the deployment's id once it has
 /// started (or the reason it was refused, with its exit code).
 pub async fn spawn_detached(job: &Job, app: &AppConfig) -> Result<DeploymentId, CliError> {
-    // The background deployer's own messages (tracing) go to a log next to the history.
+    // The background deployer's own messages (tracing) go to a log on this machine.
     let log_path = deployer_log(app)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -463,7 +461,7 @@ pub async fn detached_main() -> Result<(), CliError> {
     let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let id = handle.id();
     tracing::info!(deployment.id = %id, app = %app.name, "detached deployer following");
-    let (record, _) = follow(&backend, &app, handle, None).await?;
+    let (record, _) = follow(&backend, handle, None).await?;
     tracing::info!(deployment.id = %id, status = %record.status, "deployment ended");
     outcome(&record)
 }

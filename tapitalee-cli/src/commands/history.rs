@@ -5,14 +5,14 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use tapitalee::{
-    AppName, DeploymentId, DeploymentRecord, DeploymentStatus, DeploymentStore, DeploymentStoreExt,
-    ProcessName, StepRecord,
+    AppName, DeploymentId, DeploymentRecord, DeploymentStatus, DeploymentStoreExt, ProcessName,
+    StepRecord,
 };
 
 use super::Ctx;
 use crate::exit::CliError;
-use crate::platform::open_store;
 use crate::render;
+use crate::store;
 use crate::words::Words;
 
 /// `tapit show deploy [id=…] [-f]`.
@@ -20,7 +20,7 @@ pub async fn show(ctx: &Ctx, words: &[String], follow: bool) -> Result<(), CliEr
     let words = Words::parse("show deploy", &["id"], words)?;
     let id: Option<DeploymentId> = words.deployment_id()?;
     let (config, app) = ctx.app()?;
-    let store = open_store(&app)?;
+    let store = store::open(&app, &ctx.global).await?.store;
     let name = AppName::new(&app.name)?;
     let mut record = match id {
         Some(id) => store
@@ -79,7 +79,7 @@ pub async fn list(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
                 .and_then(|p| Ok(ProcessName::new(p)?))
         })
         .transpose()?;
-    let store = open_store(&app)?;
+    let store = store::open(&app, &ctx.global).await?.store;
     let name = AppName::new(&app.name)?;
     let fetch = if process.is_some() { 1000 } else { limit };
     let records: Vec<_> = store
@@ -106,7 +106,7 @@ pub async fn list(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
 /// each, or NDJSON with `--output json`) until it ends; returns its final record.
 async fn follow_record(
     ctx: &Ctx,
-    store: &std::sync::Arc<tapitalee::SqliteStore>,
+    store: &tapitalee::DynDeploymentStore,
     mut record: DeploymentRecord,
 ) -> Result<DeploymentRecord, CliError> {
     let mut seen: HashSet<(Option<String>, SystemTime, String)> = HashSet::new();

@@ -3,6 +3,7 @@
 use super::Ctx;
 use crate::config::FILE_NAME;
 use crate::exit::CliError;
+use crate::store;
 use crate::words::Words;
 
 /// The commented file for an app called `app`: a simulated staging environment to try tapit
@@ -13,8 +14,10 @@ pub fn template(app: &str) -> String {
 # (or TAPIT_APP); without it, default_app is used.
 default_app = "{app}-staging"
 
-# Where the deployment history lives: "sqlite" (a file in your data directory, shared by
-# every tapit on this machine) or a path to a SQLite file (relative to this file).
+# Where the deployment history and the deploy locks live: "sqlite" (a file in your data
+# directory, shared by every tapit on this machine), a path to a SQLite file (relative to
+# this file), or "dynamodb:TABLE" (a DynamoDB table shared by a team's machines and CI
+# runners; create it once with `tapit init history`). An app can set its own.
 history = "sqlite"
 
 # A simulated environment: the in-memory platform, for trying tapit out. Every process runs
@@ -106,5 +109,57 @@ pub fn run(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
         "wrote {}: apps {app}-staging (simulated; try `tapit create deploy docker_tag=v1.2.3 --wait`) and {app}-prod (aws; fill in its ECS names)",
         path.display()
     ));
+    Ok(())
+}
+
+/// `tapit init history`: creates the app's history store. A DynamoDB table is created with
+/// the documented key schema and waited for; one that exists with that schema is left as it
+/// is (a table of that name with another schema is refused). A SQLite history is created on
+/// first use: this only opens it.
+pub async fn history(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
+    Words::parse("init history", &[], words)?;
+    let (_, app) = ctx.app()?;
+    let opened = store::open(&app, &ctx.global).await?;
+    let (created, message) = match &opened.table {
+        Some(table) => {
+            let name = table.table();
+            if table.create_table().await? {
+                (
+                    true,
+                    format!(
+                        "created the DynamoDB table {name:?} (keys pk and sk, on-demand billing) \
+                         for app {}'s history and locks",
+                        app.name
+                    ),
+                )
+            } else {
+                (
+                    false,
+                    format!(
+                        "the DynamoDB table {name:?} exists already with Tapitalee's key schema; \
+                         nothing to do"
+                    ),
+                )
+            }
+        }
+        None => {
+            let path = app.history_path()?.unwrap_or_default();
+            (
+                false,
+                format!(
+                    "app {}'s history is the SQLite file {} (ready: it is created on first use; \
+                     for a history shared between machines set history = \"dynamodb:TABLE\")",
+                    app.name,
+                    path.display()
+                ),
+            )
+        }
+    };
+    if ctx.out.json() {
+        ctx.out
+            .json_value(&serde_json::json!({ "created": created, "message": message }));
+    } else {
+        ctx.out.result(&message);
+    }
     Ok(())
 }

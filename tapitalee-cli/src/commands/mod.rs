@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use crate::cli::{
-    AbortCmd, Cli, Command, CreateCmd, Global, ImageCmd, ListCmd, PromoteCmd, RollbackCmd, ShowCmd,
+    AbortCmd, Cli, Command, CreateCmd, Global, ImageCmd, InitCmd, ListCmd, PromoteCmd, RollbackCmd,
+    ShowCmd,
 };
 use crate::config::{AppConfig, Config};
 use crate::exit::CliError;
@@ -96,7 +97,10 @@ pub async fn run(cli: Cli, out: Out) -> Result<(), CliError> {
         Command::Image(ImageCmd::Build(args)) => images::build(&ctx, &args).await.map(|_| ()),
         Command::Image(ImageCmd::Login(args)) => images::login(&ctx, &args.words).await,
         Command::Image(ImageCmd::Deploy(args)) => images::deploy(&ctx, &args).await,
-        Command::Init(args) => init::run(&ctx, &args.words),
+        Command::Init(args) => match args.what {
+            Some(InitCmd::History(h)) => init::history(&ctx, &h.words).await,
+            None => init::run(&ctx, &args.words),
+        },
         Command::Deployer => deploy::detached_main().await,
     }
 }

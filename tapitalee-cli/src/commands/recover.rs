@@ -74,7 +74,7 @@ pub async fn run(ctx: &Ctx, args: &RecoverArgs) -> Result<(), CliError> {
         ctx.out
             .note("following it here (resumed deployments always run in the foreground)");
     }
-    let (record, interrupted) = deploy::follow(&backend, &app, handle, Some(&ctx.out)).await?;
+    let (record, interrupted) = deploy::follow(&backend, handle, Some(&ctx.out)).await?;
     deploy::report(&ctx.out, &record, &app_flag);
     if interrupted {
         return Err(CliError::Interrupted);

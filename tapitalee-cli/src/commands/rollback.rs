@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use tapitalee::{AppName, DeploymentStatus, DeploymentStore, ProcessStatus};
+use tapitalee::{AppName, DeploymentStatus, ProcessStatus};
 
 use super::Ctx;
 use super::deploy::{self, Job};
 use crate::cli::DeployArgs;
 use crate::exit::CliError;
-use crate::platform::open_store;
+use crate::store;
 use crate::words::Words;
 
 /// `tapit rollback deploy`.
@@ -23,7 +23,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> Result<(), CliError> {
         .get("process")
         .map(|p| app.resolve_process(p))
         .transpose()?;
-    let store = open_store(&app)?;
+    let store = store::open(&app, &ctx.global).await?.store;
     let name = AppName::new(&app.name)?;
     let history = store.list(&name, 1000).await?;
     // Previous tag per process: what it ran before its latest successful deployment.

@@ -173,13 +173,47 @@ impl Check {
         found
     }
 
+    /// `history`: `"sqlite"`, `"dynamodb:TABLE"`, or a path to a SQLite file. Anything
+    /// that looks like another store (`"dynamodb"` without a table, `"dynamo:t"`) is refused
+    /// rather than taken for a file name.
     pub(super) fn history(&mut self, t: &Table, path: &str, base: &Path) -> Option<History> {
         let s = self.string(t, path, "history")?;
-        Some(if s == "sqlite" {
-            History::DefaultSqlite
-        } else {
-            History::Sqlite(base.join(s))
-        })
+        let key = join(path, "history");
+        if s == "sqlite" {
+            return Some(History::DefaultSqlite);
+        }
+        if let Some(table) = s.strip_prefix("dynamodb:") {
+            return match tapitalee::aws::DynamoStore::check_table_name(table) {
+                Ok(()) => Some(History::DynamoDb(table.to_owned())),
+                Err(_) => {
+                    self.problem(
+                        &key,
+                        format!(
+                            "{table:?} is not a valid DynamoDB table name: use 3-255 characters \
+                             of a-z, A-Z, 0-9, '_', '-' and '.', e.g. history = \
+                             \"dynamodb:tapit-history\""
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+        let scheme = s.split_once(':').map(|(scheme, _)| scheme);
+        if s == "dynamodb" || scheme.is_some_and(|p| !p.contains('/')) {
+            let hint = closest(scheme.unwrap_or(&s), &["dynamodb", "sqlite"])
+                .map(|c| format!(" (did you mean {c:?}?)"))
+                .unwrap_or_default();
+            self.problem(
+                &key,
+                format!(
+                    "{s:?} is not a history store{hint}: use \"sqlite\" (a file in your data \
+                     directory), \"dynamodb:TABLE\" (e.g. \"dynamodb:tapit-history\"), or a path \
+                     to a SQLite file"
+                ),
+            );
+            return None;
+        }
+        Some(History::Sqlite(base.join(s)))
     }
 
     pub(super) fn app(

@@ -115,3 +115,59 @@ fn web_is_a_process_of_its_own_when_it_exists() {
     assert_eq!(app.resolve_process("web").unwrap(), "web");
     assert_eq!(app.resolve_process("default").unwrap(), "default");
 }
+
+#[test]
+fn history_stores_are_read_and_bad_ones_named_with_the_fix() {
+    let with = |top: &str, app: &str| {
+        format!(
+            "{top}\n[apps.shop]\nplatform = \"simulated\"\n{app}\n[apps.shop.processes.default]\n\
+             [apps.shop.simulated]\ninitial = \"v1\"\nimages = {{ \"v1\" = \"good\" }}\n"
+        )
+    };
+    let load = |text: String| Config::parse(&text, Path::new("/x/tapit.toml"));
+    let history = |text: String| load(text).unwrap().apps["shop"].history.clone();
+    assert_eq!(history(with("", "")), History::DefaultSqlite);
+    assert_eq!(
+        history(with("history = \"sqlite\"", "")),
+        History::DefaultSqlite
+    );
+    assert_eq!(
+        history(with("history = \"dynamodb:tapit-history\"", "")),
+        History::DynamoDb("tapit-history".into())
+    );
+    // The app's own setting wins over the file's.
+    assert_eq!(
+        history(with(
+            "history = \"dynamodb:team.history_1\"",
+            "history = \"local/h.db\""
+        )),
+        History::Sqlite(PathBuf::from("/x/local/h.db"))
+    );
+    assert_eq!(
+        history(with("", "history = \"dynamodb:prod-history\"")),
+        History::DynamoDb("prod-history".into())
+    );
+    let problems = |text: String| match load(text) {
+        Err(CliError::Config(p)) => p.join("\n"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    };
+    let p = problems(with("history = \"dynamodb:a b\"", ""));
+    assert!(
+        p.contains("history: \"a b\" is not a valid DynamoDB table name")
+            && p.contains("3-255")
+            && p.contains("dynamodb:tapit-history"),
+        "{p}"
+    );
+    let p = problems(with("", "history = \"dynamodb:ab\""));
+    assert!(p.contains("apps.shop.history: \"ab\""), "{p}");
+    let p = problems(with("history = \"dynamodb\"", ""));
+    assert!(
+        p.contains("history: \"dynamodb\" is not a history store"),
+        "{p}"
+    );
+    let p = problems(with("", "history = \"dynamo:tapit\""));
+    assert!(
+        p.contains("apps.shop.history: \"dynamo:tapit\" is not a history store (did you mean \"dynamodb\"?)"),
+        "{p}"
+    );
+}

@@ -163,8 +163,38 @@ impl Project {
     }
 }
 
+/// Replaces RFC 3339 times to the second (`2026-11-27T08:40:01Z`) with `[TIME]`.
+fn redact_times(text: &str) -> String {
+    let shape = b"dddd-dd-ddTdd:dd:ddZ";
+    let bytes = text.as_bytes();
+    let fits = |at: usize| {
+        bytes.len() >= at + shape.len()
+            && shape
+                .iter()
+                .zip(&bytes[at..])
+                .all(|(want, got)| match want {
+                    b'd' => got.is_ascii_digit(),
+                    other => other == got,
+                })
+    };
+    let mut out = String::new();
+    let mut i = 0;
+    while i < text.len() {
+        if fits(i) {
+            out.push_str("[TIME]");
+            i += shape.len();
+        } else {
+            let c = text[i..].chars().next().unwrap();
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
 /// Replaces what changes between runs (temp paths, ids, times, digests) with placeholders.
 pub fn redact(text: &str, project: &Project) -> String {
+    let text = redact_times(text);
     let mut s = text.replace(&project.path().display().to_string(), "[DIR]");
     if let Ok(canon) = std::fs::canonicalize(project.path()) {
         s = s.replace(&canon.display().to_string(), "[DIR]");

@@ -314,13 +314,30 @@ impl Engine {
             }
             let now = tokio::time::Instant::now();
             if now >= give_up {
-                return Err(Error::Locked {
-                    app: target.app.to_string(),
-                    process: target.process.to_string(),
-                    holder,
-                });
+                return Err(self.locked(&target, holder).await);
             }
             tokio::time::sleep((give_up - now).min(Duration::from_secs(1))).await;
+        }
+    }
+
+    /// The refusal for a process `holder` holds: with the holder's initiator and start time
+    /// from its record, read once here (so every store gives them). A holder whose record is
+    /// not written yet (it writes it just after taking its locks) or a failed read leaves
+    /// them unknown; the refusal stands either way.
+    async fn locked(&self, target: &Target, holder: DeploymentId) -> Error {
+        let record = match self.inner.store.get(&holder).await {
+            Ok(record) => record,
+            Err(e) => {
+                warn!(error = %e, deployment.id = %holder, "could not read the lock holder's record");
+                None
+            }
+        };
+        Error::Locked {
+            app: target.app.to_string(),
+            process: target.process.to_string(),
+            holder,
+            initiator: record.as_ref().map(|r| r.initiator.to_string()),
+            started_at: record.map(|r| r.created_at),
         }
     }
 
