@@ -276,7 +276,7 @@ impl AwsError {
             Kind::NotFound => Error::store(
                 format!(
                     "DynamoDB table {table:?} not found (in this region and account); create it \
-                     with `tapit init history`"
+                     first with its key schema (DynamoStore::create_table)"
                 ),
                 self,
             ),

@@ -144,6 +144,11 @@ impl std::fmt::Display for CliError {
                         f,
                         "\nhint: `tapit list deploys` lists the app's deployments"
                     ),
+                    Error::Store { .. }
+                        if shown.contains("DynamoDB table") && shown.contains("not found") =>
+                    {
+                        write!(f, "\nhint: `tapit init history` creates it")
+                    }
                     Error::Transient { .. } | Error::Throttled { .. } => write!(
                         f,
                         "\nhint: the platform could not be reached or kept failing; check the \
