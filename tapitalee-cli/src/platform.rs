@@ -1,5 +1,5 @@
-//! Building the engine for an app from its configuration: the platform (AWS, or the
-//! simulated one), the SQLite history, strategies and the health gate.
+//! Building the engine for an app from its configuration: the platform (AWS, a local Docker
+//! engine, or the simulated one), the SQLite history, strategies and the health gate.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use tapitalee::aws::{
     AppConfig as AwsApp, AwsBackend, AwsConfig, LoadBalancerConfig, NetworkConfig,
     ProcessConfig as AwsProcess,
 };
+use tapitalee::docker::{AppConfig as DockerApp, DockerBackend, ProcessConfig as DockerProcess};
 use tapitalee::strategies::{BlueGreen, Canary, Rolling};
 use tapitalee::testkit::{Behavior as SimBehavior, InMemoryPlatform};
 use tapitalee::{
@@ -106,6 +107,20 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
                 aws: None,
             })
         }
+        Platform::Docker => {
+            let backend = connect_docker(app, &name)?;
+            let registry: DynImageRegistry = Arc::new(backend.clone());
+            let engine = builder
+                .deployer(Arc::new(backend))
+                .registry(registry.clone())
+                .build()?;
+            Ok(Backend {
+                app: name,
+                engine,
+                registry,
+                aws: None,
+            })
+        }
         Platform::Aws => {
             let backend = connect_aws(app, &name, global).await?;
             let registry: DynImageRegistry = Arc::new(backend.registry());
@@ -121,6 +136,39 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
             })
         }
     }
+}
+
+/// The Docker backend for the app: its processes from the configuration (command,
+/// instances, environment; the web process's port and health path).
+fn connect_docker(app: &AppConfig, name: &AppName) -> Result<DockerBackend, CliError> {
+    let mut config = DockerApp::new(&app.repository).proxy_port(app.docker.proxy_port);
+    for p in &app.processes {
+        let mut pc = DockerProcess::new(ProcessName::new(&p.name)?, p.instances);
+        if !p.command.is_empty() {
+            pc = pc.command(p.command.iter().cloned());
+        }
+        for (k, v) in &p.environment {
+            pc = pc.env(k, v);
+        }
+        if let (Some(port), Some(path)) = (p.port, &p.health_path) {
+            pc = pc.web(port, path);
+        }
+        config = config.process(pc);
+    }
+    let mut builder = DockerBackend::builder().app(name.clone(), config);
+    if let Some(h) = &app.docker.host {
+        builder = builder.docker_host(h);
+    }
+    if let Some(i) = &app.docker.proxy_image {
+        builder = builder.proxy_image(i);
+    }
+    if let Some(t) = app.docker.stop_timeout {
+        builder = builder.stop_timeout(t);
+    }
+    if let Some(t) = app.docker.drain_timeout {
+        builder = builder.drain_timeout(t);
+    }
+    Ok(builder.build()?)
 }
 
 async fn connect_aws(
