@@ -52,10 +52,9 @@ impl DockerHost {
                 if rest.starts_with('/') {
                     Ok(DockerHost::Unix(rest.to_owned()))
                 } else {
-                    Err(bad(format!(
-                        "needs an absolute socket path, e.g. \
+                    Err(bad("needs an absolute socket path, e.g. \
                          unix:///var/run/docker.sock"
-                    )))
+                        .to_owned()))
                 }
             }
             "tcp" | "http" => {
@@ -82,20 +81,19 @@ impl DockerHost {
                     format!("{authority}:2375")
                 }))
             }
-            "https" => Err(bad(format!(
-                "TLS connections to the engine are not supported; use \
+            "https" => Err(bad("TLS connections to the engine are not supported; use \
                  the engine's unix socket (unix:///var/run/docker.sock) or plain tcp:// on a \
                  trusted network"
-            ))),
-            "ssh" => Err(bad(format!(
-                "ssh:// is not supported; forward the remote socket \
+                .to_owned())),
+            "ssh" => Err(bad("ssh:// is not supported; forward the remote socket \
                  (ssh -L /tmp/docker.sock:/var/run/docker.sock HOST) and use \
                  unix:///tmp/docker.sock"
-            ))),
-            "npipe" => Err(bad(format!(
+                .to_owned())),
+            "npipe" => Err(bad(
                 "Windows named pipes are not supported; use unix:// or \
                  tcp://"
-            ))),
+                    .to_owned(),
+            )),
             other => Err(bad(format!(
                 "unknown scheme {other:?}; use unix:///path/to/docker.sock \
                  or tcp://HOST:PORT"
