@@ -37,6 +37,8 @@ pub struct Backend {
     pub registry: DynImageRegistry,
     /// The AWS backend (logs, …), on AWS.
     pub aws: Option<AwsBackend>,
+    /// The Docker backend (logs, the proxy), on Docker.
+    pub docker: Option<DockerBackend>,
 }
 
 /// Opens the app's history store.
@@ -105,13 +107,14 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
                 engine,
                 registry,
                 aws: None,
+                docker: None,
             })
         }
         Platform::Docker => {
             let backend = connect_docker(app, &name)?;
             let registry: DynImageRegistry = Arc::new(backend.clone());
             let engine = builder
-                .deployer(Arc::new(backend))
+                .deployer(Arc::new(backend.clone()))
                 .registry(registry.clone())
                 .build()?;
             Ok(Backend {
@@ -119,6 +122,7 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
                 engine,
                 registry,
                 aws: None,
+                docker: Some(backend),
             })
         }
         Platform::Aws => {
@@ -133,6 +137,7 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
                 engine,
                 registry,
                 aws: Some(backend),
+                docker: None,
             })
         }
     }

@@ -338,6 +338,28 @@ fn docker_platform_builds_deploys_and_shows_images() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("worker"), "{out}");
     assert!(out.contains("rolled back"), "{out}");
+    // show logs: the containers' own lines (the rolled-back v2 workers are gone with theirs).
+    let (code, out, err) = p.run(&["show", "logs", "process=web", "since=10m"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.matches("demo v2 listening on port 8080").count(),
+        2,
+        "both v2 web instances: {out}"
+    );
+    let (code, out, err) = p.run(&["--output", "json", "show", "logs", "process=worker"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in &lines {
+        assert_eq!(l["message"], "demo v1 listening on port 8080", "{l}");
+        assert!(
+            l["stream"].as_str().unwrap().contains(&p.app),
+            "the container's name: {l}"
+        );
+    }
 
     // image deploy: build v3 (good) and deploy it, in one command.
     p.dockerfile("v3", &[]);

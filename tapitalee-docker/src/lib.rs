@@ -32,6 +32,7 @@ mod host;
 mod http;
 mod kit;
 mod labels;
+mod logs;
 mod proxy;
 mod registry;
 
@@ -42,3 +43,4 @@ pub use host::{DEFAULT_DOCKER_HOST, DockerHost, InvalidHost};
 pub use kit::{
     KIT_DOCKERFILE_DEMO, KIT_DOCKERFILE_PROXY, build_kit_binary, build_kit_image, demo_dockerfile,
 };
+pub use logs::ContainerLogLine;
