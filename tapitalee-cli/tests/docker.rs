@@ -300,6 +300,10 @@ fn docker_platform_builds_deploys_and_shows_images() {
         (2, 2, 1)
     );
     assert!(p.served(6).iter().all(|v| v == "v1"), "{:?}", p.served(6));
+    assert!(
+        err.contains(&format!("the app's proxy serves http://{}/", p.proxy())),
+        "{err}"
+    );
     // The config's command and environment reach the containers.
     let web = docker(&[
         "ps",
@@ -513,17 +517,21 @@ fn images_are_pushed_to_a_configured_registry_and_deployed_from_it() {
     );
     assert_eq!(p.running("default", "v1"), 2);
 
-    // image deploy: build, push, deploy from the registry.
+    // image deploy: build, push, and deploy from the registry in a detached tapit, followed
+    // from another one to its outcome.
     p.dockerfile("v2", &[]);
-    let (code, out, err) = p.run(&[
-        "image",
-        "deploy",
-        "docker_tag=v2",
-        "git_hash=abc1234",
-        "--wait",
-    ]);
+    let (code, out, err) = p.run(&["image", "deploy", "docker_tag=v2", "git_hash=abc1234"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(registry.tags(&name), ["v1", "v2"]);
+    let id = out
+        .lines()
+        .last()
+        .expect("the deployment id")
+        .trim()
+        .to_owned();
+    let (code, out, err) = p.run(&["show", "deploy", &format!("id={id}"), "-f"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("succeeded"), "{out}");
     assert_eq!(
         (p.running("default", "v2"), p.running("worker", "v2")),
         (2, 2)
