@@ -126,6 +126,9 @@ pub struct StrategyConfig {
     pub blue_green_bake_time: Option<Duration>,
     /// `blue_green.scale_down_delay`: how long the old fleet stays up after the switch.
     pub blue_green_scale_down_delay: Option<Duration>,
+    /// `rolling.watch`: how long the new fleet is watched after the last batch, with the old
+    /// fleet's last instances on standby.
+    pub rolling_watch: Option<Duration>,
 }
 
 impl Default for StrategyConfig {
@@ -141,6 +144,7 @@ impl Default for StrategyConfig {
             blue_green_auto_promote: true,
             blue_green_bake_time: None,
             blue_green_scale_down_delay: None,
+            rolling_watch: None,
         }
     }
 }

@@ -234,7 +234,13 @@ pub fn strategy(
     load_balanced: bool,
 ) -> Result<DynStrategy, CliError> {
     Ok(match kind {
-        StrategyKind::Rolling => Arc::new(Rolling::new()),
+        StrategyKind::Rolling => {
+            let mut b = Rolling::builder();
+            if let Some(d) = settings.rolling_watch {
+                b = b.watch(d);
+            }
+            Arc::new(b.build()?)
+        }
         StrategyKind::BlueGreen => {
             let mut b = BlueGreen::builder().auto_promote(settings.blue_green_auto_promote);
             if let Some(d) = settings.blue_green_bake_time {

@@ -212,6 +212,7 @@ impl Check {
                 "gate",
                 "canary",
                 "blue_green",
+                "rolling",
                 "processes",
                 "simulated",
                 "docker",
@@ -312,6 +313,13 @@ impl Check {
                 }
                 strategy.blue_green_bake_time = self.duration(bt, &p, "bake_time");
                 strategy.blue_green_scale_down_delay = self.duration(bt, &p, "scale_down_delay");
+            }
+        }
+        if let Some(v) = t.get("rolling") {
+            let p = join(path, "rolling");
+            if let Some(rt) = self.table(v, &p) {
+                self.keys(rt, &p, &["watch"]);
+                strategy.rolling_watch = self.duration(rt, &p, "watch");
             }
         }
         let mut gate = GateConfig::default();
