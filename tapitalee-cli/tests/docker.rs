@@ -402,8 +402,10 @@ struct Registry {
 }
 
 impl Registry {
-    fn start() -> Registry {
-        let program = ["/usr/bin/docker-registry", "docker-registry"]
+    /// The registry, or `None` (having said so) when `docker-registry` is not installed
+    /// outside CI; in CI (`CI=true`) that is a failure.
+    fn start_or_skip(test: &str) -> Option<Registry> {
+        let Some(program) = ["/usr/bin/docker-registry", "docker-registry"]
             .into_iter()
             .find(|p| {
                 Command::new(p)
@@ -411,12 +413,15 @@ impl Registry {
                     .output()
                     .is_ok_and(|o| o.status.success())
             })
-            .unwrap_or_else(|| {
-                panic!(
-                    "no docker-registry: install Debian's package (apt-get install -y \
-                     docker-registry; scripts/docker-engine does it)"
-                )
-            });
+        else {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+                "{test}: no docker-registry, and CI=true: install Debian's package (apt-get \
+                 install -y docker-registry; scripts/docker-engine does it)"
+            );
+            eprintln!("{test}: SKIPPED, docker-registry is not installed (scripts/docker-engine)");
+            return None;
+        };
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -446,11 +451,11 @@ impl Registry {
             assert!(Instant::now() < deadline, "docker-registry never listened");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Registry {
+        Some(Registry {
             child,
             addr,
             _dir: dir,
-        }
+        })
     }
 
     /// The tags the registry holds for a repository (its HTTP API v2).
@@ -486,7 +491,11 @@ fn images_are_pushed_to_a_configured_registry_and_deployed_from_it() {
     if !engine_or_skip("images_are_pushed_to_a_configured_registry_and_deployed_from_it") {
         return;
     }
-    let registry = Registry::start();
+    let Some(registry) =
+        Registry::start_or_skip("images_are_pushed_to_a_configured_registry_and_deployed_from_it")
+    else {
+        return;
+    };
     let p = DockerProject::new("reg", Some(&registry.addr));
     let name = p.repository.split_once('/').unwrap().1.to_owned();
 
