@@ -124,29 +124,6 @@ fn build_error(e: BuildError) -> CliError {
     }
 }
 
-/// Logs Docker in to an app's registry on the Docker platform when credentials are
-/// configured; a registry without authentication (the usual loopback one) needs none.
-async fn docker_login_if_configured(
-    ctx: &Ctx,
-    app: &AppConfig,
-    docker: &DockerCli,
-) -> Result<(), CliError> {
-    let backend = ctx.backend(app).await?;
-    match backend.registry.login(&backend.app).await {
-        Ok(creds) => docker
-            .login(
-                builder::registry_host(&creds.endpoint),
-                &creds.username,
-                creds.password.expose(),
-            )
-            .map_err(build_error),
-        Err(e) => {
-            tracing::debug!(error = %e, "no registry credentials: pushing without a login");
-            Ok(())
-        }
-    }
-}
-
 /// `tapit image login`.
 pub async fn login(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
     Words::parse("image login", &[], words)?;
@@ -218,13 +195,11 @@ async fn build_words(ctx: &Ctx, words: &Words, push: bool) -> Result<String, Cli
         return Err(CliError::usage(why));
     }
     // On Docker the repository names its registry, if it has one (`127.0.0.1:5000/demo`):
-    // the image is pushed there, else it stays in the engine's store. Elsewhere the
-    // registry's host comes from its login.
+    // the image is pushed there with the docker CLI's own login, if the registry needs one;
+    // without a registry it stays in the engine's store. Elsewhere the registry's host comes
+    // from its login.
     let (repository, push) = if app.platform == Platform::Docker {
         let registry = builder::repository_registry(&app.repository);
-        if let (Some(_), true) = (registry, push) {
-            docker_login_if_configured(ctx, &app, &docker).await?;
-        }
         (app.repository.clone(), push && registry.is_some())
     } else {
         let host = docker_login(ctx, &app, &docker).await?;
