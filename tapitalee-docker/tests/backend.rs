@@ -262,3 +262,28 @@ async fn unknown_apps_and_login_without_a_registry() {
         other => panic!("unknown app: {other:?}"),
     }
 }
+
+/// The proxy comes up while the first web fleet's instances do; when it cannot (its image is
+/// missing), the launch fails naming the fix and leaves no container behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_whose_proxy_cannot_start_leaves_nothing() {
+    if !engine_or_skip("a_launch_whose_proxy_cannot_start_leaves_nothing") {
+        return;
+    }
+    let app = TestApp::new("noproxy");
+    demo_image(&app.repository, "v1", &[]);
+    let backend = DockerBackend::builder()
+        .app(app.name.clone(), demo_config(&app, 2, 0))
+        .proxy_image("tapit-test/no-such-proxy:none")
+        .build()
+        .unwrap();
+    let image = backend
+        .resolve(&app.name, &DockerTag::new("v1").unwrap())
+        .await
+        .unwrap();
+    let c = ctx(&app.name, &ProcessName::default_process());
+    let revision = backend.prepare(&c, &image).await.unwrap();
+    let e = backend.launch(&c, &revision, 2).await.unwrap_err();
+    assert!(e.to_string().contains("build the proxy image first"), "{e}");
+    assert!(app.containers().is_empty(), "{:?}", app.containers());
+}
