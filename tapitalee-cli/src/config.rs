@@ -32,6 +32,25 @@ pub enum Platform {
     Simulated,
     /// AWS ECS Fargate, ECR, ELBv2, CloudWatch.
     Aws,
+    /// A local Docker engine: containers, a weighted proxy on 127.0.0.1, the engine's image
+    /// store (and a registry when the repository names one).
+    Docker,
+}
+
+/// The Docker platform's settings (`[apps.NAME.docker]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// `host`: the engine, as `DOCKER_HOST` writes it (default: `DOCKER_HOST`, else the
+    /// local socket).
+    pub host: Option<String>,
+    /// `proxy_port`: the app's proxy on 127.0.0.1 (0 or unset: the engine picks one).
+    pub proxy_port: u16,
+    /// `proxy_image`: the proxy's image (default `tapitalee/proxy:latest`).
+    pub proxy_image: Option<String>,
+    /// `stop_timeout`: between SIGTERM and SIGKILL.
+    pub stop_timeout: Option<Duration>,
+    /// `drain_timeout`: how long a retired instance's requests may take.
+    pub drain_timeout: Option<Duration>,
 }
 
 /// Where the history lives.
@@ -109,6 +128,9 @@ pub struct StrategyConfig {
     pub blue_green_bake_time: Option<Duration>,
     /// `blue_green.scale_down_delay`: how long the old fleet stays up after the switch.
     pub blue_green_scale_down_delay: Option<Duration>,
+    /// `rolling.watch`: how long the new fleet is watched after the last batch, with the old
+    /// fleet's last instances on standby.
+    pub rolling_watch: Option<Duration>,
 }
 
 impl Default for StrategyConfig {
@@ -124,6 +146,7 @@ impl Default for StrategyConfig {
             blue_green_auto_promote: true,
             blue_green_bake_time: None,
             blue_green_scale_down_delay: None,
+            rolling_watch: None,
         }
     }
 }
@@ -171,6 +194,14 @@ pub struct ProcessConfig {
     pub assign_public_ip: bool,
     /// `strategy`: this process's own.
     pub strategy: Option<StrategyKind>,
+    /// `command` (docker): replaces the image's `CMD`.
+    pub command: Vec<String>,
+    /// `environment` (docker).
+    pub environment: BTreeMap<String, String>,
+    /// `port` (docker): the web process's port in its container; it takes the app's traffic.
+    pub port: Option<u16>,
+    /// `health_path` (docker, with `port`): answers 200 when the instance is healthy.
+    pub health_path: Option<String>,
 }
 
 /// How a simulated image behaves.
@@ -233,7 +264,8 @@ pub struct AppConfig {
     pub platform: Platform,
     /// `history`.
     pub history: History,
-    /// `repository` (aws: the ECR repository name).
+    /// `repository` (aws: the ECR repository name; docker: the image repository, with a
+    /// registry host to push to one, e.g. `127.0.0.1:5000/shop`).
     pub repository: String,
     /// `region` (aws).
     pub region: Option<String>,
@@ -252,6 +284,8 @@ pub struct AppConfig {
     pub processes: Vec<ProcessConfig>,
     /// `simulated`.
     pub simulated: Option<SimConfig>,
+    /// `docker`.
+    pub docker: DockerSettings,
 }
 
 impl AppConfig {

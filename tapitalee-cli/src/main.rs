@@ -3,7 +3,6 @@
 //! management (the detached deployer, cross-process control) live here; deployment logic lives
 //! in the library.
 
-mod builder;
 mod cli;
 mod commands;
 mod config;

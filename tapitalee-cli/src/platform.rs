@@ -1,5 +1,5 @@
-//! Building the engine for an app from its configuration: the platform (AWS, or the
-//! simulated one), the history store, strategies and the health gate.
+//! Building the engine for an app from its configuration: the platform (AWS, a local Docker
+//! engine, or the simulated one), the history store, strategies and the health gate.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use tapitalee::aws::{
     AppConfig as AwsApp, AwsBackend, AwsConfig, AwsConfigBuilder, LoadBalancerConfig,
     NetworkConfig, ProcessConfig as AwsProcess,
 };
+use tapitalee::docker::{AppConfig as DockerApp, DockerBackend, ProcessConfig as DockerProcess};
 use tapitalee::strategies::{BlueGreen, Canary, Rolling};
 use tapitalee::testkit::{Behavior as SimBehavior, InMemoryPlatform};
 use tapitalee::{
@@ -39,6 +40,8 @@ pub struct Backend {
     pub aws: Option<AwsBackend>,
     /// How promote and abort requests reach the `tapit` running a deployment.
     pub control: Channel,
+    /// The Docker backend (logs, the proxy), on Docker.
+    pub docker: Option<DockerBackend>,
 }
 
 /// Connects to the app's platform and builds its engine.
@@ -82,6 +85,23 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
                 registry,
                 aws: None,
                 control,
+                docker: None,
+            })
+        }
+        Platform::Docker => {
+            let backend = connect_docker(app, &name)?;
+            let registry: DynImageRegistry = Arc::new(backend.clone());
+            let engine = builder
+                .deployer(Arc::new(backend.clone()))
+                .registry(registry.clone())
+                .build()?;
+            Ok(Backend {
+                app: name,
+                engine,
+                registry,
+                aws: None,
+                control,
+                docker: Some(backend),
             })
         }
         Platform::Aws => {
@@ -97,9 +117,43 @@ pub async fn connect(app: &AppConfig, global: &Global) -> Result<Backend, CliErr
                 registry,
                 aws: Some(backend),
                 control,
+                docker: None,
             })
         }
     }
+}
+
+/// The Docker backend for the app: its processes from the configuration (command,
+/// instances, environment; the web process's port and health path).
+fn connect_docker(app: &AppConfig, name: &AppName) -> Result<DockerBackend, CliError> {
+    let mut config = DockerApp::new(&app.repository).proxy_port(app.docker.proxy_port);
+    for p in &app.processes {
+        let mut pc = DockerProcess::new(ProcessName::new(&p.name)?, p.instances);
+        if !p.command.is_empty() {
+            pc = pc.command(p.command.iter().cloned());
+        }
+        for (k, v) in &p.environment {
+            pc = pc.env(k, v);
+        }
+        if let (Some(port), Some(path)) = (p.port, &p.health_path) {
+            pc = pc.web(port, path);
+        }
+        config = config.process(pc);
+    }
+    let mut builder = DockerBackend::builder().app(name.clone(), config);
+    if let Some(h) = &app.docker.host {
+        builder = builder.docker_host(h);
+    }
+    if let Some(i) = &app.docker.proxy_image {
+        builder = builder.proxy_image(i);
+    }
+    if let Some(t) = app.docker.stop_timeout {
+        builder = builder.stop_timeout(t);
+    }
+    if let Some(t) = app.docker.drain_timeout {
+        builder = builder.drain_timeout(t);
+    }
+    Ok(builder.build()?)
 }
 
 async fn connect_aws(
@@ -168,7 +222,13 @@ pub fn strategy(
     load_balanced: bool,
 ) -> Result<DynStrategy, CliError> {
     Ok(match kind {
-        StrategyKind::Rolling => Arc::new(Rolling::new()),
+        StrategyKind::Rolling => {
+            let mut b = Rolling::builder();
+            if let Some(d) = settings.rolling_watch {
+                b = b.watch(d);
+            }
+            Arc::new(b.build()?)
+        }
         StrategyKind::BlueGreen => {
             let mut b = BlueGreen::builder().auto_promote(settings.blue_green_auto_promote);
             if let Some(d) = settings.blue_green_bake_time {

@@ -816,3 +816,38 @@ fn on_a_terminal_the_progress_is_a_live_view_per_process() {
     // The outcome follows the view.
     assert!(screen.contains("deployment dep-"), "{screen:?}");
 }
+
+#[test]
+fn rolling_watches_the_new_fleet_after_its_last_batch_when_configured() {
+    let config = SIMULATED.replace(
+        "[apps.shop.canary]",
+        "[apps.shop.rolling]\nwatch = \"1s\"\n[apps.shop.canary]",
+    );
+    let p = Project::new(&config);
+    let (code, out, err) = p.run(&[
+        "create",
+        "deploy",
+        "process=worker",
+        "docker_tag=v1.2.3",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, shown, err) = p.run(&["show", "deploy"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        shown.contains("watch the new fleet for 1s, 1 old instance(s) on standby"),
+        "{shown}"
+    );
+    // Without the setting, no watch.
+    let p = Project::new(SIMULATED);
+    let (code, _, err) = p.run(&[
+        "create",
+        "deploy",
+        "process=worker",
+        "docker_tag=v1.2.3",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, shown, _) = p.run(&["show", "deploy"]);
+    assert!(!shown.contains("watch the new fleet"), "{shown}");
+}

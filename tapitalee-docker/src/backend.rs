@@ -19,6 +19,7 @@ use tapitalee_core::{
 
 use crate::config::{AppConfig, ProcessConfig};
 use crate::error::{is_not_found, map};
+use crate::host::DockerHost;
 use crate::labels;
 
 /// The Docker Engine API version spoken: Debian's `docker.io` 20.10 speaks at most 1.41, and
@@ -73,8 +74,9 @@ pub struct DockerBackendBuilder {
 }
 
 impl DockerBackendBuilder {
-    /// The engine's address, as `DOCKER_HOST` writes it (`unix:///var/run/docker.sock`).
-    /// Default: `DOCKER_HOST`, else the default socket.
+    /// The engine's address, as `DOCKER_HOST` writes it (`unix:///var/run/docker.sock`,
+    /// `tcp://127.0.0.1:2375`; see [`DockerHost`]). Default: `DOCKER_HOST`, else the default
+    /// socket.
     pub fn docker_host(mut self, host: impl Into<String>) -> Self {
         self.host = Some(host.into());
         self
@@ -115,27 +117,26 @@ impl DockerBackendBuilder {
     /// Connects (lazily: nothing is sent until the first call).
     ///
     /// # Errors
-    /// An invalid app configuration, or a `DOCKER_HOST` that is not a unix socket.
+    /// An invalid app configuration, or a `DOCKER_HOST` that is neither `unix://` nor
+    /// `tcp://` (the error says why and what to write).
     pub fn build(self) -> Result<DockerBackend> {
         for (name, app) in &self.apps {
             app.validate(name.as_str())?;
         }
-        let host = self
-            .host
-            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-        let Some(path) = host.strip_prefix("unix://") else {
-            return Err(Error::invalid(
-                "DOCKER_HOST",
-                &host,
-                "only unix:// sockets are supported (e.g. unix:///var/run/docker.sock)",
-            ));
-        };
-        let docker = Docker::connect_with_unix(path, 120, &API_VERSION).map_err(|e| {
+        let host = match self.host {
+            Some(h) => DockerHost::parse(&h),
+            None => DockerHost::from_env(),
+        }
+        .map_err(Error::from)?;
+        let docker = match &host {
+            DockerHost::Unix(path) => Docker::connect_with_unix(path, 120, &API_VERSION),
+            DockerHost::Tcp(addr) => Docker::connect_with_http(addr, 120, &API_VERSION),
+        }
+        .map_err(|e| {
             Error::invalid(
                 "DOCKER_HOST",
-                &host,
-                format!("cannot use this socket ({e}); is the Docker engine running?"),
+                host.to_string(),
+                format!("cannot use this address ({e}); is the Docker engine running?"),
             )
         })?;
         Ok(DockerBackend {

@@ -315,9 +315,6 @@ impl Deployer for DockerBackend {
         let spec = self.process(&ctx.target)?;
         let app = &ctx.target.app;
         self.ensure_network(app).await?;
-        if spec.web.is_some() {
-            self.ensure_proxy(app).await?;
-        }
         let fleet = Fleet {
             id: FleetId(format!(
                 "{}-{}",
@@ -328,9 +325,37 @@ impl Deployer for DockerBackend {
             revision: revision.clone(),
         };
         let marker = self.instance_body(None, ctx, &fleet, spec, role::FLEET)?;
-        self.create(&labels::fleet_marker(app, &fleet.id), marker, false)
-            .await?;
-        self.add_instances(ctx, &fleet, spec, 0, count).await?;
+        let instances = async {
+            self.create(&labels::fleet_marker(app, &fleet.id), marker, false)
+                .await?;
+            self.add_instances(ctx, &fleet, spec, 0, count).await
+        };
+        // The app's proxy (started on its first web launch) comes up while the instances do:
+        // neither needs the other until the instances are pushed to it.
+        let proxy = async {
+            if spec.web.is_some() {
+                self.ensure_proxy(app).await.map(|_| ())
+            } else {
+                Ok(())
+            }
+        };
+        let (instances, proxy) = futures::join!(instances, proxy);
+        if let Err(e) = instances.and(proxy) {
+            // A fleet that failed to launch leaves nothing running: the caller never got it.
+            let left = self
+                .containers(&[
+                    (labels::APP, app.as_str()),
+                    (labels::FLEET, fleet.id.0.as_str()),
+                ])
+                .await
+                .unwrap_or_default();
+            for c in left {
+                if let Err(cleanup) = self.remove(&c.id).await {
+                    tracing::warn!(container = %c.name, error = %cleanup, "cannot remove after a failed launch");
+                }
+            }
+            return Err(e);
+        }
         self.sync_if_web(&fleet, spec).await?;
         tracing::info!(fleet = %fleet.id, count, "fleet launched");
         Ok(fleet)

@@ -1,10 +1,12 @@
 //! Images of the kit (`tapit-kit`: proxy, demo app): `FROM scratch` around the statically
-//! linked binary, built with the docker CLI (the workspace's one image builder).
+//! linked binary, built with the workspace's one image builder ([`crate::builder`]).
 
 use std::path::Path;
 use std::process::Command;
 
 use tapitalee_core::{Error, Result};
+
+use crate::builder::{Build, DockerCli};
 
 /// The Dockerfile of the proxy image: the kit binary, run as `tapit-kit proxy`.
 pub const KIT_DOCKERFILE_PROXY: &str = "FROM scratch\nCOPY tapit-kit /tapit-kit\nEXPOSE 80 81\nENTRYPOINT [\"/tapit-kit\"]\nCMD [\"proxy\"]\n";
@@ -13,40 +15,25 @@ pub const KIT_DOCKERFILE_PROXY: &str = "FROM scratch\nCOPY tapit-kit /tapit-kit\
 /// `tapit-kit demo`, with a Docker health check of its health path.
 pub const KIT_DOCKERFILE_DEMO: &str = "FROM scratch\nCOPY tapit-kit /tapit-kit\nHEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD [\"/tapit-kit\", \"check\"]\nENTRYPOINT [\"/tapit-kit\"]\nCMD [\"demo\"]\n";
 
-/// Builds `tag` from a Dockerfile's text and a build context directory with the docker CLI
-/// (BuildKit when the engine has it, the classic builder otherwise). The CLI reaches the
-/// engine `DOCKER_HOST` names. Returns the image id.
-///
-/// # Errors
-/// When the CLI is missing or the build fails (with the CLI's output).
-pub fn build_image(context: &Path, dockerfile: &str, tag: &str) -> Result<String> {
+/// Builds `reference` (`repository[:tag]`, `latest` when untagged) from a Dockerfile's text
+/// and a build context directory, with the workspace's one image builder
+/// ([`DockerCli::build`]): buildx where installed, the classic builder otherwise. The CLI
+/// reaches the engine `DOCKER_HOST` names. Returns the image id.
+fn build_in(context: &Path, dockerfile: &str, reference: &str) -> Result<String> {
     std::fs::write(context.join("Dockerfile"), dockerfile)
         .map_err(|e| Error::platform("image build", format!("writing the Dockerfile: {e}")))?;
-    let buildx = Command::new("docker")
-        .args(["buildx", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let out = Command::new("docker")
-        .env("DOCKER_BUILDKIT", if buildx { "1" } else { "0" })
-        .args(["build", "-q", "-t", tag])
-        .arg(context)
-        .output()
-        .map_err(|e| {
-            Error::platform(
-                "image build",
-                format!("running the docker CLI: {e}; install it (Debian: docker.io)"),
-            )
-        })?;
-    if !out.status.success() {
-        return Err(Error::platform(
-            "image build",
-            format!(
-                "docker build -t {tag} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
+    let (repository, tag) = split_reference(reference);
+    let cli = DockerCli::new();
+    cli.build(&Build::new(repository, tag), context)?;
+    Ok(cli.image_id(reference)?)
+}
+
+/// `repo:tag` → (`repo`, `tag`); a `:` before the last `/` is a registry port, not a tag.
+fn split_reference(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (reference, "latest"),
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Builds the kit binary (`tapit-kit`) statically linked for `x86_64-unknown-linux-gnu`, with
@@ -91,7 +78,8 @@ pub fn build_kit_binary(workspace: &Path, target_dir: &Path) -> Result<std::path
 /// binary. Returns the image id.
 ///
 /// # Errors
-/// As [`build_image`].
+/// When the docker CLI is missing, no engine answers, or the build fails (with the CLI's
+/// last output lines).
 pub fn build_kit_image(binary: &Path, dockerfile: &str, tag: &str) -> Result<String> {
     let dir = std::env::temp_dir().join(format!("tapit-kit-{}", ulid::Ulid::new()));
     let io =
@@ -99,7 +87,7 @@ pub fn build_kit_image(binary: &Path, dockerfile: &str, tag: &str) -> Result<Str
     std::fs::create_dir_all(&dir).map_err(io)?;
     let result = std::fs::copy(binary, dir.join("tapit-kit"))
         .map_err(io)
-        .and_then(|_| build_image(&dir, dockerfile, tag));
+        .and_then(|_| build_in(&dir, dockerfile, tag));
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -114,4 +102,25 @@ pub fn demo_dockerfile(version: &str, env: &[(&str, &str)]) -> String {
         dockerfile.push_str(&format!("ENV {k}={v}\n"));
     }
     dockerfile
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn references_split_at_the_tag_not_the_port() {
+        use super::split_reference;
+        assert_eq!(
+            split_reference("tapitalee/proxy:latest"),
+            ("tapitalee/proxy", "latest")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/demo"),
+            ("127.0.0.1:5000/demo", "latest")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/demo:v2"),
+            ("127.0.0.1:5000/demo", "v2")
+        );
+        assert_eq!(split_reference("demo"), ("demo", "latest"));
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`DockerBackend`] implements [`Deployer`](tapitalee_core::Deployer) and
 //! [`ImageRegistry`](tapitalee_core::ImageRegistry) over the Docker Engine API (bollard, API
-//! 1.41, the engine `DOCKER_HOST` names), and [`DockerHealth`] is its
+//! 1.41, the engine `DOCKER_HOST` names: [`DockerHost`], `unix://` or `tcp://`), and [`DockerHealth`] is its
 //! [`HealthProbe`](tapitalee_core::HealthProbe).
 //!
 //! - A **fleet** is a set of containers of one revision of one process, labelled with app,
@@ -17,24 +17,30 @@
 //!   backends; retiring or scaling down takes instances out of the proxy, waits for their
 //!   in-flight requests (bounded), then stops them with SIGTERM and a stop timeout.
 //! - **Images**: the engine's own image store is the registry; a tag resolves to the image id,
-//!   which every instance then runs.
+//!   which every instance then runs. [`builder`] is the workspace's one image builder (the
+//!   docker CLI, buildx where installed), used by `tapit image build|deploy` and for the kit's
+//!   images.
 #![warn(missing_docs)]
 
 mod backend;
+pub mod builder;
 mod config;
 mod deployer;
 mod error;
 mod health;
+mod host;
 mod http;
 mod kit;
 mod labels;
+mod logs;
 mod proxy;
 mod registry;
 
 pub use backend::{DockerBackend, DockerBackendBuilder};
 pub use config::{AppConfig, ProcessConfig};
 pub use health::DockerHealth;
+pub use host::{DEFAULT_DOCKER_HOST, DockerHost, InvalidHost};
 pub use kit::{
-    KIT_DOCKERFILE_DEMO, KIT_DOCKERFILE_PROXY, build_image, build_kit_binary, build_kit_image,
-    demo_dockerfile,
+    KIT_DOCKERFILE_DEMO, KIT_DOCKERFILE_PROXY, build_kit_binary, build_kit_image, demo_dockerfile,
 };
+pub use logs::ContainerLogLine;

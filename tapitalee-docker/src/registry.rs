@@ -1,4 +1,6 @@
-//! [`ImageRegistry`] for [`DockerBackend`]: the engine's own image store.
+//! [`ImageRegistry`] for [`DockerBackend`]: the engine's own image store, fed from a registry
+//! when the app's repository names one (`127.0.0.1:5000/demo`): then the registry is the
+//! source of truth, and resolving a tag pulls it first.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -23,11 +25,73 @@ fn tags_of(repository: &str, names: &[String]) -> Vec<DockerTag> {
         .collect()
 }
 
+impl DockerBackend {
+    /// Pulls `repository:tag` from the registry the repository names, with the configured
+    /// credentials if any. A tag the registry lacks is `NotFound`.
+    async fn pull(&self, registry: &str, repository: &str, tag: &DockerTag) -> Result<()> {
+        use futures::StreamExt;
+        let opts = bollard::query_parameters::CreateImageOptionsBuilder::new()
+            .from_image(repository)
+            .tag(tag.as_str())
+            .build();
+        let credentials = self
+            .registry
+            .as_ref()
+            .map(|c| bollard::auth::DockerCredentials {
+                username: Some(c.username.clone()),
+                password: Some(c.password.expose().to_owned()),
+                serveraddress: Some(registry.to_owned()),
+                ..Default::default()
+            });
+        let mut progress = self.docker.create_image(Some(opts), None, credentials);
+        while let Some(step) = progress.next().await {
+            match step {
+                Ok(info) => {
+                    if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                        return Err(pull_error(registry, repository, tag, e));
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(pull_error(registry, repository, tag, error));
+                }
+                Err(e) if is_not_found(&e) => {
+                    return Err(pull_error(registry, repository, tag, e.to_string()));
+                }
+                Err(e) => return Err(map("pull image", e)),
+            }
+        }
+        tracing::debug!(%repository, %tag, registry, "pulled");
+        Ok(())
+    }
+}
+
+/// A pull the registry refused: a tag it lacks is `NotFound`, anything else a platform error.
+fn pull_error(registry: &str, repository: &str, tag: &DockerTag, message: String) -> Error {
+    let missing = ["not found", "manifest unknown", "does not exist"]
+        .iter()
+        .any(|m| message.to_ascii_lowercase().contains(m));
+    if missing {
+        Error::not_found(
+            Resource::Image,
+            format!("{repository}:{tag}"),
+            format!("the registry {registry} has no such tag ({message}); push it first"),
+        )
+    } else {
+        Error::platform(
+            "pull image",
+            format!("pulling {repository}:{tag} from {registry} failed: {message}"),
+        )
+    }
+}
+
 #[async_trait]
 impl ImageRegistry for DockerBackend {
     async fn resolve(&self, app: &AppName, tag: &DockerTag) -> Result<ImageRef> {
         let repository = self.app(app)?.repository.clone();
         let name = format!("{repository}:{tag}");
+        if let Some(registry) = crate::builder::repository_registry(&repository) {
+            self.pull(registry, &repository, tag).await?;
+        }
         match self.docker.inspect_image(&name).await {
             Ok(image) => {
                 let id = image.id.unwrap_or_default();
@@ -103,16 +167,27 @@ impl ImageRegistry for DockerBackend {
     }
 
     async fn login(&self, app: &AppName) -> Result<RegistryCredentials> {
-        self.app(app)?;
-        self.registry.clone().ok_or_else(|| {
-            Error::platform(
+        let repository = &self.app(app)?.repository;
+        if let Some(c) = &self.registry {
+            return Ok(c.clone());
+        }
+        Err(match crate::builder::repository_registry(repository) {
+            Some(host) => Error::platform(
+                "login",
+                format!(
+                    "no credentials are configured for the registry {host} of app {app}: a \
+                     registry without authentication needs no login; configure them with \
+                     DockerBackend::builder().registry(..)"
+                ),
+            ),
+            None => Error::platform(
                 "login",
                 format!(
                     "no registry is configured for app {app}: its images live in the Docker \
-                     engine's own store, which needs no login; configure one with \
-                     DockerBackend::builder().registry(..) to push images"
+                     engine's own store, which needs no login; name a registry in its \
+                     repository (e.g. 127.0.0.1:5000/{repository}) to push images there"
                 ),
-            )
+            ),
         })
     }
 }

@@ -131,12 +131,113 @@ async fn configuration_errors_name_the_fix() {
         two_webs.to_string().contains("2 web processes"),
         "{two_webs}"
     );
-    let tcp = DockerBackend::builder()
-        .docker_host("tcp://127.0.0.1:2375")
-        .app(app.clone(), AppConfig::new("repo/app").process(web("a")))
+    for (host, says) in [
+        ("ssh://me@build-box", "ssh:// is not supported"),
+        (
+            "https://127.0.0.1:2376",
+            "TLS connections to the engine are not supported",
+        ),
+        ("127.0.0.1:2375", "has no scheme"),
+    ] {
+        let e = DockerBackend::builder()
+            .docker_host(host)
+            .app(app.clone(), AppConfig::new("repo/app").process(web("a")))
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");
+        let m = e.to_string();
+        assert!(m.contains(&format!("{host:?}")) && m.contains(says), "{m}");
+    }
+}
+
+/// Forwards TCP connections on 127.0.0.1 to the engine's unix socket, counting them: an
+/// engine reached over `tcp://`, as `dockerd -H tcp://…` would serve it.
+async fn tcp_to_engine() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let socket = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                if let Ok(mut unix) = tokio::net::UnixStream::connect(&socket).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_over_tcp_as_docker_host_names_it() {
+    if !engine_or_skip("an_engine_over_tcp_as_docker_host_names_it") {
+        return;
+    }
+    let app = TestApp::new("tcp");
+    demo_image(&app.repository, "v1", &[]);
+    let (addr, connections) = tcp_to_engine().await;
+    let backend = DockerBackend::builder()
+        .docker_host(format!("tcp://{addr}"))
+        .app(app.name.clone(), demo_config(&app, 2, 1))
+        .proxy_image(proxy_image())
+        .stop_timeout(Duration::from_secs(3))
+        .drain_timeout(Duration::from_secs(3))
         .build()
-        .unwrap_err();
-    assert!(tcp.to_string().contains("unix://"), "{tcp}");
+        .unwrap();
+    backend.ping().await.unwrap();
+    let engine = Engine::builder()
+        .deployer(Arc::new(backend.clone()))
+        .registry(Arc::new(backend.clone()))
+        .store(Arc::new(MemoryStore::new()))
+        .default_strategy(Arc::new(Rolling::new()))
+        .health_gate(HealthGate {
+            min_healthy_time: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(250),
+            progress_deadline: Duration::from_secs(30),
+            ..HealthGate::default()
+        })
+        .build()
+        .unwrap();
+    let record = engine
+        .deploy(
+            &app.name,
+            DeployRequest::new().docker_tag(DockerTag::new("v1").unwrap()),
+        )
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(
+        record.status,
+        DeploymentStatus::Succeeded,
+        "{:?}",
+        record.processes
+    );
+    assert_eq!(app.containers_with("tapit.role=instance").len(), 3);
+    assert!(
+        connections.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "every call went over tcp://{addr}"
+    );
+    // An engine that does not answer there is a transient error, not a hang.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nobody = DockerBackend::builder()
+        .docker_host(format!("tcp://{dead}"))
+        .app(app.name.clone(), demo_config(&app, 1, 0))
+        .build()
+        .unwrap();
+    let e = nobody.ping().await.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
 }
 
 #[tokio::test]
@@ -160,4 +261,29 @@ async fn unknown_apps_and_login_without_a_registry() {
         Err(Error::NotFound { hint, .. }) => assert!(hint.contains("solo"), "{hint}"),
         other => panic!("unknown app: {other:?}"),
     }
+}
+
+/// The proxy comes up while the first web fleet's instances do; when it cannot (its image is
+/// missing), the launch fails naming the fix and leaves no container behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_whose_proxy_cannot_start_leaves_nothing() {
+    if !engine_or_skip("a_launch_whose_proxy_cannot_start_leaves_nothing") {
+        return;
+    }
+    let app = TestApp::new("noproxy");
+    demo_image(&app.repository, "v1", &[]);
+    let backend = DockerBackend::builder()
+        .app(app.name.clone(), demo_config(&app, 2, 0))
+        .proxy_image("tapit-test/no-such-proxy:none")
+        .build()
+        .unwrap();
+    let image = backend
+        .resolve(&app.name, &DockerTag::new("v1").unwrap())
+        .await
+        .unwrap();
+    let c = ctx(&app.name, &ProcessName::default_process());
+    let revision = backend.prepare(&c, &image).await.unwrap();
+    let e = backend.launch(&c, &revision, 2).await.unwrap_err();
+    assert!(e.to_string().contains("build the proxy image first"), "{e}");
+    assert!(app.containers().is_empty(), "{:?}", app.containers());
 }

@@ -1,4 +1,5 @@
-//! Zero downtime under load, on a real Docker engine: rolling, blue-green and canary
+//! Zero downtime under load, on a real Docker engine: rolling (with a watch after its last
+//! batch for the version failing after traffic), blue-green and canary
 //! deployments of a good version and of bad ones (crash loop, never healthy, failing after it
 //! took traffic), with keep-alive clients sending requests through the app's proxy the whole
 //! time. Every case: zero failed requests, the served version switching as the strategy says,
@@ -446,6 +447,25 @@ fn blue_green_baking(bake: Duration) -> DynStrategy {
             .build()
             .expect("blue-green"),
     )
+}
+
+/// The new fleet takes all the traffic after the last batch, then fails while it is watched,
+/// with an old instance still on standby: rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_failing_after_traffic_rolls_back() {
+    run(Scenario {
+        name: "rolling_crash_after",
+        strategy: Arc::new(
+            Rolling::builder()
+                .watch(Duration::from_secs(12))
+                .build()
+                .expect("rolling"),
+        ),
+        new_env: CRASH_AFTER_TRAFFIC,
+        succeeds: false,
+        serves_new: true,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! [`Rolling`]: the default strategy. Replaces old instances with new ones in batches bounded by
 //! `max_surge` and `max_unavailable`.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use tapitalee_core::{Error, Result, Rollout, RolloutKind, Strategy};
 
@@ -18,6 +20,13 @@ use crate::quantity::Quantity;
 /// [`Rollout::restore_stable`]) restores the old fleet in one batch, so it is never slower than
 /// the rollout. `promote_full()` does not skip batches: that would break the bounds.
 ///
+/// With a [`watch`](RollingBuilder::watch), the last batch keeps its old instances running
+/// (on standby, without traffic, within the surge bound) while the new fleet, which then takes
+/// all the traffic, is watched: a version that crash-loops only after it took traffic fails
+/// the process there and is rolled back, with old capacity at hand. Without a watch (the
+/// default) the rollout ends as soon as the last batch is healthy. `promote_full()` ends a
+/// watch early.
+///
 /// ```
 /// use tapitalee_strategies::{Quantity, Rolling};
 ///
@@ -32,6 +41,7 @@ use crate::quantity::Quantity;
 pub struct Rolling {
     max_surge: Quantity,
     max_unavailable: Quantity,
+    watch: Duration,
 }
 
 impl Default for Rolling {
@@ -39,6 +49,7 @@ impl Default for Rolling {
         Rolling {
             max_surge: Quantity::Percent(25),
             max_unavailable: Quantity::Percent(25),
+            watch: Duration::ZERO,
         }
     }
 }
@@ -66,6 +77,12 @@ impl Rolling {
         self.max_unavailable
     }
 
+    /// How long the new fleet is watched after the last batch, before the old fleet's last
+    /// instances stop.
+    pub fn watch(&self) -> Duration {
+        self.watch
+    }
+
     /// The bounds for a process of `desired` instances.
     pub fn bounds(&self, desired: u32) -> Bounds {
         Bounds::new(desired, self.max_surge, self.max_unavailable)
@@ -89,6 +106,14 @@ impl RollingBuilder {
     /// Healthy instances allowed below the desired count (default 25%, rounded down).
     pub fn max_unavailable(mut self, unavailable: impl Into<Quantity>) -> Self {
         self.inner.max_unavailable = unavailable.into();
+        self
+    }
+
+    /// After the last batch took its traffic, watch the new fleet this long (its instance
+    /// failures counting against the failure threshold) before the old fleet's last
+    /// instances stop. Default zero: no watch.
+    pub fn watch(mut self, watch: Duration) -> Self {
+        self.inner.watch = watch;
         self
     }
 
@@ -152,6 +177,16 @@ impl Strategy for Rolling {
             rollout.wait_candidate_healthy(batch.candidate).await?;
             if split || (rollout.load_balanced() && batch.weight == 100) {
                 rollout.route(batch.weight).await?;
+            }
+            if i + 1 == batches && !self.watch.is_zero() && !rollout.full_promotion_requested() {
+                rollout
+                    .step(format!(
+                        "watch the new fleet for {}, {} old instance(s) on standby",
+                        humantime::format_duration(self.watch),
+                        batch.stable_before
+                    ))
+                    .await?;
+                rollout.watch(self.watch).await?;
             }
             rollout.scale_stable(batch.stable_after).await?;
         }

@@ -187,3 +187,48 @@ async fn pause_holds_between_batches_until_promoted() {
     assert_eq!(rec.processes[0].status, ProcessStatus::Succeeded);
     w.assert_promoted(false);
 }
+
+/// A version that passes its health gate and crash-loops only later (here 20 s after it
+/// starts): without a watch the rollout has already ended; with one, the process is rolled
+/// back during it, from a state where old instances are still running on standby.
+#[tokio::test(start_paused = true)]
+async fn a_watch_after_the_last_batch_catches_a_late_crash() {
+    let late_crash = || Behavior::crash_loop(Duration::from_secs(20));
+
+    let w = world(2, true, late_crash());
+    let p = w.deploy(Arc::new(rolling(1, 0))).await;
+    assert_eq!(p.status, ProcessStatus::Succeeded, "no watch: not seen");
+
+    let w = world(2, true, late_crash());
+    let watched = Rolling::builder()
+        .max_surge(1)
+        .max_unavailable(0)
+        .watch(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert_eq!(watched.watch(), Duration::from_secs(60));
+    let started = tokio::time::Instant::now();
+    let p = w.deploy(Arc::new(watched)).await;
+    assert!(is_rolled_back(&p), "{:?}", p.status);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the failure ends the watch early: {:?}",
+        started.elapsed()
+    );
+    w.assert_restored(true);
+    assert_traffic_on_healthy(&w);
+    assert_bounds(&w, Bounds::new(2, Quantity::Count(1), Quantity::Count(0)));
+    // While the new fleet had all the traffic, an old instance was still running.
+    let snapshots = w.checked.snapshots();
+    let all_on_new = snapshots
+        .iter()
+        .find(|s| s.op == "route" && s.weight("v2") == 100)
+        .expect("the new fleet took all the traffic");
+    assert_eq!(all_on_new.fleet("v1").map(|f| f.desired), Some(1));
+    assert!(
+        snapshots
+            .iter()
+            .all(|s| s.fleet("v1").is_some_and(|f| f.desired >= 1)),
+        "the old fleet never went below its standby instance"
+    );
+}

@@ -197,6 +197,7 @@ pub async fn run_and_wait(
     let record = follow(&backend, handle, Some(&ctx.out)).await?;
     report(&ctx.out, &record.0, app_flag);
     failed_logs(&ctx.out, &backend, &record.0).await;
+    proxy_note(&ctx.out, &backend).await;
     if record.1 {
         return Err(CliError::Interrupted);
     }
@@ -238,6 +239,18 @@ async fn failed_logs(out: &Out, backend: &Backend, record: &DeploymentRecord) {
             Ok(_) => {}
             Err(e) => out.note(&format!("(cannot read the logs of {}: {e})", p.process)),
         }
+    }
+}
+
+/// On Docker, where the app's traffic goes in: its proxy on 127.0.0.1.
+async fn proxy_note(out: &Out, backend: &Backend) {
+    let Some(docker) = &backend.docker else {
+        return;
+    };
+    match docker.proxy_address(&backend.app).await {
+        Ok(Some(addr)) => out.note(&format!("the app's proxy serves http://{addr}/")),
+        Ok(None) => {}
+        Err(e) => out.note(&format!("(cannot find the app's proxy: {e})")),
     }
 }
 

@@ -7,12 +7,12 @@ use tapitalee::{DockerTag, ImageInfo, Initiator};
 
 use super::Ctx;
 use super::deploy;
-use crate::builder::{self, Build, Cache, Docker};
 use crate::cli::{DeployArgs, ImageBuildArgs};
-use crate::config::AppConfig;
+use crate::config::{AppConfig, Platform};
 use crate::exit::CliError;
 use crate::render::time;
 use crate::words::Words;
+use tapitalee::docker::builder::{self, Build, BuildError, Cache, DockerCli};
 
 fn size(bytes: Option<u64>) -> String {
     match bytes {
@@ -106,21 +106,29 @@ pub async fn show(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
 }
 
 /// Logs Docker in to the app's registry; returns the registry host.
-async fn docker_login(ctx: &Ctx, app: &AppConfig, docker: &Docker) -> Result<String, CliError> {
+async fn docker_login(ctx: &Ctx, app: &AppConfig, docker: &DockerCli) -> Result<String, CliError> {
     let backend = ctx.backend(app).await?;
     let creds = backend.registry.login(&backend.app).await?;
     let host = builder::registry_host(&creds.endpoint).to_owned();
     docker
         .login(&host, &creds.username, creds.password.expose())
-        .map_err(CliError::Other)?;
+        .map_err(build_error)?;
     Ok(host)
+}
+
+/// A builder error: a usage error when the request cannot work with this Docker.
+fn build_error(e: BuildError) -> CliError {
+    match e {
+        BuildError::Unsupported(why) => CliError::usage(why),
+        other => CliError::Other(other.to_string()),
+    }
 }
 
 /// `tapit image login`.
 pub async fn login(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
     Words::parse("image login", &[], words)?;
     let (_, app) = ctx.app()?;
-    let host = docker_login(ctx, &app, &Docker::default()).await?;
+    let host = docker_login(ctx, &app, &DockerCli::new().show_output(true)).await?;
     if ctx.out.json() {
         ctx.out.json_value(&serde_json::json!({ "registry": host }));
     } else {
@@ -146,7 +154,7 @@ pub async fn build(ctx: &Ctx, args: &ImageBuildArgs) -> Result<String, CliError>
 
 async fn build_words(ctx: &Ctx, words: &Words, push: bool) -> Result<String, CliError> {
     let cache = match words.choice("cache", &["ecr", "gha"])? {
-        Some("ecr") => Some(Cache::Ecr),
+        Some("ecr") => Some(Cache::Registry),
         Some(_) => Some(Cache::Gha),
         None => None,
     };
@@ -180,13 +188,23 @@ async fn build_words(ctx: &Ctx, words: &Words, push: bool) -> Result<String, Cli
             ctx.cwd.join(&dockerfile).display()
         )));
     }
-    let docker = Docker::default();
-    docker.check_engine().map_err(CliError::Other)?;
+    let docker = DockerCli::new().show_output(true);
+    docker.check_engine().map_err(build_error)?;
     let buildx = docker.has_buildx();
     if let Some(why) = builder::unsupported(cache, buildx) {
         return Err(CliError::usage(why));
     }
-    let host = docker_login(ctx, &app, &docker).await?;
+    // On Docker the repository names its registry, if it has one (`127.0.0.1:5000/demo`):
+    // the image is pushed there with the docker CLI's own login, if the registry needs one;
+    // without a registry it stays in the engine's store. Elsewhere the registry's host comes
+    // from its login.
+    let (repository, push) = if app.platform == Platform::Docker {
+        let registry = builder::repository_registry(&app.repository);
+        (app.repository.clone(), push && registry.is_some())
+    } else {
+        let host = docker_login(ctx, &app, &docker).await?;
+        (format!("{host}/{}", app.repository), push)
+    };
     let mut labels = vec![(
         "org.opencontainers.image.version".to_owned(),
         docker_tag.clone(),
@@ -198,7 +216,7 @@ async fn build_words(ctx: &Ctx, words: &Words, push: bool) -> Result<String, Cli
         labels.push(("dev.tapitalee.initiator".into(), i.to_string()));
     }
     let plan = Build {
-        repository: format!("{host}/{}", app.repository),
+        repository,
         docker_tag: docker_tag.clone(),
         dockerfile,
         context: PathBuf::from("."),
@@ -206,7 +224,6 @@ async fn build_words(ctx: &Ctx, words: &Words, push: bool) -> Result<String, Cli
         labels,
         push,
     };
-    let commands = plan.commands(buildx).map_err(CliError::Usage)?;
     ctx.out.note(&format!(
         "building {} with {}",
         plan.reference(),
@@ -216,9 +233,7 @@ async fn build_words(ctx: &Ctx, words: &Words, push: bool) -> Result<String, Cli
             "docker build (buildx not installed)"
         }
     ));
-    for c in &commands {
-        docker.run(c, &ctx.cwd).map_err(CliError::Other)?;
-    }
+    docker.build(&plan, &ctx.cwd).map_err(build_error)?;
     if ctx.out.json() {
         ctx.out.json_value(&serde_json::json!({
             "image": plan.reference(), "docker_tag": docker_tag, "pushed": push,

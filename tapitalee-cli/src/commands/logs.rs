@@ -1,4 +1,5 @@
-//! `tapit show logs [process=…] [since=…] [-f]`: a process's CloudWatch logs (AWS).
+//! `tapit show logs [process=…] [since=…] [-f]`: a process's CloudWatch logs (AWS), or its
+//! containers' logs (Docker).
 
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +13,14 @@ use crate::exit::CliError;
 use crate::render::time;
 use crate::words::Words;
 
+/// One line of a process's logs, whichever platform kept it.
+struct Line {
+    at: SystemTime,
+    /// The log stream (AWS) or container (Docker).
+    stream: String,
+    message: String,
+}
+
 /// `tapit show logs`.
 pub async fn show(ctx: &Ctx, args: &LogsArgs) -> Result<(), CliError> {
     let words = Words::parse("show logs", &["process", "since"], &args.words)?;
@@ -22,7 +31,7 @@ pub async fn show(ctx: &Ctx, args: &LogsArgs) -> Result<(), CliError> {
         .unwrap_or(Duration::from_secs(3600));
     let (_, app) = ctx.app()?;
     let process = app.resolve_process(words.get("process").unwrap_or("default"))?;
-    if app.platform != Platform::Aws {
+    if app.platform == Platform::Simulated {
         return Err(CliError::usage(format!(
             "app {} runs on the simulated platform, which keeps no logs; `tapit show logs` \
              reads CloudWatch Logs of an aws app",
@@ -30,11 +39,6 @@ pub async fn show(ctx: &Ctx, args: &LogsArgs) -> Result<(), CliError> {
         )));
     }
     let backend = ctx.backend(&app).await?;
-    let logs = backend
-        .aws
-        .as_ref()
-        .ok_or_else(|| CliError::other("no AWS backend"))?
-        .logs();
     let target = Target::new(backend.app.clone(), ProcessName::new(&process)?);
     let mut from = SystemTime::now() - since;
     let mut seen = std::collections::HashSet::new();
@@ -43,7 +47,30 @@ pub async fn show(ctx: &Ctx, args: &LogsArgs) -> Result<(), CliError> {
             since: from,
             ..LogQuery::default()
         };
-        let lines = logs.fetch(&target, &query).await?;
+        let lines: Vec<Line> = match (&backend.aws, &backend.docker) {
+            (Some(aws), _) => aws
+                .logs()
+                .fetch(&target, &query)
+                .await?
+                .into_iter()
+                .map(|l| Line {
+                    at: l.at,
+                    stream: l.stream,
+                    message: l.message,
+                })
+                .collect(),
+            (None, Some(docker)) => docker
+                .logs(&target, from)
+                .await?
+                .into_iter()
+                .map(|l| Line {
+                    at: l.at,
+                    stream: l.container,
+                    message: l.message,
+                })
+                .collect(),
+            (None, None) => return Err(CliError::other("this platform keeps no logs")),
+        };
         for l in &lines {
             // Lines at the window's edge come again on the next poll.
             if !seen.insert((l.at, l.stream.clone(), l.message.clone())) {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    AppConfig, Behavior, CanaryStepConfig, GateConfig, History, LoadBalancer, Platform,
-    ProcessConfig, SimConfig, SimImage, StrategyConfig, StrategyKind,
+    AppConfig, Behavior, CanaryStepConfig, DockerSettings, GateConfig, History, LoadBalancer,
+    Platform, ProcessConfig, SimConfig, SimImage, StrategyConfig, StrategyKind,
 };
 use crate::words::closest;
 
@@ -246,20 +246,32 @@ impl Check {
                 "gate",
                 "canary",
                 "blue_green",
+                "rolling",
                 "processes",
                 "simulated",
+                "docker",
             ],
         );
         let platform = match t.get("platform") {
             None => {
-                self.problem(&join(path, "platform"), "missing: \"aws\" or \"simulated\"");
+                self.problem(
+                    &join(path, "platform"),
+                    "missing: \"aws\", \"docker\" or \"simulated\"",
+                );
                 None
             }
-            Some(_) => self.choice(t, path, "platform", &["aws", "simulated"], |s| match s {
-                "aws" => Some(Platform::Aws),
-                "simulated" => Some(Platform::Simulated),
-                _ => None,
-            }),
+            Some(_) => self.choice(
+                t,
+                path,
+                "platform",
+                &["aws", "docker", "simulated"],
+                |s| match s {
+                    "aws" => Some(Platform::Aws),
+                    "docker" => Some(Platform::Docker),
+                    "simulated" => Some(Platform::Simulated),
+                    _ => None,
+                },
+            ),
         };
         let history = self
             .history(t, path, base)
@@ -271,6 +283,25 @@ impl Check {
                 "missing: the app's ECR repository name",
             );
         }
+        if platform == Some(Platform::Docker) && repository.is_none() {
+            self.problem(
+                &join(path, "repository"),
+                "missing: the app's image repository (e.g. \"shop\", or \"127.0.0.1:5000/shop\" \
+                 to push to that registry)",
+            );
+        }
+        let docker = match t.get("docker") {
+            None => DockerSettings::default(),
+            Some(v) => {
+                let p = join(path, "docker");
+                if platform.is_some() && platform != Some(Platform::Docker) {
+                    self.problem(&p, "only for platform = \"docker\"");
+                }
+                self.table(v, &p)
+                    .map(|dt| self.docker(dt, &p))
+                    .unwrap_or_default()
+            }
+        };
         let region = self.string(t, path, "region");
         let endpoint_url = self.string(t, path, "endpoint_url");
         let rollback_all = self
@@ -316,6 +347,13 @@ impl Check {
                 }
                 strategy.blue_green_bake_time = self.duration(bt, &p, "bake_time");
                 strategy.blue_green_scale_down_delay = self.duration(bt, &p, "scale_down_delay");
+            }
+        }
+        if let Some(v) = t.get("rolling") {
+            let p = join(path, "rolling");
+            if let Some(rt) = self.table(v, &p) {
+                self.keys(rt, &p, &["watch"]);
+                strategy.rolling_watch = self.duration(rt, &p, "watch");
             }
         }
         let mut gate = GateConfig::default();
@@ -390,6 +428,23 @@ impl Check {
             }
             (None, _) => None,
         };
+        if platform == Some(Platform::Docker) {
+            let webs: Vec<&str> = processes
+                .iter()
+                .filter(|p| p.port.is_some())
+                .map(|p| p.name.as_str())
+                .collect();
+            if webs.len() > 1 {
+                self.problem(
+                    &join(path, "processes"),
+                    format!(
+                        "{} set a port; the app's proxy fronts exactly one web process: keep \
+                         `port` on one of them",
+                        webs.join(", ")
+                    ),
+                );
+            }
+        }
         if self.problems.len() > before {
             return None;
         }
@@ -406,7 +461,73 @@ impl Check {
             lock_lease,
             processes,
             simulated,
+            docker,
         })
+    }
+
+    fn docker(&mut self, t: &Table, path: &str) -> DockerSettings {
+        self.keys(
+            t,
+            path,
+            &[
+                "host",
+                "proxy_port",
+                "proxy_image",
+                "stop_timeout",
+                "drain_timeout",
+            ],
+        );
+        let host = self.string(t, path, "host");
+        if let Some(h) = &host
+            && let Err(e) = tapitalee::docker::DockerHost::parse(h)
+        {
+            self.problem(&join(path, "host"), e.reason);
+        }
+        DockerSettings {
+            host,
+            proxy_port: self
+                .integer(t, path, "proxy_port", 0, 65535)
+                .and_then(|n| u16::try_from(n).ok())
+                .unwrap_or(0),
+            proxy_image: self.string(t, path, "proxy_image"),
+            stop_timeout: self.duration(t, path, "stop_timeout"),
+            drain_timeout: self.duration(t, path, "drain_timeout"),
+        }
+    }
+
+    fn environment(&mut self, t: &Table, path: &str) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let Some(v) = t.get("environment") else {
+            return env;
+        };
+        let p = join(path, "environment");
+        let Some(et) = self.table(v, &p) else {
+            return env;
+        };
+        for (k, v) in et {
+            let valid = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.problem(
+                    &join(&p, k),
+                    format!("{k:?} is not a variable name (letters, digits and _)"),
+                );
+            }
+            match v {
+                Value::String(s) => {
+                    env.insert(k.clone(), s.clone());
+                }
+                Value::Integer(_) | Value::Float(_) | Value::Boolean(_) => {
+                    env.insert(k.clone(), v.to_string());
+                }
+                other => self.problem(
+                    &join(&p, k),
+                    format!("expected a string, found a {}", kind(other)),
+                ),
+            }
+        }
+        env
     }
 
     fn process(
@@ -434,8 +555,46 @@ impl Check {
                 "security_groups",
                 "assign_public_ip",
                 "strategy",
+                "command",
+                "environment",
+                "port",
+                "health_path",
             ],
         );
+        let docker = platform == Some(Platform::Docker);
+        let port = self
+            .integer(t, path, "port", 1, 65535)
+            .and_then(|n| u16::try_from(n).ok());
+        let health_path = self.string(t, path, "health_path");
+        if let Some(h) = &health_path
+            && !h.starts_with('/')
+        {
+            self.problem(
+                &join(path, "health_path"),
+                format!("{h:?} must start with / (e.g. \"/health\")"),
+            );
+        }
+        if docker && health_path.is_some() && port.is_none() {
+            self.problem(
+                &join(path, "health_path"),
+                "needs `port`: only the web process is health-checked over HTTP",
+            );
+        }
+        if docker && t.get("load_balanced") == Some(&Value::Boolean(true)) && port.is_none() {
+            self.problem(
+                &join(path, "load_balanced"),
+                "on Docker the process with a `port` takes the traffic: set `port` instead",
+            );
+        }
+        if !docker {
+            for key in ["command", "environment", "port", "health_path"] {
+                if t.contains_key(key) && platform.is_some() {
+                    self.problem(&join(path, key), "only for platform = \"docker\"");
+                }
+            }
+        }
+        let command = self.strings(t, path, "command");
+        let environment = self.environment(t, path);
         let cluster = self.string(t, path, "cluster");
         let service = self.string(t, path, "service");
         if platform == Some(Platform::Aws) {
@@ -486,9 +645,12 @@ impl Check {
                 port: i32::try_from(port?).ok()?,
             })
         });
-        let load_balanced = self
-            .boolean(t, path, "load_balanced")
-            .unwrap_or(load_balancer.is_some() || name == "default");
+        let load_balanced = if docker {
+            port.is_some()
+        } else {
+            self.boolean(t, path, "load_balanced")
+                .unwrap_or(load_balancer.is_some() || name == "default")
+        };
         Some(ProcessConfig {
             name: name.to_owned(),
             instances: self
@@ -511,6 +673,10 @@ impl Check {
                 StrategyKind::NAMES,
                 StrategyKind::from_name,
             ),
+            command,
+            environment,
+            health_path: port.map(|_| health_path.unwrap_or_else(|| "/health".to_owned())),
+            port,
         })
     }
 

@@ -65,7 +65,7 @@ instanses = 2
     let m = e.to_string();
     assert_eq!(e.code(), 2);
     for want in [
-        "apps.shop.platform: \"awz\" is not one of: aws, simulated (did you mean \"aws\"?)",
+        "apps.shop.platform: \"awz\" is not one of: aws, docker, simulated (did you mean \"aws\"?)",
         "apps.shop.strategy: \"canery\" is not one of: rolling, blue-green, canary (did you mean \"canary\"?)",
         "apps.shop.gate.poll_interval: \"soon\" is not a duration",
         "apps.shop.processes.default.instanses: unknown key (did you mean `instances`?)",
@@ -170,4 +170,73 @@ fn history_stores_are_read_and_bad_ones_named_with_the_fix() {
         p.contains("apps.shop.history: \"dynamo:tapit\" is not a history store (did you mean \"dynamodb\"?)"),
         "{p}"
     );
+}
+
+#[test]
+fn a_docker_app_takes_its_processes_from_the_file() {
+    let text = r#"
+[apps.demo]
+platform = "docker"
+repository = "127.0.0.1:5000/demo"
+[apps.demo.docker]
+host = "tcp://127.0.0.1:2375"
+proxy_port = 8088
+[apps.demo.processes.default]
+instances = 2
+command = ["demo", "--fast"]
+port = 8080
+environment = { GREETING = "hi", WORKERS = 4 }
+[apps.demo.processes.worker]
+instances = 3
+"#;
+    let c = Config::parse(text, Path::new("tapit.toml")).unwrap();
+    let app = &c.apps["demo"];
+    assert_eq!(app.platform, Platform::Docker);
+    assert_eq!(app.repository, "127.0.0.1:5000/demo");
+    assert_eq!(app.docker.host.as_deref(), Some("tcp://127.0.0.1:2375"));
+    assert_eq!(app.docker.proxy_port, 8088);
+    let web = &app.processes[0];
+    assert_eq!(web.command, ["demo", "--fast"]);
+    assert_eq!(web.port, Some(8080));
+    assert_eq!(web.health_path.as_deref(), Some("/health"), "the default");
+    assert!(web.load_balanced);
+    assert_eq!(web.environment["WORKERS"], "4");
+    let worker = &app.processes[1];
+    assert_eq!(
+        (worker.instances, worker.port, worker.load_balanced),
+        (3, None, false)
+    );
+
+    let bad = r#"
+[apps.demo]
+platform = "docker"
+[apps.demo.docker]
+proxy_port = 70000
+[apps.demo.processes.worker]
+load_balanced = true
+health_path = "/health"
+environment = { "1BAD" = "x" }
+[apps.other]
+platform = "simulated"
+[apps.other.docker]
+[apps.other.processes.default]
+port = 80
+[apps.other.simulated]
+initial = "v1"
+images = { "v1" = "good" }
+"#;
+    let m = Config::parse(bad, Path::new("tapit.toml"))
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "apps.demo.repository: missing: the app's image repository",
+        "apps.demo.docker.proxy_port: 70000 is out of range 0..=65535",
+        "apps.demo.processes.worker.load_balanced: on Docker the process with a `port` takes the traffic",
+        "apps.demo.processes.worker.health_path: needs `port`",
+        "apps.demo.processes.worker.environment.1BAD: \"1BAD\" is not a variable name",
+        "apps.other.docker: only for platform = \"docker\"",
+        "apps.other.processes.default.port: only for platform = \"docker\"",
+    ] {
+        assert!(m.contains(want), "missing {want:?} in:\n{m}");
+    }
 }

@@ -4,7 +4,9 @@
 //! configuration): `DEMO_VERSION`, `PORT` (8080), `DEMO_HEALTH_PATH` (`/health`),
 //! `DEMO_CRASH_AT_START=1` (exit 2 at once), `DEMO_CRASH_AFTER=<seconds>` (exit 3 then),
 //! `DEMO_UNHEALTHY=1` (the health path answers 503), and `DEMO_ONLY_PROCESS=<name>` (the crash
-//! and health settings apply only when `TAPIT_PROCESS` is that name).
+//! and health settings apply only when `TAPIT_PROCESS` is that name). It logs one line on
+//! stderr when it starts listening and one before it exits on purpose, so its logs say what
+//! happened (`tapit show logs`).
 
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
@@ -14,6 +16,12 @@ use crate::http;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// One line on stderr (the container's log).
+fn log(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 pub fn run() -> ! {
@@ -26,19 +34,32 @@ pub fn run() -> ! {
     };
     let flag = |name: &str| applies && env(name).is_some_and(|v| v != "0");
     if flag("DEMO_CRASH_AT_START") {
+        log(&format!(
+            "demo {version}: crashing at start (DEMO_CRASH_AT_START), exit 2"
+        ));
         std::process::exit(2);
     }
     if applies && let Some(secs) = env("DEMO_CRASH_AFTER").and_then(|s| s.parse::<f64>().ok()) {
+        let version = version.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs_f64(secs));
+            log(&format!(
+                "demo {version}: crashing after {secs} s (DEMO_CRASH_AFTER), exit 3"
+            ));
             std::process::exit(3);
         });
     }
     let unhealthy = flag("DEMO_UNHEALTHY");
     let listener = match TcpListener::bind(format!("0.0.0.0:{port}")) {
         Ok(l) => l,
-        Err(_) => std::process::exit(4),
+        Err(e) => {
+            log(&format!(
+                "demo {version}: cannot listen on port {port}: {e}, exit 4"
+            ));
+            std::process::exit(4)
+        }
     };
+    log(&format!("demo {version} listening on port {port}"));
     for stream in listener.incoming().flatten() {
         let (version, health) = (version.clone(), health.clone());
         std::thread::spawn(move || serve(stream, &version, &health, unhealthy));
