@@ -271,6 +271,10 @@ pub struct AppConfig {
     pub region: Option<String>,
     /// `endpoint_url` (aws, an emulator).
     pub endpoint_url: Option<String>,
+    /// `registry_id` (aws): the account whose ECR registry holds the repository.
+    pub registry_id: Option<String>,
+    /// `role_arn` (aws, and a DynamoDB history): the IAM role every call is made as.
+    pub role_arn: Option<String>,
     /// `rollback`: whether any failure rolls every process back.
     pub rollback_all: bool,
     /// `strategy` and its settings.

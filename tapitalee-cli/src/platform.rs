@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tapitalee::aws::{
-    AppConfig as AwsApp, AwsBackend, AwsConfig, AwsConfigBuilder, LoadBalancerConfig,
+    AppConfig as AwsApp, AssumeRole, AwsBackend, AwsConfig, AwsConfigBuilder, LoadBalancerConfig,
     NetworkConfig, ProcessConfig as AwsProcess,
 };
 use tapitalee::docker::{AppConfig as DockerApp, DockerBackend, ProcessConfig as DockerProcess};
@@ -162,6 +162,9 @@ async fn connect_aws(
     global: &Global,
 ) -> Result<AwsBackend, CliError> {
     let mut aws_app = AwsApp::new(name.clone(), &app.repository);
+    if let Some(id) = &app.registry_id {
+        aws_app = aws_app.registry_id(id);
+    }
     for p in &app.processes {
         let mut pc = AwsProcess::new(
             ProcessName::new(&p.name)?,
@@ -210,6 +213,9 @@ pub fn aws_config(app: &AppConfig, global: &Global) -> AwsConfigBuilder {
     }
     if let Some(u) = global.endpoint_url.as_ref().or(app.endpoint_url.as_ref()) {
         config = config.endpoint_url(u);
+    }
+    if let Some(arn) = &app.role_arn {
+        config = config.assume_role(AssumeRole::new(arn).session_name("tapit"));
     }
     config
 }

@@ -223,3 +223,51 @@ fn profile_selects_credentials_from_the_shared_files() {
     let (code, err) = run(&["--profile", "moto", "list", "images"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn an_assumed_role_and_a_named_registry_from_the_config() {
+    let prefix = "clirole";
+    let fixture = moto::fixture(prefix);
+    let config = moto::config(prefix, &fixture).replace(
+        "region = \"us-east-1\"\n",
+        "region = \"us-east-1\"\nregistry_id = \"123456789012\"\n\
+         role_arn = \"arn:aws:iam::123456789012:role/deployer\"\n",
+    );
+    assert!(config.contains("role_arn"));
+    let a = Aws {
+        project: Project::new(&config),
+        fixture,
+    };
+    // Every call, STS's AssumeRole first, goes to moto: the images of the named registry.
+    let (code, out, err) = a.run(&["list", "images"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().skip(1).count(), 2, "{out}");
+    let (code, out, err) = a.run(&["show", "image", "docker_tag=v1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("digest     sha256:"), "{out}");
+    assert!(
+        out.contains(a.fixture["repository_uri"].as_str().unwrap()),
+        "{out}"
+    );
+
+    // Bad values: refused on load, each with its key path, before any call.
+    let bad = moto::config(prefix, &a.fixture).replace(
+        "region = \"us-east-1\"\n",
+        "region = \"us-east-1\"\nregistry_id = \"12345\"\nrole_arn = \"deployer\"\n",
+    );
+    let p = Project::new(&bad);
+    let (code, _, err) = p.run(&["list", "images"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "apps.{prefix}.registry_id: \"12345\" is not an AWS account id"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "apps.{prefix}.role_arn: \"deployer\" is not an IAM role ARN"
+        )),
+        "{err}"
+    );
+}

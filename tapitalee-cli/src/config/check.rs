@@ -240,6 +240,8 @@ impl Check {
                 "repository",
                 "region",
                 "endpoint_url",
+                "registry_id",
+                "role_arn",
                 "strategy",
                 "rollback",
                 "lock_lease",
@@ -304,6 +306,40 @@ impl Check {
         };
         let region = self.string(t, path, "region");
         let endpoint_url = self.string(t, path, "endpoint_url");
+        let registry_id = self.string(t, path, "registry_id");
+        if let Some(id) = &registry_id {
+            if platform.is_some() && platform != Some(Platform::Aws) {
+                self.problem(&join(path, "registry_id"), "only for platform = \"aws\"");
+            } else if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+                self.problem(
+                    &join(path, "registry_id"),
+                    format!(
+                        "{id:?} is not an AWS account id: the account whose ECR registry holds \
+                         the repository, 12 digits, e.g. \"123456789012\""
+                    ),
+                );
+            }
+        }
+        let role_arn = self.string(t, path, "role_arn");
+        if let Some(arn) = &role_arn {
+            let parts: Vec<&str> = arn.split(':').collect();
+            let valid = parts.len() == 6
+                && parts[0] == "arn"
+                && parts[2] == "iam"
+                && parts[4].len() == 12
+                && parts[5]
+                    .strip_prefix("role/")
+                    .is_some_and(|n| !n.is_empty());
+            if !valid {
+                self.problem(
+                    &join(path, "role_arn"),
+                    format!(
+                        "{arn:?} is not an IAM role ARN: the role every AWS call is made as, e.g. \
+                         \"arn:aws:iam::123456789012:role/deployer\""
+                    ),
+                );
+            }
+        }
         let rollback_all = self
             .choice(t, path, "rollback", &["per-process", "all"], |s| match s {
                 "per-process" => Some(false),
@@ -455,6 +491,8 @@ impl Check {
             repository: repository.unwrap_or_else(|| name.to_owned()),
             region,
             endpoint_url,
+            registry_id,
+            role_arn,
             rollback_all,
             strategy,
             gate,
