@@ -102,13 +102,22 @@ async fn a_lease_is_taken_only_after_its_margin() {
         ProcessName::new("default").unwrap(),
     );
     let (a, b) = (DeploymentId::new(), DeploymentId::new());
-    let lease = Duration::from_millis(400);
+    // Long enough that a slow moto (other tests share it) answers well inside each window.
+    let lease = Duration::from_secs(3);
+    let asked = tokio::time::Instant::now();
     assert_eq!(store.try_lock(&t, &a, lease).await.unwrap(), None);
-    // The lease ended by a's clock, but the margin (min(lease, 5 s) = 400 ms) has not.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answered = tokio::time::Instant::now();
+    // The lease ended by a's clock (it expires 3 s after a wrote it, between `asked` and
+    // `answered`), but the margin (min(lease, 5 s) = 3 s) has not: b is refused.
+    tokio::time::sleep_until(answered + Duration::from_millis(3300)).await;
     assert_eq!(store.try_lock(&t, &b, lease).await.unwrap(), Some(a));
     assert_eq!(store.lock_holder(&t).await.unwrap(), Some(a));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(6),
+        "the refusals above were checked inside the margin"
+    );
+    // After lease and margin: b takes it over.
+    tokio::time::sleep_until(answered + Duration::from_millis(6300)).await;
     assert_eq!(store.try_lock(&t, &b, lease).await.unwrap(), None);
     assert_eq!(store.try_lock(&t, &a, lease).await.unwrap(), Some(b));
 }
@@ -468,4 +477,75 @@ async fn control_messages_reach_the_mailbox_once_in_order() {
         .await
         .unwrap_err();
     assert!(matches!(e, tapitalee_core::Error::NotFound { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn control_messages_expire_through_the_tables_time_to_live() {
+    let store = fresh_store("ttl").await;
+    let sdk = support::sdk().await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(store.table())
+        .send()
+        .await
+        .unwrap();
+    let d = ttl.time_to_live_description().unwrap();
+    assert_eq!(d.attribute_name(), Some("expires_at"), "{d:?}");
+    assert_eq!(
+        d.time_to_live_status(),
+        Some(&aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled),
+        "{d:?}"
+    );
+    // Creating it again leaves the TTL as it is.
+    assert!(!store.create_table().await.unwrap());
+
+    let rec = conformance::sample_record(&conformance::fresh_app("ttl"));
+    store.create(&rec).await.unwrap();
+    store.send_control(&rec.id, "promote").await.unwrap();
+    let key = store.control_messages(&rec.id).await.unwrap()[0]
+        .key
+        .clone();
+    let item = client
+        .get_item()
+        .table_name(store.table())
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("CTL#{}", rec.id)),
+        )
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(key))
+        .send()
+        .await
+        .unwrap();
+    let expires: i64 = item.item().unwrap()["expires_at"]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .cast_signed();
+    let week = 7 * 24 * 3600;
+    assert!(
+        (now + week - 60..=now + week + 60).contains(&expires),
+        "{expires} vs {now}"
+    );
+    // The deployment itself is history: no expiry.
+    let head = client
+        .query()
+        .table_name(store.table())
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("DEP#{}", rec.id)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        head.items().iter().all(|i| !i.contains_key("expires_at")),
+        "{head:?}"
+    );
 }

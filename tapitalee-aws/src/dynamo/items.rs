@@ -31,6 +31,13 @@ pub(super) const STEP_PREFIX: &str = "S#";
 /// far under DynamoDB's 400 KB item limit.
 pub(super) const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 
+/// The table's TTL attribute (unix seconds): DynamoDB deletes an item some time after it.
+/// Only control messages carry it; deployments and their steps are history, kept.
+pub(super) const EXPIRES_AT: &str = "expires_at";
+
+/// How long a control message is kept.
+pub(super) const CONTROL_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// The partition of one deployment: its head, its processes and its steps.
 pub(super) fn deployment_pk(id: &DeploymentId) -> String {
     format!("DEP#{id}")
@@ -55,8 +62,14 @@ pub(super) fn control_pk(id: &DeploymentId) -> String {
 /// A control message item.
 pub(super) fn control_item(id: &DeploymentId, key_: &str, message: &str) -> Item {
     let mut item = key(control_pk(id), key_);
-    item.insert("at_ms".to_owned(), n(now_ms()));
+    let now = now_ms();
+    item.insert("at_ms".to_owned(), n(now));
     item.insert("message".to_owned(), s(cap_message(message)));
+    // Read within seconds by the running deployer; DynamoDB's TTL deletes it after a week.
+    item.insert(
+        EXPIRES_AT.to_owned(),
+        n(now / 1000 + CONTROL_KEPT.as_secs().cast_signed()),
+    );
     item
 }
 

@@ -5,21 +5,24 @@ use std::time::Duration;
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 use tapitalee_core::{Error, Result};
 
-use super::items::{PK, SK};
+use super::items::{EXPIRES_AT, PK, SK};
 use super::{DynamoStore, build_error};
 
 /// How long `create_table` waits for a new table to become active.
 const ACTIVE_WITHIN: Duration = Duration::from_secs(120);
 
 impl DynamoStore {
-    /// Creates the table (on-demand billing, `pk` and `sk` string keys) and waits until it is
-    /// active; returns `false` if it existed already with that key schema. Fails if a table
+    /// Creates the table (on-demand billing, `pk` and `sk` string keys), waits until it is
+    /// active and turns on its time to live on `expires_at` (which only control messages
+    /// carry); returns `false` if it existed already with that key schema. Fails if a table
     /// of that name exists with another key schema.
     ///
-    /// Needs `dynamodb:CreateTable` and `dynamodb:DescribeTable`, once.
+    /// Needs `dynamodb:CreateTable`, `dynamodb:DescribeTable`,
+    /// `dynamodb:DescribeTimeToLive` and `dynamodb:UpdateTimeToLive`, once.
     pub async fn create_table(&self) -> Result<bool> {
         let client = &self.inner.client;
         let table = &self.inner.table;
@@ -104,6 +107,7 @@ impl DynamoStore {
                 ));
             }
             if description.table_status() == Some(&TableStatus::Active) {
+                self.enable_ttl().await?;
                 return Ok(created);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -114,5 +118,46 @@ impl DynamoStore {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Turns on the table's time to live on `expires_at`, unless it is on already.
+    async fn enable_ttl(&self) -> Result<()> {
+        let client = &self.inner.client;
+        let table = &self.inner.table;
+        let ttl = self
+            .inner
+            .layer
+            .call("DescribeTimeToLive", None, || {
+                client.describe_time_to_live().table_name(table).send()
+            })
+            .await
+            .map_err(self.fail())?;
+        let on = ttl.time_to_live_description().is_some_and(|d| {
+            d.attribute_name() == Some(EXPIRES_AT)
+                && matches!(
+                    d.time_to_live_status(),
+                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+                )
+        });
+        if on {
+            return Ok(());
+        }
+        let spec = TimeToLiveSpecification::builder()
+            .attribute_name(EXPIRES_AT)
+            .enabled(true)
+            .build()
+            .map_err(build_error)?;
+        self.inner
+            .layer
+            .call("UpdateTimeToLive", None, || {
+                client
+                    .update_time_to_live()
+                    .table_name(table)
+                    .time_to_live_specification(spec.clone())
+                    .send()
+            })
+            .await
+            .map_err(self.fail())?;
+        Ok(())
     }
 }
