@@ -416,8 +416,13 @@ fn update_task_set(s: &mut State, input: &Value) -> Reply {
     let svc = service_mut(s, &k)?;
     let desired = svc.desired;
     let ts = find_task_set(svc, input["taskSet"].as_str().unwrap_or(""))?;
+    let computed = (desired as f64 * scale / 100.0).ceil() as i64;
+    if computed != ts.computed {
+        ts.stability = "STABILIZING";
+        ts.stability_at = now;
+    }
     ts.scale = scale;
-    ts.computed = (desired as f64 * scale / 100.0).ceil() as i64;
+    ts.computed = computed;
     ts.updated = now;
     let ts = ts.clone();
     let svc = svc.clone();
@@ -438,6 +443,8 @@ fn delete_task_set(s: &mut State, input: &Value) -> Reply {
     }
     ts.status = "DRAINING";
     ts.updated = now;
+    ts.stability = "STABILIZING";
+    ts.stability_at = now;
     let ts = ts.clone();
     let svc = svc.clone();
     Ok(json!({"taskSet": task_set_json(s, &svc, &ts)}))
@@ -772,14 +779,8 @@ fn revision_arn(s: &State, svc: &Service, d: &Deployment) -> String {
 
 fn counts(s: &State, svc: &Service, started_by: &str) -> (i64, i64) {
     let live: Vec<&Task> = s
-        .tasks
-        .values()
-        .filter(|t| {
-            t.cluster == svc.cluster
-                && t.service == svc.name
-                && t.started_by == started_by
-                && t.live()
-        })
+        .service_tasks(&svc.cluster, &svc.name)
+        .filter(|t| t.started_by == started_by && t.live())
         .collect();
     let running = live.iter().filter(|t| t.last_status == "RUNNING").count() as i64;
     (running, live.len() as i64 - running)
@@ -815,9 +816,8 @@ fn service_json(s: &State, svc: &Service) -> Value {
         .map(|t| task_set_json(s, svc, t))
         .collect();
     let (running, pending): (i64, i64) = s
-        .tasks
-        .values()
-        .filter(|t| t.cluster == svc.cluster && t.service == svc.name && t.live())
+        .service_tasks(&svc.cluster, &svc.name)
+        .filter(|t| t.live())
         .fold((0, 0), |(r, p), t| {
             if t.last_status == "RUNNING" {
                 (r + 1, p)
@@ -1000,6 +1000,40 @@ pub(crate) fn target_health(
             }
             out.push((t.ip.clone(), r.port, state, reason, desc));
         }
+    }
+    out
+}
+
+pub(crate) fn debug(s: &State, cluster: &str, service: &str) -> String {
+    let Some(svc) = s.services.get(&(cluster.to_owned(), service.to_owned())) else {
+        return format!("no service {cluster}/{service}");
+    };
+    let mut v = service_json(s, svc);
+    v["events"] = json!(
+        svc.events
+            .iter()
+            .take(12)
+            .map(|(_, m)| m.clone())
+            .collect::<Vec<_>>()
+    );
+    let mut out = format!(
+        "t={:.0} {}",
+        s.now,
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    );
+    for t in s.service_tasks(cluster, service) {
+        out.push_str(&format!(
+            "\ntask {} by {} td {} {}/{} health {} created {:.0} {:?} {:?}",
+            t.arn.rsplit('/').next().unwrap_or(""),
+            t.started_by,
+            t.td.rsplit('/').next().unwrap_or(""),
+            t.last_status,
+            t.desired_status,
+            t.health,
+            t.created - s.now,
+            t.stop_code,
+            t.stopped_reason
+        ));
     }
     out
 }

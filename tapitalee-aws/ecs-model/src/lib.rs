@@ -219,6 +219,13 @@ impl EcsModel {
             .running_task_definitions(cluster, service)
     }
 
+    /// A service as `DescribeServices` shows it, plus a line per task (status, health, stop
+    /// reason): for test failure messages.
+    pub fn describe(&self, cluster: &str, service: &str) -> String {
+        let s = self.shared.state();
+        crate::ecs::debug(&s, cluster, service)
+    }
+
     /// Whether a service has settled: every task set `STEADY_STATE` (EXTERNAL), or one
     /// deployment `COMPLETED` (ECS), with all tasks running.
     pub fn steady(&self, cluster: &str, service: &str) -> bool {

@@ -314,6 +314,8 @@ pub(crate) struct State {
     pub(crate) services: BTreeMap<(String, String), Service>,
     /// Tasks by ARN.
     pub(crate) tasks: BTreeMap<String, Task>,
+    /// Task ARNs per (cluster, service), oldest first.
+    pub(crate) by_service: HashMap<(String, String), Vec<String>>,
     /// Target groups each listener or rule forwards to, by listener or rule ARN.
     pub(crate) routes: BTreeMap<String, BTreeSet<String>>,
     buckets: HashMap<String, Bucket>,
@@ -367,6 +369,7 @@ impl State {
             task_defs: HashMap::new(),
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            by_service: HashMap::new(),
             routes: BTreeMap::new(),
             buckets: HashMap::new(),
             calls: CallReport::default(),
@@ -449,10 +452,16 @@ impl State {
             }
             self.services.insert(key, svc);
         }
-        let kept = self.timing.stopped_kept.as_secs_f64();
-        let now = self.now;
-        self.tasks
-            .retain(|_, t| t.stopped_at.is_none_or(|at| now < at + kept));
+        if (self.now as i64) % 60 == 0 {
+            let kept = self.timing.stopped_kept.as_secs_f64();
+            let now = self.now;
+            self.tasks
+                .retain(|_, t| t.stopped_at.is_none_or(|at| now < at + kept));
+            let tasks = &self.tasks;
+            for arns in self.by_service.values_mut() {
+                arns.retain(|a| tasks.contains_key(a));
+            }
+        }
     }
 
     /// Tasks start, pass or fail health checks, crash, and stop.
@@ -602,14 +611,29 @@ impl State {
             memory: td.memory.clone(),
         };
         self.tasks.insert(arn.clone(), task);
+        self.by_service
+            .entry((cluster.to_owned(), service.to_owned()))
+            .or_default()
+            .push(arn.clone());
         Some(arn)
     }
 
+    /// A service's tasks (running and recently stopped).
+    pub(crate) fn service_tasks<'a>(
+        &'a self,
+        cluster: &str,
+        service: &str,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        self.by_service
+            .get(&(cluster.to_owned(), service.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter_map(|a| self.tasks.get(a))
+    }
+
     fn live_tasks(&self, cluster: &str, service: &str, started_by: &str) -> Vec<&Task> {
-        self.tasks
-            .values()
-            .filter(|t| t.cluster == cluster && t.service == service && t.started_by == started_by)
-            .filter(|t| t.live())
+        self.service_tasks(cluster, service)
+            .filter(|t| t.started_by == started_by && t.live())
             .collect()
     }
 
@@ -661,8 +685,15 @@ impl State {
     /// Failed stops since the last step, per `started_by`, counted once.
     fn new_failures(&mut self, svc: &Service) -> HashMap<String, i64> {
         let mut out: HashMap<String, i64> = HashMap::new();
-        for t in self.tasks.values_mut() {
-            if t.cluster == svc.cluster && t.service == svc.name && t.failed {
+        let arns = self
+            .by_service
+            .get(&(svc.cluster.clone(), svc.name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        for a in arns {
+            if let Some(t) = self.tasks.get_mut(&a)
+                && t.failed
+            {
                 t.failed = false;
                 *out.entry(t.started_by.clone()).or_default() += 1;
             }
@@ -807,14 +838,15 @@ impl State {
                 );
             }
         }
+        // Blue-green, linear, canary: the shift and the bake start once the whole new
+        // revision is healthy.
+        if native && new_healthy >= desired {
+            svc.deployments[pi].green_healthy_at.get_or_insert(now);
+        }
         // Stop the old revisions' tasks.
         if !old_live.is_empty() {
             let n = if native {
-                let all_green = new_healthy >= desired;
-                let d = &mut svc.deployments[pi];
-                if all_green && d.green_healthy_at.is_none() {
-                    d.green_healthy_at = Some(now);
-                }
+                let d = &svc.deployments[pi];
                 match d.green_healthy_at {
                     Some(at) if now >= at + d.shift_and_bake => old_live.len(),
                     _ => 0,
@@ -959,7 +991,8 @@ impl State {
                 updated: now,
                 failed_tasks: 0,
                 strategy,
-                shift_and_bake: shift + bake,
+                // A rollback shifts traffic straight back, without a bake.
+                shift_and_bake: if rollback { 0.0 } else { shift + bake },
                 green_healthy_at: None,
                 sd_status: if rollback { "IN_PROGRESS" } else { "PENDING" },
                 sd_reason: None,
@@ -1034,12 +1067,9 @@ impl State {
         let (cluster, name) = (svc.cluster.clone(), svc.name.clone());
         svc.task_sets.retain(|ts| {
             ts.status != "DRAINING"
-                || self.tasks.values().any(|t| {
-                    t.cluster == cluster
-                        && t.service == name
-                        && t.started_by == ts.id
-                        && t.last_status != "STOPPED"
-                })
+                || self
+                    .service_tasks(&cluster, &name)
+                    .any(|t| t.started_by == ts.id && t.last_status != "STOPPED")
         });
         let steady = !svc.task_sets.is_empty()
             && svc.task_sets.iter().all(|t| t.stability == "STEADY_STATE");
@@ -1052,14 +1082,8 @@ impl State {
     }
 
     pub(crate) fn running_task_definitions(&self, cluster: &str, service: &str) -> Vec<String> {
-        self.tasks
-            .values()
-            .filter(|t| {
-                t.cluster == cluster
-                    && t.service == service
-                    && t.live()
-                    && t.last_status == "RUNNING"
-            })
+        self.service_tasks(cluster, service)
+            .filter(|t| t.live() && t.last_status == "RUNNING")
             .map(|t| t.td.clone())
             .collect()
     }
@@ -1070,16 +1094,19 @@ impl State {
         };
         let used = self.used_groups();
         let live: Vec<&Task> = self
-            .tasks
-            .values()
-            .filter(|t| t.cluster == cluster && t.service == service && t.live())
+            .service_tasks(cluster, service)
+            .filter(|t| t.live())
             .collect();
         let all_healthy = live
             .iter()
             .all(|t| t.healthy(self.now, &used, &self.timing));
         match svc.controller {
             Controller::External => {
-                all_healthy && svc.task_sets.iter().all(|t| t.stability == "STEADY_STATE")
+                all_healthy
+                    && svc
+                        .task_sets
+                        .iter()
+                        .all(|t| t.stability == "STEADY_STATE" && t.status != "DRAINING")
             }
             Controller::Ecs => {
                 all_healthy
