@@ -62,5 +62,14 @@ async fn a_good_release_on_both_controllers() {
             "{app}: {running:?}"
         );
     }
-    eprintln!("{:#?}", env.model.calls());
+    // One task set for the web process (beside the fixture's), one UpdateService for the
+    // worker, no rollback, and target health read from the model.
+    let calls = env.model.calls().calls;
+    assert_eq!(calls.get("CreateTaskSet"), Some(&2), "{calls:?}");
+    assert_eq!(calls.get("UpdateService"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("StopServiceDeployment"), None, "{calls:?}");
+    assert!(
+        calls.get("DescribeTargetHealth").is_some_and(|n| *n > 0),
+        "{calls:?}"
+    );
 }

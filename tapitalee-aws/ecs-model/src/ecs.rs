@@ -975,17 +975,17 @@ fn task_json(s: &State, t: &Task) -> Value {
     v
 }
 
-/// DescribeTargetHealth's members for a target group, from the tasks registered in it.
-pub(crate) fn target_health(
-    s: &State,
-    target_group: &str,
-) -> Vec<(
+/// A target's IP, port, state, reason code and description.
+pub(crate) type TargetRow = (
     String,
     i64,
     &'static str,
     Option<&'static str>,
     Option<&'static str>,
-)> {
+);
+
+/// DescribeTargetHealth's members for a target group, from the tasks registered in it.
+pub(crate) fn target_health(s: &State, target_group: &str) -> Vec<TargetRow> {
     let used = s.used_groups();
     let mut out = Vec::new();
     for t in s.tasks.values() {
