@@ -45,9 +45,19 @@ pub struct Env {
 /// (`crash`: crash loop, `sick`: never healthy, `late`: fails [`LATE_FAILURE`] after starting),
 /// creates `services`, and waits until every one is steady.
 pub async fn start(prefix: &str, services: &[Svc]) -> Env {
+    start_with(prefix, services, |_| {}).await
+}
+
+/// [`start`], with the model's configuration adjusted by `adjust` first.
+pub async fn start_with(
+    prefix: &str,
+    services: &[Svc],
+    adjust: impl FnOnce(&mut ModelConfig),
+) -> Env {
     let moto = super::moto();
     let mut config = ModelConfig::new(&moto.endpoint);
     config.time_scale = SCALE;
+    adjust(&mut config);
     let model = EcsModel::start(config).await.expect("start the ECS model");
     let spec = serde_json::json!({
         "prefix": prefix,
@@ -160,11 +170,16 @@ impl Env {
     /// through it): no client-side rate limit (the model throttles at ECS's rates on its own
     /// clock), quick retries, a short poll window.
     pub fn config(&self, apps: Vec<AppConfig>) -> AwsConfig {
+        self.config_with(apps, RateLimits::unlimited())
+    }
+
+    /// [`config`](Self::config) with client-side rate limits.
+    pub fn config_with(&self, apps: Vec<AppConfig>, rates: RateLimits) -> AwsConfig {
         let mut b = AwsConfig::builder()
             .region("us-east-1")
             .endpoint_url(self.model.endpoint())
             .credentials(StaticCredentials::new("testing", Secret::new("testing")))
-            .rate_limits(RateLimits::unlimited())
+            .rate_limits(rates)
             .retry(RetryPolicy {
                 max_attempts: 6,
                 base_delay: Duration::from_millis(5),
