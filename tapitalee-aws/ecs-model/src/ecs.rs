@@ -247,7 +247,6 @@ fn describe_services(s: &State, input: &Value) -> Reply {
 
 fn update_service(s: &mut State, input: &Value, td: Option<String>) -> Reply {
     let k = key(input, "service");
-    let now = s.now;
     let mut svc = service_mut(s, &k)?.clone();
     if svc.controller == Controller::External && td.is_some() {
         return err(
@@ -272,7 +271,6 @@ fn update_service(s: &mut State, input: &Value, td: Option<String>) -> Reply {
         svc.td = Some(td.clone());
         s.new_deployment(&mut svc, &td, false);
     }
-    let _ = now;
     let out = json!({"service": service_json(s, &svc)});
     s.services.insert(k, svc);
     Ok(out)
@@ -638,7 +636,7 @@ fn list_service_deployments(s: &State, input: &Value) -> Reply {
                 "createdAt": d.created,
                 "startedAt": d.created,
                 "status": d.sd_status,
-                "targetServiceRevisionArn": revision_arn(s, svc, d),
+                "targetServiceRevisionArn": revision_arn(svc, d),
             });
             if let Some(r) = &d.sd_reason {
                 b["statusReason"] = json!(r);
@@ -681,7 +679,7 @@ fn describe_service_deployments(s: &State, input: &Value) -> Reply {
                     "startedAt": d.created,
                     "updatedAt": d.updated,
                     "status": d.sd_status,
-                    "targetServiceRevision": {"arn": revision_arn(s, svc, d), "requestedTaskCount": d.desired},
+                    "targetServiceRevision": {"arn": revision_arn(svc, d), "requestedTaskCount": d.desired},
                     "sourceServiceRevisions": d.source_td.as_ref().map(|td| vec![json!({"arn": format!("{}:{}", svc.arn, td.rsplit(':').next().unwrap_or(""))})]).unwrap_or_default(),
                     "deploymentConfiguration": d.config,
                     "deploymentCircuitBreaker": {
@@ -772,8 +770,7 @@ fn cluster_arn(s: &State, cluster: &str) -> String {
     format!("arn:aws:ecs:{}:{}:cluster/{cluster}", s.region, s.account)
 }
 
-fn revision_arn(s: &State, svc: &Service, d: &Deployment) -> String {
-    let _ = s;
+fn revision_arn(svc: &Service, d: &Deployment) -> String {
     format!("{}:{}", svc.arn, d.id.trim_start_matches("ecs-svc/"))
 }
 
@@ -909,7 +906,6 @@ fn task_set_json(s: &State, svc: &Service, t: &TaskSet) -> Value {
 
 fn task_json(s: &State, t: &Task) -> Value {
     let stopped = t.last_status == "STOPPED";
-    let used = s.used_groups();
     let containers: Vec<Value> = t
         .containers
         .iter()
@@ -930,7 +926,6 @@ fn task_json(s: &State, t: &Task) -> Value {
             v
         })
         .collect();
-    let _ = used;
     let mut v = json!({
         "taskArn": t.arn,
         "clusterArn": cluster_arn(s, &t.cluster),
