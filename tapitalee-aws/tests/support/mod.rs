@@ -16,6 +16,8 @@ use tapitalee_aws::{
 };
 use tapitalee_core::{AppName, ProcessName, Secret};
 
+pub mod model;
+
 /// A running moto server.
 pub struct Moto {
     /// `http://127.0.0.1:PORT`.
