@@ -45,6 +45,7 @@ mod ecs;
 mod elb;
 mod http;
 mod state;
+pub mod testbed;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -4,11 +4,8 @@
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tapitalee_aws::{
     AppConfig, AwsBackend, AwsConfig, LoadBalancerConfig, NetworkConfig, ProcessConfig, RateLimits,
@@ -26,57 +23,11 @@ pub struct Moto {
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port on loopback")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The test binary's moto server, started on first use. It is stopped when the test process
-/// exits (a watcher shell kills it once our pid is gone).
+/// The test binary's moto server, started on first use (shared with the other suites:
+/// `tapitalee_ecs_model::testbed`).
 pub fn moto() -> &'static Moto {
-    MOTO.get_or_init(|| {
-        let found = Command::new("sh")
-            .args(["-c", "command -v moto_server"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "moto_server is not installed; these tests need the AWS emulator: install it: \
-             pip install 'moto[server]'"
-        );
-        let port = free_port();
-        let script = format!(
-            "moto_server -H 127.0.0.1 -p {port} >{log} 2>&1 & m=$!; \
-             while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
-            pid = std::process::id(),
-            log = std::env::temp_dir()
-                .join(format!("tapitalee-moto-{port}.log"))
-                .display()
-        );
-        let mut watcher = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        // Reap the watcher when it ends (after this process has gone, in practice).
-        std::thread::spawn(move || watcher.wait());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer on 127.0.0.1:{port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto {
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
+    MOTO.get_or_init(|| Moto {
+        endpoint: tapitalee_ecs_model::testbed::moto_endpoint().to_owned(),
     })
 }
 
@@ -114,20 +65,13 @@ impl Fixture {
 /// `prefix`, with the Python fixture script (boto3 comes with moto).
 pub fn fixture(prefix: &str) -> Fixture {
     let m = moto();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fixture.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([&m.endpoint, prefix])
-        .output()
-        .expect("run python3 tests/support/fixture.py");
-    assert!(
-        out.status.success(),
-        "fixture failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let json = tapitalee_ecs_model::testbed::run_fixture(
+        &tapitalee_ecs_model::testbed::moto_fixture(),
+        &[&m.endpoint, prefix],
     );
     Fixture {
         prefix: prefix.to_owned(),
-        json: serde_json::from_slice(&out.stdout).expect("fixture prints JSON"),
+        json,
     }
 }
 

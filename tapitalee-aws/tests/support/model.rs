@@ -68,23 +68,14 @@ pub async fn start_with(
         })).collect::<Vec<_>>(),
     });
     let endpoint = model.endpoint();
-    let out = tokio::task::spawn_blocking(move || {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/model_fixture.py");
-        std::process::Command::new("python3")
-            .arg(script)
-            .args([&endpoint, &spec.to_string()])
-            .output()
-            .expect("run python3 tests/support/model_fixture.py")
+    let json: Value = tokio::task::spawn_blocking(move || {
+        tapitalee_ecs_model::testbed::run_fixture(
+            &tapitalee_ecs_model::testbed::model_fixture(),
+            &[&endpoint, &spec.to_string()],
+        )
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "fixture failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: Value = serde_json::from_slice(&out.stdout).expect("fixture prints JSON");
     let env = Env { model, json };
     for (tag, behavior) in [
         ("crash", Behavior::CrashLoop),
