@@ -2,7 +2,8 @@
 //! runs the rollouts, starts and stops tasks and reports target health as ECS and ELB do
 //! (time runs 100× faster there), so a whole `create deploy` of a two-process app — the web
 //! process on task sets behind a load balancer, the worker on an ECS-controller service —
-//! succeeds with a good image and rolls back with a crash-looping one. Never real AWS.
+//! succeeds with a good image and rolls back with a crash-looping one, saying why and what the
+//! failed tasks logged last. Never real AWS.
 
 mod support;
 
@@ -184,6 +185,19 @@ fn create_deploy_rolls_out_a_good_image_and_rolls_back_a_crash_loop() {
     let (code, out, err) = env.run(&p, &["create", "deploy", "docker_tag=crash", "--wait"]);
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(out.contains("why:") && out.contains("exit code 1"), "{out}");
+    // And what the failed tasks said last, from their CloudWatch Logs streams.
+    for process in ["default", "worker"] {
+        assert!(
+            out.contains(&format!(
+                "last log lines of {process} (tapit show logs process={process})"
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("fatal: app cannot start: database unreachable; exiting with code 1"),
+        "{out}"
+    );
     let (_, shown, _) = env.run(&p, &["--output", "json", "show", "deploy"]);
     let r: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(status(&r), "Failed", "{r:#}");

@@ -101,6 +101,37 @@ impl Upstream {
         })
     }
 
+    /// A CloudWatch Logs call to moto made by the model itself (a container's last lines).
+    pub(crate) async fn logs(&self, op: &str, input: &Value, region: &str) -> Result<(), String> {
+        let headers = vec![
+            (
+                "content-type".to_owned(),
+                "application/x-amz-json-1.1".to_owned(),
+            ),
+            ("x-amz-target".to_owned(), format!("Logs_20140328.{op}")),
+            (
+                "authorization".to_owned(),
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/logs/aws4_request, \
+                     SignedHeaders=host, Signature=0"
+                ),
+            ),
+        ];
+        let a = self
+            .send(
+                &hyper::Method::POST,
+                "/",
+                &headers,
+                Bytes::from(input.to_string()),
+            )
+            .await?;
+        if a.status.is_success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&a.body).into_owned())
+        }
+    }
+
     /// An ECS call to moto made by the model itself (to read task definitions).
     pub(crate) async fn ecs(&self, op: &str, input: &Value, region: &str) -> Result<Value, String> {
         let headers = vec![
@@ -185,7 +216,40 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
     } else {
         forward(shared, &method, &path, &headers, body).await
     };
+    ship_logs(shared).await;
     reply(answer)
+}
+
+/// Sends the lines containers wrote before they exited to moto's CloudWatch Logs, stamped
+/// with the real time (what a log reader compares with its own clock).
+async fn ship_logs(shared: &Shared) {
+    let events = std::mem::take(
+        &mut shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .logs,
+    );
+    let region = &shared.config.region;
+    for e in events {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let stream = serde_json::json!({ "logGroupName": e.group, "logStreamName": e.stream });
+        // The stream may exist (a task's second line); its creation failing says nothing.
+        let _ = shared
+            .upstream
+            .logs("CreateLogStream", &stream, region)
+            .await;
+        let put = serde_json::json!({
+            "logGroupName": e.group,
+            "logStreamName": e.stream,
+            "logEvents": [{ "timestamp": at, "message": e.message }],
+        });
+        if let Err(why) = shared.upstream.logs("PutLogEvents", &put, region).await {
+            tracing::warn!(group = %e.group, stream = %e.stream, %why, "could not ship a log line to moto");
+        }
+    }
 }
 
 pub(crate) async fn forward(

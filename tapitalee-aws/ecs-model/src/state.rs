@@ -64,6 +64,17 @@ pub(crate) struct ContainerDef {
     pub(crate) image: String,
     pub(crate) essential: bool,
     pub(crate) health_check: bool,
+    /// Its `awslogs` log group and stream prefix, if it logs to CloudWatch.
+    pub(crate) awslogs: Option<(String, String)>,
+}
+
+/// A line a container wrote before it exited, for CloudWatch Logs (in moto): the awslogs
+/// driver's stream `prefix/container/task-id` in the task definition's log group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogEvent {
+    pub(crate) group: String,
+    pub(crate) stream: String,
+    pub(crate) message: String,
 }
 
 /// A task definition read from moto.
@@ -86,6 +97,17 @@ impl TaskDef {
                 image: c["image"].as_str().unwrap_or("").to_owned(),
                 essential: c["essential"].as_bool().unwrap_or(true),
                 health_check: c["healthCheck"].is_object(),
+                awslogs: {
+                    let l = &c["logConfiguration"];
+                    let o = &l["options"];
+                    match (l["logDriver"].as_str(), o["awslogs-group"].as_str()) {
+                        (Some("awslogs"), Some(group)) => Some((
+                            group.to_owned(),
+                            o["awslogs-stream-prefix"].as_str().unwrap_or("").to_owned(),
+                        )),
+                        _ => None,
+                    }
+                },
             })
             .collect();
         Some(TaskDef {
@@ -320,6 +342,8 @@ pub(crate) struct State {
     pub(crate) routes: BTreeMap<String, BTreeSet<String>>,
     buckets: HashMap<String, Bucket>,
     pub(crate) calls: CallReport,
+    /// Lines containers wrote before they exited, not yet sent to moto's CloudWatch Logs.
+    pub(crate) logs: Vec<LogEvent>,
     per_second: HashMap<String, (i64, u64)>,
 }
 
@@ -373,6 +397,7 @@ impl State {
             routes: BTreeMap::new(),
             buckets: HashMap::new(),
             calls: CallReport::default(),
+            logs: Vec::new(),
             per_second: HashMap::new(),
         }
     }
@@ -509,6 +534,19 @@ impl State {
                 _ => None,
             };
             if exit_at.is_some_and(|at| up >= at) {
+                // What the crashing container said last, as the awslogs driver ships it.
+                for c in task.containers.iter().filter(|c| c.essential) {
+                    if let Some((group, prefix)) = &c.awslogs {
+                        self.logs.push(LogEvent {
+                            group: group.clone(),
+                            stream: format!("{prefix}/{}/{}", c.name, short(&task.arn)),
+                            message: format!(
+                                "fatal: {} cannot start: database unreachable; exiting with code 1",
+                                c.name
+                            ),
+                        });
+                    }
+                }
                 stop(
                     task,
                     now,
