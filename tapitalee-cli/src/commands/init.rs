@@ -7,7 +7,7 @@ use crate::store;
 use crate::words::Words;
 
 /// The commented file for an app called `app`: a simulated staging environment to try tapit
-/// out, and an AWS production environment to fill in.
+/// out, an AWS production environment to fill in, and a Docker one, commented out.
 pub fn template(app: &str) -> String {
     format!(
         r#"# tapit.toml: the apps (environments) `tapit` deploys. Select one with `tapit -a NAME`
@@ -60,6 +60,8 @@ images = {{ "latest" = "good", "v1.2.2" = "good", "v1.2.3" = "good", "v1.2.4" = 
 platform = "aws"
 repository = "{app}"        # the ECR repository
 # region = "us-east-1"
+# role_arn = "arn:aws:iam::123456789012:role/deployer"   # make every AWS call as this role
+# registry_id = "210987654321"   # the account of a central ECR registry holding the repository
 
 [apps.{app}-prod.processes.default]
 cluster = "prod"
@@ -73,6 +75,22 @@ service = "{app}-web"
 [apps.{app}-prod.processes.worker]
 cluster = "prod"
 service = "{app}-worker"
+
+# On a local Docker engine (DOCKER_HOST as the docker CLI reads it): real containers behind
+# a weighted proxy on 127.0.0.1, images from the engine's store or the registry the
+# repository names (`tapit image build` pushes there).
+# [apps.{app}-local]
+# platform = "docker"
+# repository = "{app}"       # or "127.0.0.1:5000/{app}" to push to and pull from a registry
+# [apps.{app}-local.docker]
+# proxy_port = 8080          # where the app's traffic goes in
+# [apps.{app}-local.processes.default]
+# instances = 2
+# port = 8080                # the web process: its port and health path
+# health_path = "/health"
+# [apps.{app}-local.processes.worker]
+# instances = 1
+# command = ["worker"]
 "#
     )
 }

@@ -102,6 +102,28 @@ fn the_init_template_is_valid() {
     let c = Config::parse(&text, Path::new("/x/tapit.toml")).unwrap();
     assert!(c.apps.contains_key("myapp-staging"));
     assert!(c.apps.contains_key("myapp-prod"));
+    // Its commented-out examples are valid once uncommented: the Docker app, the AWS role
+    // and registry.
+    let docker_start = text.find("# [apps.myapp-local]").unwrap();
+    let uncommented: String = text[..docker_start]
+        .replace("# role_arn", "role_arn")
+        .replace("# registry_id", "registry_id")
+        + &text[docker_start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+    let c = Config::parse(&uncommented, Path::new("/x/tapit.toml")).unwrap();
+    let local = &c.apps["myapp-local"];
+    assert_eq!(local.platform, Platform::Docker);
+    assert_eq!(local.processes.len(), 2);
+    let prod = &c.apps["myapp-prod"];
+    assert_eq!(prod.registry_id.as_deref(), Some("210987654321"));
+    assert!(
+        prod.role_arn
+            .as_deref()
+            .is_some_and(|a| a.ends_with(":role/deployer"))
+    );
 }
 
 #[test]
