@@ -213,7 +213,9 @@ fn a_detached_deployment_is_followed_gated_and_locks_others_out() {
         "{}",
         String::from_utf8_lossy(&queued.stderr)
     );
-    assert!(String::from_utf8_lossy(&queued.stdout).contains("v1.2.2"));
+    // It starts from what the deployment it queued behind left: v1.2.3.
+    let stdout = String::from_utf8_lossy(&queued.stdout);
+    assert!(stdout.contains("v1.2.3 -> v1.2.2"), "{stdout}");
 }
 
 #[test]

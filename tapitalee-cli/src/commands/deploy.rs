@@ -181,8 +181,45 @@ async fn job_backend(job: &Job) -> Result<(AppConfig, Backend), CliError> {
         endpoint_url: job.endpoint_url.clone(),
         lock_wait: job.lock_wait,
     };
+    wait_before_simulating(&app, &global, job).await?;
     let backend = platform::connect(&app, &global).await?;
     Ok((app, backend))
+}
+
+/// On the simulated platform, a deployment that queues behind another (`--lock-wait`) waits
+/// for its locks before the platform is built: each `tapit` builds it from the history, so
+/// building it after the holder finished sees the release the holder left. The engine still
+/// takes the locks (and waits what is left of `--lock-wait` for them) as on any platform.
+async fn wait_before_simulating(
+    app: &AppConfig,
+    global: &crate::cli::Global,
+    job: &Job,
+) -> Result<(), CliError> {
+    let (crate::config::Platform::Simulated, Some(wait)) = (app.platform, job.lock_wait) else {
+        return Ok(());
+    };
+    let history = crate::store::open(app, global).await?;
+    let name = tapitalee::AppName::new(&app.name)?;
+    let mut targets = Vec::new();
+    for p in &app.processes {
+        if job.process.as_ref().is_none_or(|only| only == &p.name) {
+            targets.push(tapitalee::Target::new(
+                name.clone(),
+                ProcessName::new(&p.name)?,
+            ));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut held = false;
+        for t in &targets {
+            held |= history.store.lock_holder(t).await?.is_some();
+        }
+        if !held || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `create deploy --wait`: start, follow with progress, exit with the outcome.
@@ -192,6 +229,7 @@ pub async fn run_and_wait(
     job: &Job,
     app_flag: &str,
 ) -> Result<(), CliError> {
+    wait_before_simulating(app, &ctx.global, job).await?;
     let backend = ctx.backend(app).await?;
     let handle = start(&backend, app, job).await?;
     let record = follow(&backend, handle, Some(&ctx.out)).await?;
