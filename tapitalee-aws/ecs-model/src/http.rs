@@ -101,29 +101,42 @@ impl Upstream {
         })
     }
 
-    /// A CloudWatch Logs call to moto made by the model itself (a container's last lines).
-    pub(crate) async fn logs(&self, op: &str, input: &Value, region: &str) -> Result<(), String> {
+    /// A JSON 1.1 call (`X-Amz-Target: target`) to moto made by the model itself, signed
+    /// for `service` with the fake credentials (moto checks no signature).
+    async fn json_call(
+        &self,
+        service: &str,
+        target: String,
+        input: &Value,
+        region: &str,
+    ) -> Result<Answer, String> {
         let headers = vec![
             (
                 "content-type".to_owned(),
                 "application/x-amz-json-1.1".to_owned(),
             ),
-            ("x-amz-target".to_owned(), format!("Logs_20140328.{op}")),
+            ("x-amz-target".to_owned(), target),
             (
                 "authorization".to_owned(),
                 format!(
-                    "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/logs/aws4_request, \
+                    "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, \
                      SignedHeaders=host, Signature=0"
                 ),
             ),
         ];
+        self.send(
+            &hyper::Method::POST,
+            "/",
+            &headers,
+            Bytes::from(input.to_string()),
+        )
+        .await
+    }
+
+    /// A CloudWatch Logs call to moto made by the model itself (a container's last lines).
+    pub(crate) async fn logs(&self, op: &str, input: &Value, region: &str) -> Result<(), String> {
         let a = self
-            .send(
-                &hyper::Method::POST,
-                "/",
-                &headers,
-                Bytes::from(input.to_string()),
-            )
+            .json_call("logs", format!("Logs_20140328.{op}"), input, region)
             .await?;
         if a.status.is_success() {
             Ok(())
@@ -134,27 +147,8 @@ impl Upstream {
 
     /// An ECS call to moto made by the model itself (to read task definitions).
     pub(crate) async fn ecs(&self, op: &str, input: &Value, region: &str) -> Result<Value, String> {
-        let headers = vec![
-            (
-                "content-type".to_owned(),
-                "application/x-amz-json-1.1".to_owned(),
-            ),
-            ("x-amz-target".to_owned(), format!("{ECS_PREFIX}{op}")),
-            (
-                "authorization".to_owned(),
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/ecs/aws4_request, \
-                     SignedHeaders=host, Signature=0"
-                ),
-            ),
-        ];
         let a = self
-            .send(
-                &hyper::Method::POST,
-                "/",
-                &headers,
-                Bytes::from(input.to_string()),
-            )
+            .json_call("ecs", format!("{ECS_PREFIX}{op}"), input, region)
             .await?;
         let v: Value = serde_json::from_slice(&a.body).map_err(|e| e.to_string())?;
         if a.status.is_success() {
