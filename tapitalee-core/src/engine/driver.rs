@@ -132,7 +132,10 @@ impl Driver {
                 semaphore: semaphore.clone(),
                 plan,
             };
-            let task = tasks.spawn(async move { (index, job.run().await) }.instrument(span));
+            // Boxed: the task cell then holds a pointer, not the job's whole state machine,
+            // which spawning and joining would otherwise copy several times over.
+            let job = Box::pin(async move { (index, job.run().await) }.instrument(span));
+            let task = tasks.spawn(job);
             index_of.insert(task.id(), index);
         }
         let mut ready = Vec::new();
@@ -308,28 +311,32 @@ impl ProcessJob {
         let record = ProcessRecord::pending(self.plan.spec.name.clone(), self.plan.strategy.name());
         let Ok(_permit) = self.semaphore.clone().acquire_owned().await else {
             let reason = "engine shutting down".to_owned();
-            return RunOutcome::Done(Box::new(not_started(&self.shared, record, reason).await));
+            return RunOutcome::Done(Box::new(
+                Box::pin(not_started(&self.shared, record, reason)).await,
+            ));
         };
         let control = self.control.clone();
         let aborted = control.borrow().abort.clone();
         if let Some(reason) = aborted {
             let reason = format!("aborted before it started: {reason}");
-            return RunOutcome::Done(Box::new(not_started(&self.shared, record, reason).await));
+            return RunOutcome::Done(Box::new(
+                Box::pin(not_started(&self.shared, record, reason)).await,
+            ));
         }
-        let mut rollout = match self.begin(record, control).await {
+        let mut rollout = match Box::pin(self.begin(record, control)).await {
             Ok(rollout) => rollout,
             Err(record) => return RunOutcome::Done(record),
         };
         let strategy = self.plan.strategy;
-        rollout.announce(strategy.name()).await;
+        Box::pin(rollout.announce(strategy.name())).await;
         match strategy.run(&mut rollout).await {
             Ok(()) if self.policy == RollbackPolicy::AllOrNothing => {
-                rollout.await_verdict().await;
+                Box::pin(rollout.await_verdict()).await;
                 RunOutcome::Ready(Box::new(rollout), strategy)
             }
-            Ok(()) => RunOutcome::Done(Box::new(rollout.finalize(&strategy).await)),
+            Ok(()) => RunOutcome::Done(Box::new(Box::pin(rollout.finalize(&strategy)).await)),
             Err(e) => {
-                let record = rollout.roll_back(Some(&strategy), e.to_string()).await;
+                let record = Box::pin(rollout.roll_back(Some(&strategy), e.to_string())).await;
                 RunOutcome::Done(Box::new(record))
             }
         }

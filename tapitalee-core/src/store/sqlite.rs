@@ -111,12 +111,19 @@ impl SqliteStore {
         let steps = steps.to_vec();
         // One savepoint: the state and its steps land together or not at all.
         self.call(true, move |conn| {
-            if let Some(row) = &row {
-                rows::write_process(conn, &id, row)?;
+            match &row {
+                // The process row is there (the update found or added it), and with it the
+                // deployment: its steps are appended without looking either up.
+                Some(row) => {
+                    rows::write_process(conn, &id, row)?;
+                    steps
+                        .iter()
+                        .try_for_each(|step| rows::append_known_step(conn, &id, row, step))
+                }
+                None => steps
+                    .iter()
+                    .try_for_each(|step| rows::append_step_row(conn, &id, step)),
             }
-            steps
-                .iter()
-                .try_for_each(|step| rows::append_step_row(conn, &id, step))
         })
         .await
     }

@@ -310,6 +310,25 @@ pub(super) fn append_step_row(conn: &Connection, id: &str, step: &StepRecord) ->
     Ok(())
 }
 
+/// Appends a step of a deployment whose process row `row` was just written: the step belongs
+/// to that process if it names it.
+pub(super) fn append_known_step(
+    conn: &Connection,
+    id: &str,
+    row: &ProcessRow,
+    step: &StepRecord,
+) -> Result<()> {
+    let attached = step
+        .process
+        .as_ref()
+        .is_some_and(|p| p.as_str() == row.process);
+    if attached {
+        insert_step(conn, id, step, true).map(drop)
+    } else {
+        append_step_row(conn, id, step)
+    }
+}
+
 fn insert_process(
     conn: &Connection,
     id: &str,

@@ -7,7 +7,12 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes and understands (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 1;
+///
+/// - 1: the first.
+/// - 2: no foreign keys (the store checks that a deployment exists before writing under it,
+///   and never deletes one) and step numbers without `AUTOINCREMENT` (still increasing: a step
+///   is never deleted). Each made every step's `INSERT` write or look up one more b-tree.
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +39,7 @@ CREATE INDEX IF NOT EXISTS deployments_by_app ON deployments (app, id DESC);
 CREATE INDEX IF NOT EXISTS deployments_by_start ON deployments (app, created_at_ms DESC, id DESC);
 
 CREATE TABLE IF NOT EXISTS processes (
-    deployment_id   TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    deployment_id   TEXT NOT NULL,
     process         TEXT NOT NULL,
     ordinal         INTEGER NOT NULL,
     strategy        TEXT NOT NULL,
@@ -49,8 +54,8 @@ CREATE TABLE IF NOT EXISTS processes (
 ) STRICT;
 
 CREATE TABLE IF NOT EXISTS steps (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    deployment_id   TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    seq             INTEGER PRIMARY KEY,
+    deployment_id   TEXT NOT NULL,
     process         TEXT,
     attached        INTEGER NOT NULL,
     at_ms           INTEGER NOT NULL,
@@ -65,6 +70,46 @@ CREATE TABLE IF NOT EXISTS locks (
     expires_at_ms   INTEGER NOT NULL,
     PRIMARY KEY (app, process)
 ) STRICT;
+";
+
+/// Brings a version 1 store to version 2: the `processes` and `steps` tables are rebuilt
+/// without their foreign keys (and `steps` without `AUTOINCREMENT`), keeping every row and step
+/// number. Runs inside the caller's transaction.
+const MIGRATE_1_TO_2: &str = "
+CREATE TABLE processes_v2 (
+    deployment_id   TEXT NOT NULL,
+    process         TEXT NOT NULL,
+    ordinal         INTEGER NOT NULL,
+    strategy        TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    from_rev        TEXT,
+    to_rev          TEXT,
+    started_at_ms   INTEGER,
+    finished_at_ms  INTEGER,
+    state           TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, process),
+    UNIQUE (deployment_id, ordinal)
+) STRICT;
+INSERT INTO processes_v2 (deployment_id, process, ordinal, strategy, status, from_rev, to_rev,
+    started_at_ms, finished_at_ms, state)
+    SELECT deployment_id, process, ordinal, strategy, status, from_rev, to_rev,
+    started_at_ms, finished_at_ms, state FROM processes;
+DROP TABLE processes;
+ALTER TABLE processes_v2 RENAME TO processes;
+
+CREATE TABLE steps_v2 (
+    seq             INTEGER PRIMARY KEY,
+    deployment_id   TEXT NOT NULL,
+    process         TEXT,
+    attached        INTEGER NOT NULL,
+    at_ms           INTEGER NOT NULL,
+    message         TEXT NOT NULL
+) STRICT;
+INSERT INTO steps_v2 (seq, deployment_id, process, attached, at_ms, message)
+    SELECT seq, deployment_id, process, attached, at_ms, message FROM steps;
+DROP TABLE steps;
+ALTER TABLE steps_v2 RENAME TO steps;
+CREATE INDEX steps_by_deployment ON steps (deployment_id, seq);
 ";
 
 /// Configures a fresh connection and brings its schema up to date.
@@ -82,8 +127,6 @@ pub(super) fn init(mut conn: Connection, name: &str, wal: bool) -> Result<Connec
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(fail("configure"))?;
     }
-    conn.pragma_update(None, "foreign_keys", true)
-        .map_err(fail("configure"))?;
 
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -99,6 +142,10 @@ pub(super) fn init(mut conn: Connection, name: &str, wal: bool) -> Result<Connec
             ),
             "schema version too new",
         ));
+    }
+    if version == 1 {
+        tx.execute_batch(MIGRATE_1_TO_2)
+            .map_err(fail("upgrade (schema version 1 to 2)"))?;
     }
     if version < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA)

@@ -380,3 +380,150 @@ async fn store_calls_take_no_simulated_time() {
     }
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
+
+/// The schema of version 1, as Tapitalee 0.x wrote it (foreign keys, `AUTOINCREMENT`).
+const SCHEMA_V1: &str = "
+CREATE TABLE deployments (
+    id TEXT PRIMARY KEY NOT NULL, app TEXT NOT NULL, initiator TEXT NOT NULL,
+    image_repo TEXT NOT NULL, image_tag TEXT NOT NULL, image_digest TEXT,
+    only_process TEXT, policy TEXT NOT NULL, status TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL, finished_at_ms INTEGER, resumes TEXT
+) STRICT;
+CREATE INDEX deployments_by_app ON deployments (app, id DESC);
+CREATE INDEX deployments_by_start ON deployments (app, created_at_ms DESC, id DESC);
+CREATE TABLE processes (
+    deployment_id TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    process TEXT NOT NULL, ordinal INTEGER NOT NULL, strategy TEXT NOT NULL,
+    status TEXT NOT NULL, from_rev TEXT, to_rev TEXT, started_at_ms INTEGER,
+    finished_at_ms INTEGER, state TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, process), UNIQUE (deployment_id, ordinal)
+) STRICT;
+CREATE TABLE steps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    process TEXT, attached INTEGER NOT NULL, at_ms INTEGER NOT NULL, message TEXT NOT NULL
+) STRICT;
+CREATE INDEX steps_by_deployment ON steps (deployment_id, seq);
+CREATE TABLE locks (
+    app TEXT NOT NULL, process TEXT NOT NULL, holder TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL, PRIMARY KEY (app, process)
+) STRICT;
+";
+
+/// Rewrites the store at `path` as version 1 would have stored the same rows.
+fn downgrade_to_v1(path: &std::path::Path) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "ATTACH ':memory:' AS old;
+         CREATE TABLE old.d AS SELECT * FROM deployments;
+         CREATE TABLE old.p AS SELECT * FROM processes;
+         CREATE TABLE old.s AS SELECT * FROM steps;
+         CREATE TABLE old.l AS SELECT * FROM locks;
+         DROP TABLE steps; DROP TABLE processes; DROP TABLE locks; DROP TABLE deployments;",
+    )
+    .unwrap();
+    conn.execute_batch(SCHEMA_V1).unwrap();
+    conn.execute_batch(
+        "INSERT INTO deployments SELECT * FROM old.d;
+         INSERT INTO processes SELECT * FROM old.p;
+         INSERT INTO steps SELECT * FROM old.s;
+         INSERT INTO locks SELECT * FROM old.l;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn upgrades_a_version_1_store_keeping_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tapit.db");
+    let app = conformance::fresh_app("upgrade");
+    let record = conformance::sample_record(&app);
+    let lock = target("upgrade-lock");
+    let before = {
+        let store = SqliteStore::open(&path).unwrap();
+        store.create(&record).await.unwrap();
+        store
+            .append_step(
+                &record.id,
+                &conformance::step(Some("default"), "before the upgrade"),
+            )
+            .await
+            .unwrap();
+        store
+            .try_lock(&lock, &record.id, Duration::from_secs(600))
+            .await
+            .unwrap();
+        store.get(&record.id).await.unwrap().unwrap()
+    };
+    assert!(!before.processes[0].steps.is_empty() && !before.steps.is_empty());
+    downgrade_to_v1(&path);
+    let seq_v1: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT MAX(seq) FROM steps", [], |r| r.get(0))
+        .unwrap();
+    assert!(seq_v1 > 0, "the sample has steps");
+
+    let store = SqliteStore::open(&path).unwrap();
+    let read = store.get(&record.id).await.unwrap().expect("kept");
+    assert_eq!(read, before, "every row of version 1 survives the upgrade");
+    // Still held: the lock table is untouched.
+    let other = DeploymentId::new();
+    assert_eq!(
+        store
+            .try_lock(&lock, &other, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Some(record.id)
+    );
+    // New steps come after the old ones, under the process and the deployment.
+    let mut process = record.processes[0].clone();
+    process.status = crate::record::ProcessStatus::Succeeded;
+    let added = conformance::step(Some(process.process.as_str()), "after the upgrade");
+    store
+        .record_changes(&record.id, &process, std::slice::from_ref(&added))
+        .await
+        .unwrap();
+    store
+        .append_step(
+            &record.id,
+            &conformance::step(None, "deployment-level, after"),
+        )
+        .await
+        .unwrap();
+    let read = store.get(&record.id).await.unwrap().unwrap();
+    let steps = &read.processes[0].steps;
+    assert_eq!(
+        steps.last().map(|s| s.message.as_str()),
+        Some("after the upgrade")
+    );
+    assert_eq!(steps.len(), before.processes[0].steps.len() + 1);
+    assert_eq!(
+        read.steps.last().map(|s| s.message.as_str()),
+        Some("deployment-level, after")
+    );
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let schema: String = conn
+        .query_row(
+            "SELECT group_concat(sql, ';') FROM sqlite_master",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        !schema.contains("REFERENCES") && !schema.contains("AUTOINCREMENT"),
+        "{schema}"
+    );
+    let seq: i64 = conn
+        .query_row("SELECT MAX(seq) FROM steps", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        seq > seq_v1,
+        "numbers keep increasing: {seq} after {seq_v1}"
+    );
+}
