@@ -3,11 +3,13 @@
 //! they happen.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{AppName, DeploymentId, ImageRef, Initiator, ProcessName};
+use crate::error::Error;
 use crate::fleet::{Fleet, Revision};
 
 /// What to do with processes that succeeded when another failed.
@@ -20,13 +22,46 @@ pub enum RollbackPolicy {
     AllOrNothing,
 }
 
-impl fmt::Display for RollbackPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl RollbackPolicy {
+    /// Every policy, in the order of their names' documentation.
+    pub const ALL: [RollbackPolicy; 2] =
+        [RollbackPolicy::Independent, RollbackPolicy::AllOrNothing];
+
+    /// Its name, as shown and as stored: `independent` or `all-or-nothing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             RollbackPolicy::Independent => "independent",
             RollbackPolicy::AllOrNothing => "all-or-nothing",
-        })
+        }
     }
+}
+
+impl fmt::Display for RollbackPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for RollbackPolicy {
+    type Err = Error;
+
+    /// Parses a name [`as_str`](Self::as_str) gives.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        parse_name(s, "rollback policy", &Self::ALL, |p| p.as_str())
+    }
+}
+
+/// The value among `all` whose name is `s`, or an error naming the valid ones.
+fn parse_name<T: Copy>(
+    s: &str,
+    what: &'static str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<T, Error> {
+    all.iter().copied().find(|v| name(*v) == s).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+        Error::invalid(what, s, format!("use one of: {}", names.join(", ")))
+    })
 }
 
 /// Where a process's deployment stands.
@@ -130,15 +165,41 @@ impl DeploymentStatus {
     }
 }
 
-impl fmt::Display for DeploymentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
+impl DeploymentStatus {
+    /// Every status.
+    pub const ALL: [DeploymentStatus; 5] = [
+        DeploymentStatus::Running,
+        DeploymentStatus::Succeeded,
+        DeploymentStatus::Partial,
+        DeploymentStatus::Failed,
+        DeploymentStatus::Interrupted,
+    ];
+
+    /// Its name, as shown and as stored (`running`, `succeeded`, `partial`, `failed`,
+    /// `interrupted`).
+    pub fn as_str(self) -> &'static str {
+        match self {
             DeploymentStatus::Running => "running",
             DeploymentStatus::Succeeded => "succeeded",
             DeploymentStatus::Partial => "partial",
             DeploymentStatus::Failed => "failed",
             DeploymentStatus::Interrupted => "interrupted",
-        })
+        }
+    }
+}
+
+impl fmt::Display for DeploymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for DeploymentStatus {
+    type Err = Error;
+
+    /// Parses a name [`as_str`](Self::as_str) gives.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        parse_name(s, "deployment status", &Self::ALL, |v| v.as_str())
     }
 }
 
@@ -289,5 +350,32 @@ impl DeploymentRecord {
     /// How long it took, once finished.
     pub fn duration(&self) -> Option<Duration> {
         self.finished_at?.duration_since(self.created_at).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_valid_ones() {
+        for s in DeploymentStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeploymentStatus>().unwrap(), s);
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        for p in RollbackPolicy::ALL {
+            assert_eq!(p.as_str().parse::<RollbackPolicy>().unwrap(), p);
+            assert_eq!(p.to_string(), p.as_str());
+        }
+        let e = "all_or_nothing"
+            .parse::<RollbackPolicy>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("all_or_nothing") && e.contains("independent, all-or-nothing"),
+            "{e}"
+        );
+        let e = "done".parse::<DeploymentStatus>().unwrap_err().to_string();
+        assert!(e.contains("done") && e.contains("interrupted"), "{e}");
     }
 }

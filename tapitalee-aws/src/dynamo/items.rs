@@ -154,44 +154,16 @@ fn corrupt(what: &str, value: &str, e: impl Into<tapitalee_core::BoxError>) -> E
     )
 }
 
-fn status_str(s: DeploymentStatus) -> &'static str {
-    match s {
-        DeploymentStatus::Running => "running",
-        DeploymentStatus::Succeeded => "succeeded",
-        DeploymentStatus::Partial => "partial",
-        DeploymentStatus::Failed => "failed",
-        DeploymentStatus::Interrupted => "interrupted",
-    }
-}
-
-pub(super) fn status_value(s: DeploymentStatus) -> AttributeValue {
-    AttributeValue::S(status_str(s).to_owned())
-}
-
 fn parse_status(s: &str) -> Result<DeploymentStatus> {
-    Ok(match s {
-        "running" => DeploymentStatus::Running,
-        "succeeded" => DeploymentStatus::Succeeded,
-        "partial" => DeploymentStatus::Partial,
-        "failed" => DeploymentStatus::Failed,
-        "interrupted" => DeploymentStatus::Interrupted,
-        _ => return Err(corrupt("deployment status", s, "unknown status")),
-    })
-}
-
-fn policy_str(p: RollbackPolicy) -> &'static str {
-    match p {
-        RollbackPolicy::Independent => "independent",
-        RollbackPolicy::AllOrNothing => "all-or-nothing",
-    }
+    s.parse().map_err(|e| corrupt("deployment status", s, e))
 }
 
 fn parse_policy(s: &str) -> Result<RollbackPolicy> {
-    Ok(match s {
-        "independent" => RollbackPolicy::Independent,
-        "all-or-nothing" => RollbackPolicy::AllOrNothing,
-        _ => return Err(corrupt("rollback policy", s, "unknown policy")),
-    })
+    s.parse().map_err(|e| corrupt("rollback policy", s, e))
+}
+
+pub(super) fn status_value(s: DeploymentStatus) -> AttributeValue {
+    AttributeValue::S(s.as_str().to_owned())
 }
 
 /// Reads attributes of one item, naming the item in errors.
@@ -250,7 +222,7 @@ pub(super) fn head_item(r: &DeploymentRecord, token: &str) -> Item {
     if let Some(p) = &r.only_process {
         put("only_process", s(p.as_str()));
     }
-    put("policy", s(policy_str(r.policy)));
+    put("policy", s(r.policy.as_str()));
     put("status", status_value(r.status));
     put("created_at_ms", n(to_ms(r.created_at)));
     if let Some(t) = r.finished_at {

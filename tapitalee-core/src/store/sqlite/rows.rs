@@ -66,40 +66,12 @@ fn parse<'a, T>(what: &str, s: &'a str, f: impl FnOnce(&'a str) -> Result<T>) ->
     f(s).map_err(|e| corrupt(what, s, e))
 }
 
-fn status_str(s: DeploymentStatus) -> &'static str {
-    match s {
-        DeploymentStatus::Running => "running",
-        DeploymentStatus::Succeeded => "succeeded",
-        DeploymentStatus::Partial => "partial",
-        DeploymentStatus::Failed => "failed",
-        DeploymentStatus::Interrupted => "interrupted",
-    }
-}
-
 fn parse_status(s: &str) -> Result<DeploymentStatus> {
-    Ok(match s {
-        "running" => DeploymentStatus::Running,
-        "succeeded" => DeploymentStatus::Succeeded,
-        "partial" => DeploymentStatus::Partial,
-        "failed" => DeploymentStatus::Failed,
-        "interrupted" => DeploymentStatus::Interrupted,
-        _ => return Err(corrupt("deployment status", s, "unknown status")),
-    })
-}
-
-fn policy_str(p: RollbackPolicy) -> &'static str {
-    match p {
-        RollbackPolicy::Independent => "independent",
-        RollbackPolicy::AllOrNothing => "all-or-nothing",
-    }
+    s.parse().map_err(|e| corrupt("deployment status", s, e))
 }
 
 fn parse_policy(s: &str) -> Result<RollbackPolicy> {
-    Ok(match s {
-        "independent" => RollbackPolicy::Independent,
-        "all-or-nothing" => RollbackPolicy::AllOrNothing,
-        _ => return Err(corrupt("rollback policy", s, "unknown policy")),
-    })
+    s.parse().map_err(|e| corrupt("rollback policy", s, e))
 }
 
 /// A process row, encoded for writing.
@@ -405,8 +377,8 @@ pub(super) fn create(
             r.image.tag.as_str(),
             r.image.digest.as_ref().map(Digest::as_str),
             r.only_process.as_ref().map(ProcessName::as_str),
-            policy_str(r.policy),
-            status_str(r.status),
+            r.policy.as_str(),
+            r.status.as_str(),
             to_ms(r.created_at),
             r.finished_at.map(to_ms),
             r.resumes.map(|d| d.to_string()),
@@ -436,7 +408,7 @@ pub(super) fn set_status(
 ) -> Result<()> {
     let n = conn
         .prepare_cached("UPDATE deployments SET status = ?2, finished_at_ms = ?3 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![id, status_str(status), finished]))
+        .and_then(|mut s| s.execute(params![id, status.as_str(), finished]))
         .map_err(sql("setting a deployment's status"))?;
     if n == 0 {
         return Err(missing(id));
