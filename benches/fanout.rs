@@ -11,7 +11,9 @@
 
 #![allow(clippy::print_stdout, missing_docs)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +25,8 @@ use tapitalee::{
     SqliteStore,
 };
 
-/// Counts live and peak heap bytes.
+/// Counts live and peak heap bytes of mimalloc, the allocator `tapit` uses (with glibc's
+/// malloc, tokio's workers contend on its arena locks freeing each other's blocks).
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -31,12 +34,12 @@ static PEAK: AtomicIsize = AtomicIsize::new(0);
 /// Counting costs two contended atomics per allocation: on only while memory is measured.
 static COUNTING: AtomicBool = AtomicBool::new(false);
 
-// SAFETY: forwards to the system allocator; only adds atomic bookkeeping.
+// SAFETY: forwards to mimalloc; only adds atomic bookkeeping.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { MiMalloc.alloc(layout) };
         if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
             let size = isize::try_from(layout.size()).unwrap_or(isize::MAX);
             let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
@@ -47,7 +50,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { MiMalloc.dealloc(ptr, layout) };
         if COUNTING.load(Ordering::Relaxed) {
             LIVE.fetch_sub(
                 isize::try_from(layout.size()).unwrap_or(0),
