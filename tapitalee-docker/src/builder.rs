@@ -386,6 +386,37 @@ pub fn repository_registry(repository: &str) -> Option<&str> {
     (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
+/// Whether a loopback registry (`127.0.0.1:5000`, `localhost:5000`) refuses anonymous
+/// requests: its API root (`GET /v2/`, Registry HTTP API v2) answers 401. `false` when it
+/// answers otherwise, cannot be reached, or is not on loopback (not asked). For saying why a
+/// push failed.
+pub fn registry_requires_login(host: &str) -> bool {
+    use std::io::{Read, Write};
+    if !crate::registry_api::readable(host) {
+        return false;
+    }
+    let timeout = std::time::Duration::from_secs(5);
+    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(host) else {
+        return false;
+    };
+    for addr in addrs {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(timeout));
+        if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+            .is_err()
+        {
+            continue;
+        }
+        let mut head = [0u8; 12];
+        if s.read_exact(&mut head).is_ok() {
+            return head.starts_with(b"HTTP/") && &head[9..12] == b"401";
+        }
+    }
+    false
+}
+
 /// The short hash of the repository's HEAD in `dir`.
 pub fn git_short_hash(dir: &Path) -> Option<String> {
     let out = Command::new("git")
