@@ -58,8 +58,27 @@ fn gone(fleet: &FleetId) -> Error {
     Error::not_found(Resource::Fleet, fleet.to_string(), "it was retired")
 }
 
+/// Whether a container has failed at least once: restarted, or stopped.
+fn has_failed(c: &ContainerInspectResponse) -> bool {
+    c.restart_count.unwrap_or(0) > 0
+        || matches!(
+            c.state.as_ref().and_then(|s| s.status),
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+        )
+}
+
+/// How many of a failed instance's last log lines its stop reason carries.
+const FAILED_LOG_LINES: usize = 3;
+
 /// An instance's incarnations as the engine reports them: every restart is a failed run.
-fn instances_of(c: &ContainerInspectResponse) -> Vec<Instance> {
+/// `last_lines` (what a failed instance logged last) is added to the stop reasons, so the
+/// deployment's failure reason keeps them after a rollback removed the container.
+fn instances_of(c: &ContainerInspectResponse, last_lines: &[String]) -> Vec<Instance> {
+    let said = if last_lines.is_empty() {
+        String::new()
+    } else {
+        format!("; it logged last: {}", last_lines.join(" | "))
+    };
     let name = c
         .name
         .as_deref()
@@ -73,7 +92,7 @@ fn instances_of(c: &ContainerInspectResponse) -> Vec<Instance> {
         .map(|k| Instance {
             id: format!("{name}#{k}"),
             status: InstanceStatus::Stopped {
-                reason: "exited; restarted by the engine".into(),
+                reason: format!("exited; restarted by the engine{said}"),
                 exit_code,
             },
             started_at: None,
@@ -99,7 +118,7 @@ fn instances_of(c: &ContainerInspectResponse) -> Vec<Instance> {
             InstanceStatus::Pending
         }
         Some(other) => InstanceStatus::Stopped {
-            reason: format!("container {other}"),
+            reason: format!("container {other}{said}"),
             exit_code,
         },
     };
@@ -488,7 +507,22 @@ impl Deployer for DockerBackend {
         let (exists, proxy, instances) = futures::join!(self.existing(fleet), proxy, instances);
         exists?;
         let (listed, inspected) = instances?;
-        let instances = inspected.iter().flatten().flat_map(instances_of).collect();
+        let tails = futures::future::join_all(inspected.iter().map(|c| async move {
+            match c {
+                Some(c) if has_failed(c) => {
+                    self.last_lines(c.id.as_deref().unwrap_or_default(), FAILED_LOG_LINES)
+                        .await
+                }
+                _ => Vec::new(),
+            }
+        }))
+        .await;
+        let instances = inspected
+            .iter()
+            .zip(&tails)
+            .filter_map(|(c, tail)| c.as_ref().map(|c| instances_of(c, tail)))
+            .flatten()
+            .collect();
         // The proxy learns of instances restarted (new addresses) from these same reads.
         if let Some(web) = &spec.web {
             let pushed = match proxy {
