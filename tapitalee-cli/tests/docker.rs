@@ -352,6 +352,12 @@ fn docker_platform_builds_deploys_and_shows_images() {
     let (code, out, err) = p.run(&["create", "deploy", "docker_tag=v2", "--wait"]);
     assert_eq!(code, 4, "{out}\n{err}");
     assert!(out.contains("The app now runs mixed versions"), "{out}");
+    // What the crashed workers said last, although the rollback removed them.
+    let said = "demo v2: crashing at start (DEMO_CRASH_AT_START), exit 2";
+    assert!(
+        out.contains(said) || err.contains(said),
+        "the failed instances' last log line is shown: {out}\n{err}"
+    );
     assert_eq!(
         (
             p.running("default", "v2"),
@@ -367,6 +373,7 @@ fn docker_platform_builds_deploys_and_shows_images() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("worker"), "{out}");
     assert!(out.contains("rolled back"), "{out}");
+    assert!(out.contains(said), "and kept in the record: {out}");
     // show logs: the containers' own lines (the rolled-back v2 workers are gone with theirs).
     let (code, out, err) = p.run(&["show", "logs", "process=web", "since=10m"]);
     assert_eq!(code, 0, "{err}");

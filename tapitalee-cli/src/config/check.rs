@@ -551,10 +551,9 @@ impl Check {
             if !valid {
                 self.problem(
                     &join(path, "registry_password_env"),
-                    format!(
-                        "{v:?} is not an environment variable name (letters, digits and _); \
-                         name the variable, not the password"
-                    ),
+                    // The value is not repeated: it may be a pasted password.
+                    "is not an environment variable name (letters, digits and _); name the \
+                     variable that holds the password, not the password",
                 );
             }
         }
