@@ -386,6 +386,19 @@ pub fn repository_registry(repository: &str) -> Option<&str> {
     (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
+/// Whether a registry's, the engine's or the docker CLI's message says a request lacked
+/// valid credentials.
+pub fn is_auth_refusal(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "no basic auth credentials",
+        "unauthorized",
+        "authentication required",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
+}
+
 /// Whether a loopback registry (`127.0.0.1:5000`, `localhost:5000`) refuses anonymous
 /// requests: its API root (`GET /v2/`, Registry HTTP API v2) answers 401. `false` when it
 /// answers otherwise, cannot be reached, or is not on loopback (not asked). For saying why a

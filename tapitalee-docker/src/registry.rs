@@ -55,7 +55,7 @@ impl DockerBackend {
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
                     return Err(self.pull_error(registry, repository, tag, error));
                 }
-                Err(e) if is_not_found(&e) || is_auth_refusal(&e.to_string()) => {
+                Err(e) if is_not_found(&e) || crate::builder::is_auth_refusal(&e.to_string()) => {
                     return Err(self.pull_error(registry, repository, tag, e.to_string()));
                 }
                 Err(e) => return Err(map("pull image", e)),
@@ -77,18 +77,8 @@ impl DockerBackend {
         tag: &DockerTag,
         message: String,
     ) -> Error {
-        if is_auth_refusal(&message) {
-            let fix = match &self.registry {
-                Some(c) => format!(
-                    "the registry {registry} refused the configured user {}: check the password",
-                    c.username
-                ),
-                None => format!(
-                    "the registry {registry} requires a login: configure its credentials \
-                     (tapit.toml: registry_username and registry_password_env in \
-                     [apps.NAME.docker]; library: DockerBackend::builder().registry(..))"
-                ),
-            };
+        if crate::builder::is_auth_refusal(&message) {
+            let fix = crate::registry_api::login_fix(registry, self.registry.as_ref());
             return Error::platform(
                 "pull image",
                 format!("pulling {repository}:{tag} failed: {message}; {fix}"),
@@ -96,18 +86,6 @@ impl DockerBackend {
         }
         pull_error(registry, repository, tag, message)
     }
-}
-
-/// Whether a registry's (or the engine's) message says the request lacked valid credentials.
-pub(crate) fn is_auth_refusal(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
-    [
-        "no basic auth credentials",
-        "unauthorized",
-        "authentication required",
-    ]
-    .iter()
-    .any(|m| lower.contains(m))
 }
 
 /// A pull the registry refused: a tag it lacks is `NotFound`, anything else a platform error.

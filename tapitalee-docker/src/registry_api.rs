@@ -32,6 +32,21 @@ pub(crate) fn readable(host: &str) -> bool {
     name == "localhost" || name == "[::1]" || name.starts_with("127.")
 }
 
+/// What to do about a registry that refused a request for want of (valid) credentials.
+pub(crate) fn login_fix(host: &str, credentials: Option<&RegistryCredentials>) -> String {
+    match credentials {
+        Some(c) => format!(
+            "the registry {host} refused the configured user {}: check the password",
+            c.username
+        ),
+        None => format!(
+            "the registry {host} requires a login: configure its credentials (tapit.toml: \
+             registry_username and registry_password_env in [apps.NAME.docker]; library: \
+             DockerBackend::builder().registry(..))"
+        ),
+    }
+}
+
 /// One response: status and body.
 struct Response {
     status: u16,
@@ -110,19 +125,7 @@ impl<'a> RegistryApi<'a> {
             body: raw[split + 4..].to_vec(),
         };
         if response.status == 401 {
-            let fix = match self.credentials {
-                Some(c) => format!(
-                    "the registry {} refused the configured user {}: check the password",
-                    self.host, c.username
-                ),
-                None => format!(
-                    "the registry {} requires a login: configure its credentials (tapit.toml: \
-                     registry_username and registry_password_env in [apps.NAME.docker]; \
-                     library: DockerBackend::builder().registry(..))",
-                    self.host
-                ),
-            };
-            return Err(Error::platform(op, fix));
+            return Err(Error::platform(op, login_fix(self.host, self.credentials)));
         }
         Ok(response)
     }

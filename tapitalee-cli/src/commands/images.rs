@@ -122,17 +122,12 @@ fn push_refused(e: BuildError, app: &AppConfig) -> BuildError {
     let BuildError::Failed(message) = e else {
         return e;
     };
-    let lower = message.to_ascii_lowercase();
     // Without the docker CLI's own output (it went to the terminal), the registry itself
-    // says whether it wants a login.
-    let refused = [
-        "no basic auth credentials",
-        "unauthorized",
-        "authentication required",
-    ]
-    .iter()
-    .any(|m| lower.contains(m))
-        || (message.contains("docker push")
+    // says whether it wants a login (with credentials configured, `docker login` already
+    // checked them).
+    let refused = builder::is_auth_refusal(&message)
+        || (app.docker.registry_username.is_none()
+            && message.contains("docker push")
             && builder::repository_registry(&app.repository)
                 .is_some_and(builder::registry_requires_login));
     match builder::repository_registry(&app.repository) {
