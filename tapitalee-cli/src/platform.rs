@@ -173,6 +173,12 @@ fn connect_docker(app: &AppConfig, name: &AppName) -> Result<DockerBackend, CliE
             password: tapitalee::Secret::new(password),
             expires_at: None,
         });
+    } else if let Some(host) = tapitalee::docker::builder::repository_registry(&app.repository)
+        && let Some(login) = tapitalee::docker::builder::docker_cli_login(host)
+    {
+        // Without settings, the docker CLI's own login to the registry (`docker login`,
+        // `tapit image login`): pulls and listings then use what pushes already do.
+        builder = builder.registry(login);
     }
     Ok(builder.build()?)
 }

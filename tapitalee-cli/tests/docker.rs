@@ -714,6 +714,12 @@ fn a_registry_with_a_login_is_used_with_the_configured_credentials_only() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(p.running("default", "v1"), 2);
 
+    // tapit logged the docker CLI in for the push: without settings of its own, an app of
+    // that registry now lists (and pulls) with that login.
+    let (code, out, err) = open.run_env(&["list", "images"], &[("DOCKER_CONFIG", config_dir)]);
+    assert_eq!(code, 0, "the docker CLI's login is used: {out}\n{err}");
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
+
     // A wrong password: refused, naming the user, never the password.
     let (code, out, err) = p.run_env(
         &["list", "images"],

@@ -386,6 +386,51 @@ pub fn repository_registry(repository: &str) -> Option<&str> {
     (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
+/// The login the docker CLI keeps for a registry host (`docker login HOST`): the `auths`
+/// entry of its `config.json` (in `$DOCKER_CONFIG`, else `~/.docker`), as `auth`
+/// (base64 `user:password`) or `username` and `password`. `None` when there is none, or the
+/// CLI keeps it in a credential helper instead (`credsStore`, `credHelpers`), which this does
+/// not run.
+pub fn docker_cli_login(host: &str) -> Option<tapitalee_core::RegistryCredentials> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+    docker_cli_login_in(&dir, host)
+}
+
+/// [`docker_cli_login`] from the docker CLI's configuration directory `dir`.
+fn docker_cli_login_in(dir: &Path, host: &str) -> Option<tapitalee_core::RegistryCredentials> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let auths = config.get("auths")?.as_object()?;
+    let entry = auths
+        .iter()
+        .find(|(k, _)| registry_host(k) == host)
+        .map(|(_, v)| v)?;
+    let (username, password) = match entry.get("auth").and_then(|a| a.as_str()) {
+        Some(auth) if !auth.is_empty() => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth)
+                .ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            let (u, p) = decoded.split_once(':')?;
+            (u.to_owned(), p.to_owned())
+        }
+        _ => (
+            entry.get("username")?.as_str()?.to_owned(),
+            entry.get("password")?.as_str()?.to_owned(),
+        ),
+    };
+    Some(tapitalee_core::RegistryCredentials {
+        endpoint: host.to_owned(),
+        username,
+        password: tapitalee_core::Secret::new(password),
+        expires_at: None,
+    })
+}
+
 /// Whether a registry's, the engine's or the docker CLI's message says a request lacked
 /// valid credentials.
 pub fn is_auth_refusal(message: &str) -> bool {
@@ -456,6 +501,34 @@ pub fn default_tag(tag: Option<&str>, git_hash: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_docker_cli_login_of_a_host_is_read_from_its_config() {
+        let dir = std::env::temp_dir().join(format!("tapit-docker-config-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"auths": {
+                "127.0.0.1:5000": {"auth": "Y2k6cHctb25lOndpdGgtY29sb24="},
+                "https://registry.example.com/": {"username": "bob", "password": "pw-two"},
+                "helper.example.com": {}
+            }, "credHelpers": {"helper.example.com": "pass"}}"#,
+        )
+        .unwrap();
+        let one = docker_cli_login_in(&dir, "127.0.0.1:5000").expect("auth entry");
+        assert_eq!(
+            (one.username.as_str(), one.password.expose()),
+            ("ci", "pw-one:with-colon")
+        );
+        let two = docker_cli_login_in(&dir, "registry.example.com").expect("user entry");
+        assert_eq!(
+            (two.username.as_str(), two.password.expose()),
+            ("bob", "pw-two")
+        );
+        assert!(docker_cli_login_in(&dir, "helper.example.com").is_none());
+        assert!(docker_cli_login_in(&dir, "127.0.0.1:5001").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn build(cache: Option<Cache>) -> Build {
         Build {

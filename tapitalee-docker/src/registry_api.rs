@@ -41,8 +41,8 @@ pub(crate) fn login_fix(host: &str, credentials: Option<&RegistryCredentials>) -
         ),
         None => format!(
             "the registry {host} requires a login: configure its credentials (tapit.toml: \
-             registry_username and registry_password_env in [apps.NAME.docker]; library: \
-             DockerBackend::builder().registry(..))"
+             registry_username and registry_password_env in [apps.NAME.docker], or `docker \
+             login {host}`; library: DockerBackend::builder().registry(..))"
         ),
     }
 }
