@@ -304,6 +304,16 @@ fn client_conn(proxy: &Proxy, stream: TcpStream) {
             let _ = http::respond(&mut w, 400, &[], b"bad request framing\n", false);
             break;
         };
+        // A client waiting for leave to send its body (`Expect: 100-continue`) gets it here:
+        // the proxy reads or streams the body itself, and does not forward the expectation.
+        if framing != http::Body::Empty
+            && head
+                .header("expect")
+                .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+            && w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+        {
+            break;
+        }
         let mut body = match framing {
             http::Body::Empty => ReqBody::Buffered(Vec::new()),
             http::Body::Length(n) if n <= REPLAYABLE_BODY => {
@@ -376,7 +386,7 @@ fn forward(
     for (k, v) in &head.headers {
         let skip = HOP_BY_HOP
             .iter()
-            .chain(&["content-length", "transfer-encoding"])
+            .chain(&["content-length", "transfer-encoding", "expect"])
             .any(|h| k.eq_ignore_ascii_case(h));
         if !skip {
             out.push_str(&format!("{k}: {v}\r\n"));
@@ -422,8 +432,14 @@ fn forward(
         }
     }
     let mut upstream_reader = BufReader::new(&upstream);
-    let Ok(Some(res)) = http::read_head(&mut upstream_reader) else {
-        return Attempt::NoAnswer;
+    // Interim responses (1xx other than 101) precede the real one: skipped.
+    let res = loop {
+        let Ok(Some(res)) = http::read_head(&mut upstream_reader) else {
+            return Attempt::NoAnswer;
+        };
+        if !(100..200).contains(&res.status()) || res.status() == 101 {
+            break res;
+        }
     };
     let Ok(framing) = res.response_body(method) else {
         return Attempt::NoAnswer;
@@ -802,6 +818,48 @@ mod tests {
                 format!("no length for {path}")
             );
         }
+    }
+
+    #[test]
+    fn a_client_expecting_100_continue_is_told_to_send_its_body() {
+        let (good, served) = echo_backend();
+        let proxy = running(&[good]);
+        let (mut s, mut r) = client(proxy);
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        write!(
+            s,
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .unwrap();
+        let interim = http::read_head(&mut r)
+            .expect("the proxy answers before the body is sent")
+            .unwrap();
+        assert_eq!(interim.status(), 100);
+        s.write_all(b"hello").unwrap();
+        let head = http::read_head(&mut r).unwrap().unwrap();
+        let body = http::read_body(&mut r, head.response_body("POST").unwrap()).unwrap();
+        assert_eq!((head.status(), body.as_slice()), (200, &b"POST hello"[..]));
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_backends_interim_response_is_not_taken_for_the_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let backend_addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                let mut r = BufReader::new(&s);
+                let _ = http::read_message(&mut r).unwrap();
+                let mut w = &s;
+                w.write_all(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal",
+                )
+                .unwrap();
+            }
+        });
+        let proxy = running(&[backend_addr]);
+        assert_eq!(send(proxy, "GET", ""), (200, "real".to_owned()));
     }
 
     #[test]
