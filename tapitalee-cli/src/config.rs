@@ -51,6 +51,12 @@ pub struct DockerSettings {
     pub stop_timeout: Option<Duration>,
     /// `drain_timeout`: how long a retired instance's requests may take.
     pub drain_timeout: Option<Duration>,
+    /// `registry_username`: the user name for the registry the repository names (with
+    /// `registry_password_env`).
+    pub registry_username: Option<String>,
+    /// `registry_password_env`: the environment variable holding that user's password (the
+    /// password itself is never in the file).
+    pub registry_password_env: Option<String>,
 }
 
 /// Where the history lives.

@@ -153,6 +153,33 @@ fn connect_docker(app: &AppConfig, name: &AppName) -> Result<DockerBackend, CliE
     if let Some(t) = app.docker.drain_timeout {
         builder = builder.drain_timeout(t);
     }
+    if let (Some(username), Some(var)) = (
+        &app.docker.registry_username,
+        &app.docker.registry_password_env,
+    ) && let Some(host) = tapitalee::docker::builder::repository_registry(&app.repository)
+    {
+        let password = std::env::var(var)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "apps.{name}.docker.registry_password_env: the environment variable {var} is \
+                 not set; export it with the password of {username} on {host}"
+                ))
+            })?;
+        builder = builder.registry(tapitalee::RegistryCredentials {
+            endpoint: host.to_owned(),
+            username: username.clone(),
+            password: tapitalee::Secret::new(password),
+            expires_at: None,
+        });
+    } else if let Some(host) = tapitalee::docker::builder::repository_registry(&app.repository)
+        && let Some(login) = tapitalee::docker::builder::docker_cli_login(host)
+    {
+        // Without settings, the docker CLI's own login to the registry (`docker login`,
+        // `tapit image login`): pulls and listings then use what pushes already do.
+        builder = builder.registry(login);
+    }
     Ok(builder.build()?)
 }
 

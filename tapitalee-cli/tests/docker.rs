@@ -73,6 +73,11 @@ struct DockerProject {
 
 impl DockerProject {
     fn new(prefix: &str, registry: Option<&str>) -> DockerProject {
+        DockerProject::with_docker_settings(prefix, registry, "")
+    }
+
+    /// A project whose `[apps.NAME.docker]` table has these extra lines.
+    fn with_docker_settings(prefix: &str, registry: Option<&str>, docker: &str) -> DockerProject {
         let unique = ulid::Ulid::new().to_string().to_lowercase();
         let app = format!("{prefix}-{}", &unique[18..]);
         let repository = match registry {
@@ -88,6 +93,7 @@ repository = "{repository}"
 proxy_image = "{PROXY_IMAGE}"
 stop_timeout = "3s"
 drain_timeout = "3s"
+{docker}
 [apps.{app}.gate]
 min_healthy_time = "1s"
 poll_interval = "200ms"
@@ -125,9 +131,16 @@ command = ["demo"]
     }
 
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self
-            .project
-            .tapit(args)
+        self.run_env(args, &[])
+    }
+
+    /// `tapit ARGS` with these environment variables set.
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut cmd = self.project.tapit(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd
             .timeout(Duration::from_secs(240))
             .output()
             .expect("tapit");
@@ -217,11 +230,23 @@ impl Drop for DockerProject {
 
 /// One HTTP/1.1 GET on a fresh connection: (status, body).
 fn get(addr: &str, path: &str) -> (u16, String) {
+    get_as(addr, path, None)
+}
+
+/// A GET (HTTP/1.0: a body the length of the connection), with basic authentication.
+fn get_as(addr: &str, path: &str, login: Option<(&str, &str)>) -> (u16, String) {
+    use base64::Engine as _;
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = login.map_or(String::new(), |(u, p)| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    });
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
@@ -327,6 +352,12 @@ fn docker_platform_builds_deploys_and_shows_images() {
     let (code, out, err) = p.run(&["create", "deploy", "docker_tag=v2", "--wait"]);
     assert_eq!(code, 4, "{out}\n{err}");
     assert!(out.contains("The app now runs mixed versions"), "{out}");
+    // What the crashed workers said last, although the rollback removed them.
+    let said = "demo v2: crashing at start (DEMO_CRASH_AT_START), exit 2";
+    assert!(
+        out.contains(said) || err.contains(said),
+        "the failed instances' last log line is shown: {out}\n{err}"
+    );
     assert_eq!(
         (
             p.running("default", "v2"),
@@ -342,6 +373,7 @@ fn docker_platform_builds_deploys_and_shows_images() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("worker"), "{out}");
     assert!(out.contains("rolled back"), "{out}");
+    assert!(out.contains(said), "and kept in the record: {out}");
     // show logs: the containers' own lines (the rolled-back v2 workers are gone with theirs).
     let (code, out, err) = p.run(&["show", "logs", "process=web", "since=10m"]);
     assert_eq!(code, 0, "{err}");
@@ -398,6 +430,8 @@ fn docker_platform_builds_deploys_and_shows_images() {
 struct Registry {
     child: Child,
     addr: String,
+    /// The user and password it requires, if any.
+    login: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -405,6 +439,11 @@ impl Registry {
     /// The registry, or `None` (having said so) when `docker-registry` is not installed
     /// outside CI; in CI (`CI=true`) that is a failure.
     fn start_or_skip(test: &str) -> Option<Registry> {
+        Registry::start_or_skip_as(test, None)
+    }
+
+    /// With `login` (user, password): HTTP basic authentication from an htpasswd file.
+    fn start_or_skip_as(test: &str, login: Option<(&str, &str)>) -> Option<Registry> {
         let Some(program) = ["/usr/bin/docker-registry", "docker-registry"]
             .into_iter()
             .find(|p| {
@@ -430,15 +469,21 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: \
-                 {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: \
+             {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = login {
+            let htpasswd = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 4).expect("bcrypt");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: tapit-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml).unwrap();
         let child = Command::new(program)
             .arg("serve")
             .arg(&config)
@@ -454,13 +499,18 @@ impl Registry {
         Some(Registry {
             child,
             addr,
+            login: login.map(|(u, p)| (u.to_owned(), p.to_owned())),
             _dir: dir,
         })
     }
 
     /// The tags the registry holds for a repository (its HTTP API v2).
     fn tags(&self, name: &str) -> Vec<String> {
-        let (status, body) = get(&self.addr, &format!("/v2/{name}/tags/list"));
+        let (status, body) = get_as(
+            &self.addr,
+            &format!("/v2/{name}/tags/list"),
+            self.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+        );
         if status == 404 {
             return Vec::new();
         }
@@ -505,8 +555,40 @@ fn images_are_pushed_to_a_configured_registry_and_deployed_from_it() {
     assert_eq!(registry.tags(&name), ["v1"], "image build pushed v1");
     // Gone from the engine: the deployment must pull it from the registry.
     docker(&["rmi", &format!("{}:v1", p.repository)]);
+    // ...and the images are read from the registry (tags, manifest, config blob).
+    let (code, out, err) = p.run(&["--output", "json", "list", "images"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let first = &listed.as_array().expect("a list")[0];
+    assert_eq!(first["tags"], serde_json::json!(["v1"]), "{out}");
+    assert!(first["size_bytes"].as_u64().unwrap_or(0) > 100_000, "{out}");
+    assert!(
+        first["pushed_at"].is_string(),
+        "the image's created time: {out}"
+    );
+    let digest = first["digest"].as_str().expect("digest").to_owned();
+    let (code, out, err) = p.run(&["show", "image", "docker_tag=v1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&digest), "{out}");
+    let (code, _, err) = p.run(&["show", "image", "docker_tag=v7"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("has: v1"),
+        "the registry's tags are named: {err}"
+    );
     let (code, out, err) = p.run(&["create", "deploy", "docker_tag=v1", "--wait"]);
     assert_eq!(code, 0, "{out}\n{err}");
+    // The registry's view names the image the engine pulled.
+    assert_eq!(
+        docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}}",
+            &format!("{}:v1", p.repository)
+        ]),
+        digest
+    );
     assert_eq!(
         (
             p.running("default", "v1"),
@@ -546,6 +628,113 @@ fn images_are_pushed_to_a_configured_registry_and_deployed_from_it() {
         (2, 2)
     );
     assert!(p.served(4).iter().all(|v| v == "v2"));
+}
+
+#[test]
+fn a_registry_with_a_login_is_used_with_the_configured_credentials_only() {
+    const TEST: &str = "a_registry_with_a_login_is_used_with_the_configured_credentials_only";
+    const PASSWORD: &str = "s3cret-registry-pw-4471";
+    const WRONG: &str = "not-the-password-9183";
+    if !engine_or_skip(TEST) {
+        return;
+    }
+    let Some(registry) = Registry::start_or_skip_as(TEST, Some(("tapit", PASSWORD))) else {
+        return;
+    };
+    // The docker CLI's own logins (`docker login` writes them) in a directory of the test's,
+    // so none of the user's apply and none is left behind.
+    let docker_config = tempfile::tempdir().unwrap();
+    let config_dir = docker_config.path().to_str().unwrap();
+    let build = ["image", "build", "docker_tag=v1", "git_hash=abc1234"];
+
+    // Without credentials: the push and the pull are refused, naming the settings to add.
+    let open = DockerProject::new("noauth", Some(&registry.addr));
+    open.dockerfile("v1", &[]);
+    let (code, out, err) = open.run_env(&build, &[("DOCKER_CONFIG", config_dir)]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("requires a login")
+            && err.contains("registry_username")
+            && err.contains("registry_password_env"),
+        "the push names the fix: {err}"
+    );
+    let (code, _, err) = open.run_env(
+        &["create", "deploy", "docker_tag=v1", "--wait"],
+        &[("DOCKER_CONFIG", config_dir)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("requires a login") && err.contains("registry_password_env"),
+        "the pull names the fix: {err}"
+    );
+    let (code, _, err) = open.run_env(&["list", "images"], &[("DOCKER_CONFIG", config_dir)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("requires a login"), "{err}");
+
+    let p = DockerProject::with_docker_settings(
+        "auth",
+        Some(&registry.addr),
+        "registry_username = \"tapit\"\nregistry_password_env = \"TEST_REGISTRY_PASSWORD\"",
+    );
+    let name = p.repository.split_once('/').unwrap().1.to_owned();
+    p.dockerfile("v1", &[]);
+    // The variable unset: a configuration error naming it, before anything is built.
+    let (code, _, err) = p.run_env(&build, &[("DOCKER_CONFIG", config_dir)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("TEST_REGISTRY_PASSWORD") && err.contains("not set"),
+        "{err}"
+    );
+
+    let env = [
+        ("DOCKER_CONFIG", config_dir),
+        ("TEST_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let mut seen = String::new();
+    let (code, out, err) = p.run_env(&build, &env);
+    seen.push_str(&out);
+    seen.push_str(&err);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        registry.tags(&name),
+        ["v1"],
+        "pushed with the configured login"
+    );
+
+    // Gone from the engine: images are listed from the registry, and deployed from it.
+    docker(&["rmi", &format!("{}:v1", p.repository)]);
+    let (code, out, err) = p.run_env(&["list", "images"], &env);
+    seen.push_str(&out);
+    seen.push_str(&err);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("v1"), "the registry's tag is listed: {out}");
+    let (code, out, err) = p.run_env(&["create", "deploy", "docker_tag=v1", "--wait"], &env);
+    seen.push_str(&out);
+    seen.push_str(&err);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(p.running("default", "v1"), 2);
+
+    // tapit logged the docker CLI in for the push: without settings of its own, an app of
+    // that registry now lists (and pulls) with that login.
+    let (code, out, err) = open.run_env(&["list", "images"], &[("DOCKER_CONFIG", config_dir)]);
+    assert_eq!(code, 0, "the docker CLI's login is used: {out}\n{err}");
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
+
+    // A wrong password: refused, naming the user, never the password.
+    let (code, out, err) = p.run_env(
+        &["list", "images"],
+        &[
+            ("DOCKER_CONFIG", config_dir),
+            ("TEST_REGISTRY_PASSWORD", WRONG),
+        ],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("refused the configured user tapit"), "{err}");
+    assert!(!out.contains(WRONG) && !err.contains(WRONG), "{out}\n{err}");
+    assert!(
+        !seen.contains(PASSWORD),
+        "the password never reaches the output: {seen}"
+    );
 }
 
 #[test]

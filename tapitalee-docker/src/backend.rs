@@ -409,3 +409,24 @@ impl DockerBackend {
 pub(crate) fn parse_time(s: Option<&str>) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s?).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DockerBackend;
+    use tapitalee_core::{RegistryCredentials, Secret};
+
+    #[test]
+    fn debug_never_shows_the_registry_password() {
+        let builder = DockerBackend::builder()
+            .docker_host("tcp://127.0.0.1:1")
+            .registry(RegistryCredentials {
+                endpoint: "127.0.0.1:5000".into(),
+                username: "ci".into(),
+                password: Secret::new("pw-7731-never-shown"),
+                expires_at: None,
+            });
+        assert!(!format!("{builder:?}").contains("pw-7731"), "{builder:?}");
+        let backend = builder.build().expect("connects lazily");
+        assert!(!format!("{backend:?}").contains("pw-7731"), "{backend:?}");
+    }
+}

@@ -386,6 +386,95 @@ pub fn repository_registry(repository: &str) -> Option<&str> {
     (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
+/// The login the docker CLI keeps for a registry host (`docker login HOST`): the `auths`
+/// entry of its `config.json` (in `$DOCKER_CONFIG`, else `~/.docker`), as `auth`
+/// (base64 `user:password`) or `username` and `password`. `None` when there is none, or the
+/// CLI keeps it in a credential helper instead (`credsStore`, `credHelpers`), which this does
+/// not run.
+pub fn docker_cli_login(host: &str) -> Option<tapitalee_core::RegistryCredentials> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+    docker_cli_login_in(&dir, host)
+}
+
+/// [`docker_cli_login`] from the docker CLI's configuration directory `dir`.
+fn docker_cli_login_in(dir: &Path, host: &str) -> Option<tapitalee_core::RegistryCredentials> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let auths = config.get("auths")?.as_object()?;
+    let entry = auths
+        .iter()
+        .find(|(k, _)| registry_host(k) == host)
+        .map(|(_, v)| v)?;
+    let (username, password) = match entry.get("auth").and_then(|a| a.as_str()) {
+        Some(auth) if !auth.is_empty() => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth)
+                .ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            let (u, p) = decoded.split_once(':')?;
+            (u.to_owned(), p.to_owned())
+        }
+        _ => (
+            entry.get("username")?.as_str()?.to_owned(),
+            entry.get("password")?.as_str()?.to_owned(),
+        ),
+    };
+    Some(tapitalee_core::RegistryCredentials {
+        endpoint: host.to_owned(),
+        username,
+        password: tapitalee_core::Secret::new(password),
+        expires_at: None,
+    })
+}
+
+/// Whether a registry's, the engine's or the docker CLI's message says a request lacked
+/// valid credentials.
+pub fn is_auth_refusal(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "no basic auth credentials",
+        "unauthorized",
+        "authentication required",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
+}
+
+/// Whether a loopback registry (`127.0.0.1:5000`, `localhost:5000`) refuses anonymous
+/// requests: its API root (`GET /v2/`, Registry HTTP API v2) answers 401. `false` when it
+/// answers otherwise, cannot be reached, or is not on loopback (not asked). For saying why a
+/// push failed.
+pub fn registry_requires_login(host: &str) -> bool {
+    use std::io::{Read, Write};
+    if !crate::registry_api::readable(host) {
+        return false;
+    }
+    let timeout = std::time::Duration::from_secs(5);
+    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(host) else {
+        return false;
+    };
+    for addr in addrs {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(timeout));
+        if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+            .is_err()
+        {
+            continue;
+        }
+        let mut head = [0u8; 12];
+        if s.read_exact(&mut head).is_ok() {
+            return head.starts_with(b"HTTP/") && &head[9..12] == b"401";
+        }
+    }
+    false
+}
+
 /// The short hash of the repository's HEAD in `dir`.
 pub fn git_short_hash(dir: &Path) -> Option<String> {
     let out = Command::new("git")
@@ -412,6 +501,34 @@ pub fn default_tag(tag: Option<&str>, git_hash: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_docker_cli_login_of_a_host_is_read_from_its_config() {
+        let dir = std::env::temp_dir().join(format!("tapit-docker-config-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"auths": {
+                "127.0.0.1:5000": {"auth": "Y2k6cHctb25lOndpdGgtY29sb24="},
+                "https://registry.example.com/": {"username": "bob", "password": "pw-two"},
+                "helper.example.com": {}
+            }, "credHelpers": {"helper.example.com": "pass"}}"#,
+        )
+        .unwrap();
+        let one = docker_cli_login_in(&dir, "127.0.0.1:5000").expect("auth entry");
+        assert_eq!(
+            (one.username.as_str(), one.password.expose()),
+            ("ci", "pw-one:with-colon")
+        );
+        let two = docker_cli_login_in(&dir, "registry.example.com").expect("user entry");
+        assert_eq!(
+            (two.username.as_str(), two.password.expose()),
+            ("bob", "pw-two")
+        );
+        assert!(docker_cli_login_in(&dir, "helper.example.com").is_none());
+        assert!(docker_cli_login_in(&dir, "127.0.0.1:5001").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn build(cache: Option<Cache>) -> Build {
         Build {

@@ -58,8 +58,27 @@ fn gone(fleet: &FleetId) -> Error {
     Error::not_found(Resource::Fleet, fleet.to_string(), "it was retired")
 }
 
+/// Whether a container has failed at least once: restarted, or stopped.
+fn has_failed(c: &ContainerInspectResponse) -> bool {
+    c.restart_count.unwrap_or(0) > 0
+        || matches!(
+            c.state.as_ref().and_then(|s| s.status),
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+        )
+}
+
+/// How many of a failed instance's last log lines its stop reason carries.
+const FAILED_LOG_LINES: usize = 3;
+
 /// An instance's incarnations as the engine reports them: every restart is a failed run.
-fn instances_of(c: &ContainerInspectResponse) -> Vec<Instance> {
+/// `last_lines` (what a failed instance logged last) is added to the stop reasons, so the
+/// deployment's failure reason keeps them after a rollback removed the container.
+fn instances_of(c: &ContainerInspectResponse, last_lines: &[String]) -> Vec<Instance> {
+    let said = if last_lines.is_empty() {
+        String::new()
+    } else {
+        format!("; it logged last: {}", last_lines.join(" | "))
+    };
     let name = c
         .name
         .as_deref()
@@ -73,7 +92,7 @@ fn instances_of(c: &ContainerInspectResponse) -> Vec<Instance> {
         .map(|k| Instance {
             id: format!("{name}#{k}"),
             status: InstanceStatus::Stopped {
-                reason: "exited; restarted by the engine".into(),
+                reason: format!("exited; restarted by the engine{said}"),
                 exit_code,
             },
             started_at: None,
@@ -99,7 +118,7 @@ fn instances_of(c: &ContainerInspectResponse) -> Vec<Instance> {
             InstanceStatus::Pending
         }
         Some(other) => InstanceStatus::Stopped {
-            reason: format!("container {other}"),
+            reason: format!("container {other}{said}"),
             exit_code,
         },
     };
@@ -180,17 +199,16 @@ impl DockerBackend {
         Ok(())
     }
 
-    /// Starts instances `from..to` of a fleet.
+    /// Starts instances `from..to` of a fleet, on the app's network (its id).
     async fn add_instances(
         &self,
         ctx: &DeployContext,
         fleet: &Fleet,
         spec: &ProcessConfig,
+        network: &str,
         from: u32,
         to: u32,
     ) -> Result<()> {
-        let network = self.ensure_network(&fleet.target.app).await?;
-        let network = network.as_str();
         let jobs = (from..to).map(|i| async move {
             let mut body = self.instance_body(Some(network), ctx, fleet, spec, role::INSTANCE)?;
             if let Some(l) = body.labels.as_mut() {
@@ -314,7 +332,7 @@ impl Deployer for DockerBackend {
     async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32) -> Result<Fleet> {
         let spec = self.process(&ctx.target)?;
         let app = &ctx.target.app;
-        self.ensure_network(app).await?;
+        let network = self.ensure_network(app).await?;
         let fleet = Fleet {
             id: FleetId(format!(
                 "{}-{}",
@@ -325,22 +343,21 @@ impl Deployer for DockerBackend {
             revision: revision.clone(),
         };
         let marker = self.instance_body(None, ctx, &fleet, spec, role::FLEET)?;
-        let instances = async {
+        let launched = async {
             self.create(&labels::fleet_marker(app, &fleet.id), marker, false)
                 .await?;
-            self.add_instances(ctx, &fleet, spec, 0, count).await
-        };
-        // The app's proxy (started on its first web launch) comes up while the instances do:
-        // neither needs the other until the instances are pushed to it.
-        let proxy = async {
+            self.add_instances(ctx, &fleet, spec, &network, 0, count)
+                .await?;
+            // The app's proxy (started on its first web launch) comes up after the instances
+            // were started, while they become healthy (their first health check is a second
+            // or more away). Started alongside them, it delayed their own start, on the
+            // critical path of every first deploy.
             if spec.web.is_some() {
-                self.ensure_proxy(app).await.map(|_| ())
-            } else {
-                Ok(())
+                self.ensure_proxy_on(app, &network).await?;
             }
+            Ok::<(), Error>(())
         };
-        let (instances, proxy) = futures::join!(instances, proxy);
-        if let Err(e) = instances.and(proxy) {
+        if let Err(e) = launched.await {
             // A fleet that failed to launch leaves nothing running: the caller never got it.
             let left = self
                 .containers(&[
@@ -369,7 +386,8 @@ impl Deployer for DockerBackend {
         let have = u32::try_from(instances.len()).unwrap_or(u32::MAX);
         if count > have {
             let next = instances.last().map_or(0, |c| c.index() + 1);
-            self.add_instances(ctx, fleet, spec, next, next + (count - have))
+            let network = self.ensure_network(app).await?;
+            self.add_instances(ctx, fleet, spec, &network, next, next + (count - have))
                 .await?;
             self.sync_if_web(fleet, spec).await?;
         } else if count < have {
@@ -471,14 +489,53 @@ impl Deployer for DockerBackend {
 
     async fn status(&self, _ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
         let spec = self.process(&fleet.target)?;
-        self.existing(fleet).await?;
         let app = &fleet.target.app;
-        let listed = self.instances(app, &fleet.id).await?;
-        let inspected =
-            futures::future::try_join_all(listed.iter().map(|c| self.inspect(&c.id))).await?;
-        let instances = inspected.iter().flatten().flat_map(instances_of).collect();
-        if let Err(e) = self.sync_if_web(fleet, spec).await {
-            tracing::warn!(fleet = %fleet.id, error = %e, "could not update the proxy's backends");
+        // The fleet's marker, its instances and (for the web process) the proxy's address
+        // are read together: one round of engine calls per poll.
+        let proxy = async {
+            match spec.web {
+                Some(_) => self.proxy_addrs(app).await,
+                None => Ok(None),
+            }
+        };
+        let instances = async {
+            let listed = self.instances(app, &fleet.id).await?;
+            let inspected =
+                futures::future::try_join_all(listed.iter().map(|c| self.inspect(&c.id))).await?;
+            Ok::<_, Error>((listed, inspected))
+        };
+        let (exists, proxy, instances) = futures::join!(self.existing(fleet), proxy, instances);
+        exists?;
+        let (listed, inspected) = instances?;
+        let tails = futures::future::join_all(inspected.iter().map(|c| async move {
+            match c {
+                Some(c) if has_failed(c) => {
+                    self.last_lines(c.id.as_deref().unwrap_or_default(), FAILED_LOG_LINES)
+                        .await
+                }
+                _ => Vec::new(),
+            }
+        }))
+        .await;
+        let instances = inspected
+            .iter()
+            .zip(&tails)
+            .filter_map(|(c, tail)| c.as_ref().map(|c| instances_of(c, tail)))
+            .flatten()
+            .collect();
+        // The proxy learns of instances restarted (new addresses) from these same reads.
+        if let Some(web) = &spec.web {
+            let pushed = match proxy {
+                Ok(Some(proxy)) => {
+                    self.push_backends(proxy, app, &fleet.id, web.port, &inspected)
+                        .await
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = pushed {
+                tracing::warn!(fleet = %fleet.id, error = %e, "could not update the proxy's backends");
+            }
         }
         Ok(FleetStatus {
             fleet: fleet.id.clone(),

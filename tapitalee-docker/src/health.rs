@@ -48,25 +48,38 @@ impl HealthProbe for DockerHealth {
             });
         };
         let app = &fleet.target.app;
-        let proxy = match b.proxy_addrs(app).await? {
-            Some(addrs) => Some(b.proxy_state(addrs).await?),
-            None => None,
-        };
-        let listed = b.instances(app, &fleet.id).await?;
-        let inspected =
-            futures::future::try_join_all(listed.iter().map(|c| b.inspect(&c.id))).await?;
-        let mut report = HealthReport::default();
-        for (c, listed) in inspected.iter().zip(&listed) {
-            let Some(c) = c else { continue };
-            if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-                continue;
+        // The proxy's view and the instances are read together, and every instance is
+        // probed at once: a poll costs one round of engine calls, not one per instance.
+        let proxy = async {
+            match b.proxy_addrs(app).await? {
+                Some(addrs) => b.proxy_state(addrs).await.map(Some),
+                None => Ok(None),
             }
-            let Some(addr) = b.address(app, c, web.port) else {
-                continue;
-            };
-            let direct = http::request(addr, "GET", &web.health_path, "", Duration::from_secs(2))
-                .await
-                .map(|(status, _)| status);
+        };
+        let instances = async {
+            let listed = b.instances(app, &fleet.id).await?;
+            let inspected =
+                futures::future::try_join_all(listed.iter().map(|c| b.inspect(&c.id))).await?;
+            Ok::<_, tapitalee_core::Error>((listed, inspected))
+        };
+        let (proxy, instances) = futures::join!(proxy, instances);
+        let (proxy, (listed, inspected)) = (proxy?, instances?);
+        let probes = inspected.iter().zip(&listed).filter_map(|(c, listed)| {
+            let c = c.as_ref()?;
+            if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+                return None;
+            }
+            let addr = b.address(app, c, web.port)?;
+            Some(async move {
+                let direct =
+                    http::request(addr, "GET", &web.health_path, "", Duration::from_secs(2))
+                        .await
+                        .map(|(status, _)| status);
+                (listed, addr, direct)
+            })
+        });
+        let mut report = HealthReport::default();
+        for (listed, addr, direct) in futures::future::join_all(probes).await {
             let in_proxy = proxy.as_ref().is_none_or(|p| {
                 p.backends
                     .iter()

@@ -35,6 +35,7 @@ mod labels;
 mod logs;
 mod proxy;
 mod registry;
+mod registry_api;
 
 pub use backend::{DockerBackend, DockerBackendBuilder};
 pub use config::{AppConfig, ProcessConfig};

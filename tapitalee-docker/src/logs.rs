@@ -77,6 +77,42 @@ impl DockerBackend {
     }
 }
 
+impl DockerBackend {
+    /// A container's last `n` non-empty log lines (stdout and stderr), oldest first; none
+    /// when they cannot be read (it is gone, or the engine refused: best effort).
+    pub(crate) async fn last_lines(&self, id: &str, n: usize) -> Vec<String> {
+        let opts = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&n.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(opts));
+        let mut lines = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(
+                    LogOutput::StdOut { message }
+                    | LogOutput::StdErr { message }
+                    | LogOutput::Console { message },
+                ) => lines.extend(
+                    String::from_utf8_lossy(&message)
+                        .lines()
+                        .map(str::trim_end)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned),
+                ),
+                Ok(LogOutput::StdIn { .. }) => {}
+                Err(e) => {
+                    tracing::debug!(container = id, error = %e, "cannot read its last log lines");
+                    break;
+                }
+            }
+        }
+        let skip = lines.len().saturating_sub(n);
+        lines.split_off(skip)
+    }
+}
+
 /// `2026-11-27T09:00:00.123456789Z message` (the engine's timestamps) → a line.
 fn parse(container: &str, raw: &str) -> Option<ContainerLogLine> {
     let (stamp, message) = raw.split_once(' ').unwrap_or((raw, ""));

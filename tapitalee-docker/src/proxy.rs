@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, NetworkCreateRequest, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use tapitalee_core::{AppName, Error, FleetId, Result, TrafficWeight};
@@ -135,12 +135,21 @@ impl DockerBackend {
         if let Some(addrs) = self.proxy_addrs(app).await? {
             return Ok(addrs);
         }
+        let network = self.ensure_network(app).await?;
+        self.ensure_proxy_on(app, &network).await
+    }
+
+    /// The app's proxy, started on the app's network (its id) if it is not running.
+    pub(crate) async fn ensure_proxy_on(&self, app: &AppName, network: &str) -> Result<ProxyAddrs> {
+        if let Some(addrs) = self.proxy_addrs(app).await? {
+            return Ok(addrs);
+        }
         let config = self.app(app)?;
         let health = config
             .web()
             .and_then(|p| p.web.as_ref())
             .map_or("/health".to_owned(), |w| w.health_path.clone());
-        let network = self.ensure_network(app).await?;
+        let network = network.to_owned();
         let name = labels::proxy(app);
         let bind = |port: u16| {
             Some(vec![PortBinding {
@@ -301,6 +310,19 @@ impl DockerBackend {
         let instances = self.instances(app, fleet).await?;
         let inspected =
             futures::future::try_join_all(instances.iter().map(|c| self.inspect(&c.id))).await?;
+        self.push_backends(addrs, app, fleet, port, &inspected)
+            .await
+    }
+
+    /// Tells the proxy a fleet's instances from the fleet's instances as just inspected.
+    pub(crate) async fn push_backends(
+        &self,
+        addrs: ProxyAddrs,
+        app: &AppName,
+        fleet: &FleetId,
+        port: u16,
+        inspected: &[Option<ContainerInspectResponse>],
+    ) -> Result<()> {
         let body: String = inspected
             .iter()
             .flatten()

@@ -14,6 +14,7 @@ use tapitalee_core::{
 
 use crate::backend::{DockerBackend, parse_time};
 use crate::error::{is_not_found, map};
+use crate::registry_api::{self, RegistryApi};
 
 /// The tags of `repository` among an image's `repo:tag` names.
 fn tags_of(repository: &str, names: &[String]) -> Vec<DockerTag> {
@@ -48,20 +49,42 @@ impl DockerBackend {
             match step {
                 Ok(info) => {
                     if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                        return Err(pull_error(registry, repository, tag, e));
+                        return Err(self.pull_error(registry, repository, tag, e));
                     }
                 }
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    return Err(pull_error(registry, repository, tag, error));
+                    return Err(self.pull_error(registry, repository, tag, error));
                 }
-                Err(e) if is_not_found(&e) => {
-                    return Err(pull_error(registry, repository, tag, e.to_string()));
+                Err(e) if is_not_found(&e) || crate::builder::is_auth_refusal(&e.to_string()) => {
+                    return Err(self.pull_error(registry, repository, tag, e.to_string()));
                 }
                 Err(e) => return Err(map("pull image", e)),
             }
         }
         tracing::debug!(%repository, %tag, registry, "pulled");
         Ok(())
+    }
+}
+
+impl DockerBackend {
+    /// A pull the registry refused: for want of (valid) credentials, the error says how to
+    /// configure them; a tag it lacks is `NotFound`; anything else a platform error. The
+    /// engine's message never holds the password.
+    fn pull_error(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &DockerTag,
+        message: String,
+    ) -> Error {
+        if crate::builder::is_auth_refusal(&message) {
+            let fix = crate::registry_api::login_fix(registry, self.registry.as_ref());
+            return Error::platform(
+                "pull image",
+                format!("pulling {repository}:{tag} failed: {message}; {fix}"),
+            );
+        }
+        pull_error(registry, repository, tag, message)
     }
 }
 
@@ -120,6 +143,13 @@ impl ImageRegistry for DockerBackend {
 
     async fn list(&self, app: &AppName) -> Result<Vec<ImageInfo>> {
         let repository = self.app(app)?.repository.clone();
+        if let Some(host) = crate::builder::repository_registry(&repository)
+            && registry_api::readable(host)
+        {
+            return RegistryApi::new(host, &repository, self.registry.as_ref())
+                .list()
+                .await;
+        }
         let filters = HashMap::from([("reference", vec![repository.clone()])]);
         let opts = ListImagesOptionsBuilder::new().filters(&filters).build();
         let images = self
@@ -147,6 +177,29 @@ impl ImageRegistry for DockerBackend {
     }
 
     async fn describe(&self, app: &AppName, tag: &DockerTag) -> Result<ImageInfo> {
+        let repository = self.app(app)?.repository.clone();
+        if let Some(host) = crate::builder::repository_registry(&repository)
+            && registry_api::readable(host)
+        {
+            let api = RegistryApi::new(host, &repository, self.registry.as_ref());
+            return match api.describe(tag).await? {
+                Some(info) => Ok(info),
+                None => {
+                    let mut known: Vec<String> =
+                        api.tags().await?.iter().map(ToString::to_string).collect();
+                    known.sort();
+                    Err(Error::not_found(
+                        Resource::Image,
+                        format!("{repository}:{tag}"),
+                        if known.is_empty() {
+                            format!("the registry {host} has no tags of it; push one first")
+                        } else {
+                            format!("the registry {host} has: {}", known.join(", "))
+                        },
+                    ))
+                }
+            };
+        }
         let image = self.resolve(app, tag).await?;
         let digest = image
             .digest

@@ -160,6 +160,22 @@ async fn run(s: Scenario) {
             s.name,
             web.status
         );
+        // A crashing instance's last log lines outlive its removal, in the failure reason.
+        let said = if s.new_env == CRASH_AT_START {
+            Some("crashing at start (DEMO_CRASH_AT_START), exit 2")
+        } else if s.new_env == CRASH_AFTER_TRAFFIC {
+            Some("crashing after 7 s (DEMO_CRASH_AFTER), exit 3")
+        } else {
+            None
+        };
+        if let Some(said) = said {
+            assert!(
+                web.status.to_string().contains(said),
+                "{}: the failure reason carries the crashed instance's last log line {said:?}: {}",
+                s.name,
+                web.status
+            );
+        }
         let left: Vec<String> = app
             .containers_with("tapit.image.tag=v2")
             .into_iter()

@@ -116,6 +116,44 @@ async fn docker_login(ctx: &Ctx, app: &AppConfig, docker: &DockerCli) -> Result<
     Ok(host)
 }
 
+/// A push the registry refused for want of a login, with the fix added.
+fn push_refused(e: BuildError, app: &AppConfig) -> BuildError {
+    let name = &app.name;
+    let BuildError::Failed(message) = e else {
+        return e;
+    };
+    // Without the docker CLI's own output (it went to the terminal), the registry itself
+    // says whether it wants a login (with credentials configured, `docker login` already
+    // checked them).
+    let refused = builder::is_auth_refusal(&message)
+        || (app.docker.registry_username.is_none()
+            && message.contains("docker push")
+            && builder::repository_registry(&app.repository)
+                .is_some_and(builder::registry_requires_login));
+    match builder::repository_registry(&app.repository) {
+        Some(host) if refused => {
+            let fix = if app.docker.registry_username.is_some() {
+                format!(
+                    "the registry {host} refused the configured user {}: check the password in \
+                     ${}",
+                    app.docker.registry_username.as_deref().unwrap_or_default(),
+                    app.docker
+                        .registry_password_env
+                        .as_deref()
+                        .unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "the registry {host} requires a login: set registry_username and \
+                     registry_password_env in [apps.{name}.docker] (or run `docker login {host}`)"
+                )
+            };
+            BuildError::Failed(format!("{message}\n{fix}"))
+        }
+        _ => BuildError::Failed(message),
+    }
+}
+
 /// A builder error: a usage error when the request cannot work with this Docker.
 fn build_error(e: BuildError) -> CliError {
     match e {
@@ -200,7 +238,13 @@ async fn build_words(ctx: &Ctx, words: &Words, push: bool) -> Result<String, Cli
     // from its login.
     let (repository, push) = if app.platform == Platform::Docker {
         let registry = builder::repository_registry(&app.repository);
-        (app.repository.clone(), push && registry.is_some())
+        let push = push && registry.is_some();
+        // Configured credentials log the docker CLI in first; without them its own login
+        // (if any) is used.
+        if push && app.docker.registry_username.is_some() {
+            docker_login(ctx, &app, &docker).await?;
+        }
+        (app.repository.clone(), push)
     } else {
         let host = docker_login(ctx, &app, &docker).await?;
         (format!("{host}/{}", app.repository), push)
@@ -233,7 +277,10 @@ async fn build_words(ctx: &Ctx, words: &Words, push: bool) -> Result<String, Cli
             "docker build (buildx not installed)"
         }
     ));
-    docker.build(&plan, &ctx.cwd).map_err(build_error)?;
+    docker
+        .build(&plan, &ctx.cwd)
+        .map_err(|e| push_refused(e, &app))
+        .map_err(build_error)?;
     if ctx.out.json() {
         ctx.out.json_value(&serde_json::json!({
             "image": plan.reference(), "docker_tag": docker_tag, "pushed": push,

@@ -304,6 +304,19 @@ impl Check {
                     .unwrap_or_default()
             }
         };
+        if docker.registry_username.is_some()
+            && let Some(r) = &repository
+            && tapitalee::docker::builder::repository_registry(r).is_none()
+        {
+            self.problem(
+                &join(path, "docker.registry_username"),
+                format!(
+                    "the repository {r:?} names no registry, so there is nothing to log in to; \
+                     name one in the repository (e.g. \"127.0.0.1:5000/{r}\") or remove the \
+                     registry settings"
+                ),
+            );
+        }
         let region = self.string(t, path, "region");
         let endpoint_url = self.string(t, path, "endpoint_url");
         let registry_id = self.string(t, path, "registry_id");
@@ -513,8 +526,37 @@ impl Check {
                 "proxy_image",
                 "stop_timeout",
                 "drain_timeout",
+                "registry_username",
+                "registry_password_env",
             ],
         );
+        let registry_username = self.string(t, path, "registry_username");
+        let registry_password_env = self.string(t, path, "registry_password_env");
+        match (&registry_username, &registry_password_env) {
+            (Some(_), None) => self.problem(
+                &join(path, "registry_password_env"),
+                "is missing: registry_username needs the name of the environment variable \
+                 holding its password",
+            ),
+            (None, Some(_)) => self.problem(
+                &join(path, "registry_username"),
+                "is missing: registry_password_env needs the user name it is the password of",
+            ),
+            _ => {}
+        }
+        if let Some(v) = &registry_password_env {
+            let valid = !v.is_empty()
+                && !v.starts_with(|c: char| c.is_ascii_digit())
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.problem(
+                    &join(path, "registry_password_env"),
+                    // The value is not repeated: it may be a pasted password.
+                    "is not an environment variable name (letters, digits and _); name the \
+                     variable that holds the password, not the password",
+                );
+            }
+        }
         let host = self.string(t, path, "host");
         if let Some(h) = &host
             && let Err(e) = tapitalee::docker::DockerHost::parse(h)
@@ -530,6 +572,8 @@ impl Check {
             proxy_image: self.string(t, path, "proxy_image"),
             stop_timeout: self.duration(t, path, "stop_timeout"),
             drain_timeout: self.duration(t, path, "drain_timeout"),
+            registry_username,
+            registry_password_env,
         }
     }
 

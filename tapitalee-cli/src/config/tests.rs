@@ -262,3 +262,67 @@ images = { "v1" = "good" }
         assert!(m.contains(want), "missing {want:?} in:\n{m}");
     }
 }
+
+#[test]
+fn docker_registry_credentials_name_a_user_and_the_variable_of_its_password() {
+    let good = r#"
+[apps.demo]
+platform = "docker"
+repository = "127.0.0.1:5000/demo"
+[apps.demo.docker]
+registry_username = "ci"
+registry_password_env = "REGISTRY_PASSWORD"
+[apps.demo.processes.default]
+port = 8080
+"#;
+    let c = Config::parse(good, Path::new("tapit.toml")).unwrap();
+    let app = c.app(None).unwrap();
+    assert_eq!(
+        (
+            app.docker.registry_username.as_deref(),
+            app.docker.registry_password_env.as_deref()
+        ),
+        (Some("ci"), Some("REGISTRY_PASSWORD"))
+    );
+
+    let bad = r#"
+[apps.half]
+platform = "docker"
+repository = "127.0.0.1:5000/half"
+[apps.half.docker]
+registry_username = "ci"
+[apps.half.processes.default]
+port = 8080
+[apps.pasted]
+platform = "docker"
+repository = "127.0.0.1:5000/pasted"
+[apps.pasted.docker]
+registry_username = "ci"
+registry_password_env = "hunter2!"
+[apps.pasted.processes.default]
+port = 8080
+[apps.local]
+platform = "docker"
+repository = "local"
+[apps.local.docker]
+registry_username = "ci"
+registry_password_env = "REGISTRY_PASSWORD"
+[apps.local.processes.default]
+port = 8080
+"#;
+    let m = Config::parse(bad, Path::new("tapit.toml"))
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "apps.half.docker.registry_password_env: is missing",
+        "apps.pasted.docker.registry_password_env: is not an environment variable name",
+        "not the password",
+        "apps.local.docker.registry_username: the repository \"local\" names no registry",
+    ] {
+        assert!(m.contains(want), "missing {want:?} in:\n{m}");
+    }
+    assert!(
+        !m.contains("hunter2"),
+        "a pasted password is not repeated: {m}"
+    );
+}
