@@ -539,3 +539,62 @@ fn send_all<T: Clone>(replies: Vec<Reply<T>>, answer: &Result<T, AwsError>) {
         let _ = r.send(answer.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::types::{Deployment, Service};
+
+    fn service(desired: i32, failed: i32) -> ServiceInfo {
+        ServiceInfo::from(
+            &Service::builder()
+                .desired_count(desired)
+                .deployments(
+                    Deployment::builder()
+                        .id("ecs-svc/1")
+                        .status("PRIMARY")
+                        .desired_count(desired)
+                        .failed_tasks(failed)
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
+    fn set(arns: &[&str]) -> BTreeSet<String> {
+        arns.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    /// Each sign that a task can have stopped since the last stopped listing asks for a new
+    /// one; none of them, none.
+    #[test]
+    fn the_stopped_listing_is_stale_on_any_sign_of_a_stopped_task() {
+        let last = Listing {
+            running: set(&["a", "b"]),
+            stopped: vec!["z".into()],
+            rounds_since_stopped: 3,
+            failed_at_stopped: 0,
+        };
+        let steady = service(2, 0);
+        assert!(!last.stale(&set(&["a", "b"]), Some(&steady)));
+        assert!(last.stale(&set(&["a", "c"]), Some(&steady)), "b left");
+        assert!(last.stale(&set(&["a"]), Some(&steady)), "b left, short");
+        assert!(
+            last.stale(&set(&["a", "b"]), Some(&service(3, 0))),
+            "short of a desired count that grew"
+        );
+        assert!(
+            last.stale(&set(&["a", "b"]), Some(&service(2, 1))),
+            "a deployment counted a failed task"
+        );
+        assert!(last.stale(&set(&["a", "b"]), None), "never described");
+        let old = Listing {
+            rounds_since_stopped: STOPPED_LISTING_EVERY - 1,
+            ..last
+        };
+        assert!(
+            old.stale(&set(&["a", "b"]), Some(&steady)),
+            "every 12th round"
+        );
+    }
+}
