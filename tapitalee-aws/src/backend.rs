@@ -155,7 +155,12 @@ impl AwsBackend {
             limiter: RateLimiter::new(config.rates.clone()),
             retry: config.retry,
         };
-        let poller = Poller::new(clients.ecs.clone(), layer.clone(), config.poll_window);
+        let poller = Poller::new(
+            clients.ecs.clone(),
+            clients.elb.clone(),
+            layer.clone(),
+            config.poll_window,
+        );
         AwsBackend {
             shared: Arc::new(Shared {
                 config,

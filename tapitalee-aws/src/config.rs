@@ -287,6 +287,10 @@ pub struct AppConfig {
     /// The AWS account whose ECR registry holds the repository, when it is not the caller's
     /// own (a central registry shared by several accounts). `None`: the caller's registry.
     pub registry_id: Option<String>,
+    /// Deregister the task definition revision of a deployment that was rolled back (it is
+    /// then `INACTIVE`: kept by ECS for the record, offered to no new service or task set).
+    /// Off by default.
+    pub deregister_rolled_back: bool,
     /// Its processes.
     pub processes: Vec<ProcessConfig>,
 }
@@ -298,8 +302,18 @@ impl AppConfig {
             name,
             repository: repository.into(),
             registry_id: None,
+            deregister_rolled_back: false,
             processes: Vec::new(),
         }
+    }
+
+    /// Deregister the task definition revision a rolled-back deployment registered, once its
+    /// fleet is retired (only a revision that deployment registered, and that nothing of the
+    /// service runs any more). Off by default: the revisions stay `ACTIVE`.
+    #[must_use]
+    pub fn deregister_rolled_back(mut self, on: bool) -> Self {
+        self.deregister_rolled_back = on;
+        self
     }
 
     /// The repository lives in the ECR registry of account `account_id` (12 digits), e.g. a

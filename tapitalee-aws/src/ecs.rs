@@ -518,6 +518,51 @@ impl EcsDeployer {
     }
 }
 
+impl EcsDeployer {
+    /// After a retire: deregisters the fleet's revision when the retire was a rollback (the
+    /// fleet is not the stable one and runs another revision than it), the revision was
+    /// registered by this deployment, and no other task set of the service runs it. Its
+    /// failure does not fail the retire (the caller logs it).
+    async fn deregister_rolled_back(
+        &self,
+        ctx: &DeployContext,
+        fleet: &Fleet,
+        info: &ServiceInfo,
+    ) -> Result<()> {
+        let revision = &fleet.revision.id;
+        let stable = ctx.stable.as_ref();
+        if stable.is_some_and(|s| s.id == fleet.id || &s.revision.id == revision) {
+            return Ok(()); // the old fleet retired after a success
+        }
+        let elsewhere = info
+            .task_sets
+            .iter()
+            .any(|t| &t.task_definition == revision && t.arn != fleet.id.0 && t.id != fleet.id.0);
+        if elsewhere {
+            return Ok(());
+        }
+        let def = self.shared.task_def(revision, Some(ctx.deployment)).await?;
+        let ours = ctx.deployment.to_string();
+        let registered_here = def.tags.iter().any(|t| {
+            t.key() == Some(crate::taskdef::TAG_DEPLOYMENT) && t.value() == Some(ours.as_str())
+        });
+        if !registered_here {
+            return Ok(());
+        }
+        let ecs = &self.shared.clients.ecs;
+        self.shared
+            .layer
+            .call("DeregisterTaskDefinition", Some(ctx.deployment), || {
+                ecs.deregister_task_definition()
+                    .task_definition(revision)
+                    .send()
+            })
+            .await?;
+        tracing::info!(target = %ctx.target, %revision, "deregistered the rolled-back revision");
+        Ok(())
+    }
+}
+
 fn network_from_config(
     n: &crate::config::NetworkConfig,
 ) -> Result<aws_sdk_ecs::types::NetworkConfiguration> {
@@ -754,9 +799,25 @@ impl Deployer for EcsDeployer {
     async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
         let (p, info) = self.service(&fleet.target).await?;
         match info.controller {
-            Controller::External => self.ts_retire(ctx, fleet, &p).await,
-            _ => self.native_retire(ctx, fleet, &p, &info).await,
+            Controller::External => self.ts_retire(ctx, fleet, &p).await?,
+            _ => self.native_retire(ctx, fleet, &p, &info).await?,
         }
+        if self
+            .shared
+            .config
+            .app(&fleet.target.app)?
+            .deregister_rolled_back
+            && let Err(e) = self.deregister_rolled_back(ctx, fleet, &info).await
+        {
+            // The rollback itself is done: a revision left ACTIVE is untidy, not unhealthy.
+            tracing::warn!(
+                target = %ctx.target,
+                revision = %fleet.revision.id,
+                error = %e,
+                "could not deregister the rolled-back revision; deregister it by hand"
+            );
+        }
+        Ok(())
     }
 
     async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {

@@ -227,42 +227,10 @@ impl TargetHealth {
     }
 
     /// The health of every target of a target group: target id (IP) → state and reason.
-    async fn targets(
-        &self,
-        target_group: &str,
-        deployment: Option<DeploymentId>,
-    ) -> Result<HashMap<String, (String, Option<String>)>> {
-        let elb = &self.shared.clients.elb;
-        let out = self
-            .shared
-            .layer
-            .call("DescribeTargetHealth", deployment, || {
-                elb.describe_target_health()
-                    .target_group_arn(target_group)
-                    .send()
-            })
-            .await
-            .map_err(|e| {
-                e.not_found_as(
-                    tapitalee_core::Resource::Process,
-                    target_group,
-                    "the target group does not exist; fix LoadBalancerConfig's target groups",
-                )
-            })?;
-        Ok(out
-            .target_health_descriptions()
-            .iter()
-            .filter_map(|d| {
-                let id = d.target()?.id()?.to_owned();
-                let h = d.target_health()?;
-                let state = h.state().map_or("unknown", |s| s.as_str()).to_owned();
-                let why = h
-                    .description()
-                    .map(str::to_owned)
-                    .or_else(|| h.reason().map(|r| r.as_str().to_owned()));
-                Some((id, (state, why)))
-            })
-            .collect())
+    /// Read by the shared poller: one `DescribeTargetHealth` per group per round, whoever
+    /// asks.
+    async fn targets(&self, target_group: &str) -> Result<crate::poller::Targets> {
+        self.shared.poller.targets(target_group).await
     }
 }
 
@@ -308,16 +276,10 @@ impl HealthProbe for TargetHealth {
                 )],
             });
         };
-        let deployment = None; // a probe is called without a deployment context
-        let targets = self.targets(&tg, deployment).await?;
-        let ips: HashMap<String, Option<String>> = self
-            .shared
-            .poller
-            .recent_tasks(&key)
-            .await?
-            .into_iter()
-            .map(|t| (t.arn, t.ip))
-            .collect();
+        let targets = self.targets(&tg).await?;
+        let recent = self.shared.poller.recent_tasks(&key).await?;
+        let ips: HashMap<String, Option<String>> =
+            recent.into_iter().map(|t| (t.arn, t.ip)).collect();
         let mut report = HealthReport::default();
         for i in &status.instances {
             if !matches!(i.status, InstanceStatus::Running { healthy } if healthy != Some(false)) {

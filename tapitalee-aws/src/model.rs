@@ -66,6 +66,8 @@ pub(crate) struct DeploymentInfo {
     pub(crate) status: String,
     pub(crate) task_definition: String,
     pub(crate) desired: i32,
+    /// Tasks of this deployment that failed to launch or run (the circuit breaker's count).
+    pub(crate) failed_tasks: i32,
     pub(crate) rollout_state: Option<String>,
     pub(crate) rollout_reason: Option<String>,
 }
@@ -139,6 +141,7 @@ impl From<&ecs::Deployment> for DeploymentInfo {
             status: d.status().unwrap_or_default().to_owned(),
             task_definition: d.task_definition().unwrap_or_default().to_owned(),
             desired: d.desired_count(),
+            failed_tasks: d.failed_tasks(),
             rollout_state: d.rollout_state().map(|s| s.as_str().to_owned()),
             rollout_reason: d.rollout_state_reason().map(str::to_owned),
         }

@@ -2,10 +2,19 @@
 //! it answers them all with as few calls as ECS allows.
 //!
 //! Requests arriving within one batch window form a round. A round describes the services
-//! asked for with `DescribeServices`, 10 per call (per cluster), and the tasks asked for with
-//! `ListTasks` (running and recently stopped, per service) then `DescribeTasks`, 100 per call.
-//! Calls go through the crate's rate limiter and retry layer; they are counted as shared (not
-//! attributed to one deployment).
+//! asked for with `DescribeServices`, 10 per call (per cluster); lists the tasks asked for
+//! with `ListTasks`, once per service whoever asks (every fleet of a service shares the
+//! listing); describes them with `DescribeTasks`, 100 per call, except tasks already seen
+//! STOPPED (a stopped task never changes: described once); and reads the target health of
+//! the target groups asked for, one `DescribeTargetHealth` per group. Calls go through the
+//! crate's rate limiter and retry layer; they are counted as shared (not attributed to one
+//! deployment).
+//!
+//! `ListTasks` takes one desired status a call, so the running and the stopped tasks are two
+//! listings (and `startedBy`, the task set's id, must be ListTasks' only filter: listing per
+//! task set would cost more, not less). The running listing is made every round; the stopped
+//! one only when a task can have stopped since the last one (see [`Listing`]), because ECS
+//! keeps listing stopped tasks for about an hour.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -13,6 +22,7 @@ use std::time::Duration;
 
 use aws_sdk_ecs::Client as EcsClient;
 use aws_sdk_ecs::types::DesiredStatus;
+use aws_sdk_elasticloadbalancingv2::Client as ElbClient;
 use tapitalee_core::{Error, Resource, Result};
 use tokio::sync::oneshot;
 
@@ -43,15 +53,75 @@ impl ServiceKey {
 
 type Reply<T> = oneshot::Sender<Result<T, AwsError>>;
 
+/// The health of a target group's targets: target id (an IP for Fargate tasks) → state and
+/// reason.
+pub(crate) type Targets = Arc<HashMap<String, (String, Option<String>)>>;
+
 #[derive(Debug, Default)]
 struct Round {
     services: BTreeMap<ServiceKey, Vec<Reply<ServiceInfo>>>,
     tasks: BTreeMap<ServiceKey, Vec<Reply<Vec<TaskInfo>>>>,
+    targets: BTreeMap<String, Vec<Reply<Targets>>>,
+}
+
+/// The stopped listing is made at least every this many rounds of a service, whatever the
+/// signs say.
+const STOPPED_LISTING_EVERY: u32 = 12;
+
+/// A service's last task listings. A task that stopped since the previous round either left
+/// the running listing (its ARN is gone), or was started and stopped in between: then the
+/// scheduler's replacement is a new ARN in the running listing, or, if it has not started
+/// one yet (ECS backs off restarting a failing service), the running listing is short of the
+/// service's desired tasks. So the stopped listing is made when the running one changed,
+/// when it is short of what the last `DescribeServices` asked for, when a deployment's
+/// failed-task count moved, on the first listing, and every [`STOPPED_LISTING_EVERY`] rounds.
+#[derive(Debug, Default)]
+struct Listing {
+    running: BTreeSet<String>,
+    stopped: Vec<String>,
+    rounds_since_stopped: u32,
+    failed_at_stopped: i64,
+}
+
+/// The tasks a service should have by its last description (RUNNING listings include
+/// PENDING and PROVISIONING tasks), and its deployments' failed-task count.
+fn expected_tasks(info: &ServiceInfo) -> (usize, i64) {
+    let failed = info
+        .deployments
+        .iter()
+        .map(|d| i64::from(d.failed_tasks))
+        .sum();
+    let want: i32 = if !info.task_sets.is_empty() {
+        info.task_sets.iter().map(|t| t.computed_desired).sum()
+    } else if !info.deployments.is_empty() {
+        info.deployments.iter().map(|d| d.desired).sum()
+    } else {
+        info.desired
+    };
+    (usize::try_from(want).unwrap_or(0), failed)
+}
+
+impl Listing {
+    /// Whether the stopped tasks must be listed again, given this round's running listing
+    /// and the service's last description.
+    fn stale(&self, running: &BTreeSet<String>, info: Option<&ServiceInfo>) -> bool {
+        if self.rounds_since_stopped + 1 >= STOPPED_LISTING_EVERY || *running != self.running {
+            return true;
+        }
+        match info {
+            None => true,
+            Some(info) => {
+                let (want, failed) = expected_tasks(info);
+                running.len() < want || failed != self.failed_at_stopped
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Inner {
     ecs: EcsClient,
+    elb: ElbClient,
     layer: CallLayer,
     window: Duration,
     pending: Mutex<Option<Round>>,
@@ -62,6 +132,10 @@ struct Inner {
     /// about an hour: it is described once, not at every poll. Bounded by
     /// [`STOPPED_TASKS_KEPT`].
     stopped: Mutex<HashMap<String, TaskInfo>>,
+    /// Each service's last listings (bounded by the services configured).
+    listings: Mutex<HashMap<ServiceKey, Listing>>,
+    /// Each service's last description (bounded by the services configured).
+    described: Mutex<HashMap<ServiceKey, ServiceInfo>>,
 }
 
 /// The most stopped tasks remembered; past it the memory starts over (they are described
@@ -75,15 +149,18 @@ pub(crate) struct Poller {
 }
 
 impl Poller {
-    pub(crate) fn new(ecs: EcsClient, layer: CallLayer, window: Duration) -> Self {
+    pub(crate) fn new(ecs: EcsClient, elb: ElbClient, layer: CallLayer, window: Duration) -> Self {
         Poller {
             inner: Arc::new(Inner {
                 ecs,
+                elb,
                 layer,
                 window,
                 pending: Mutex::new(None),
                 recent: Mutex::new(HashMap::new()),
                 stopped: Mutex::new(HashMap::new()),
+                listings: Mutex::new(HashMap::new()),
+                described: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -104,6 +181,19 @@ impl Poller {
     pub(crate) async fn tasks(&self, key: ServiceKey) -> Result<Vec<TaskInfo>> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(|round| round.tasks.entry(key).or_default().push(tx));
+        Self::wait(rx).await
+    }
+
+    /// A target group's target health, read in the next round (once for everyone asking).
+    pub(crate) async fn targets(&self, target_group: &str) -> Result<Targets> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(|round| {
+            round
+                .targets
+                .entry(target_group.to_owned())
+                .or_default()
+                .push(tx)
+        });
         Self::wait(rx).await
     }
 
@@ -155,10 +245,15 @@ impl Poller {
 
 impl Inner {
     async fn run(&self, round: Round) {
-        let Round { services, tasks } = round;
+        let Round {
+            services,
+            tasks,
+            targets,
+        } = round;
         tracing::trace!(
             services = services.len(),
             task_lists = tasks.len(),
+            target_groups = targets.len(),
             "poll round"
         );
         if !services.is_empty() {
@@ -167,6 +262,44 @@ impl Inner {
         if !tasks.is_empty() {
             self.list_tasks(tasks).await;
         }
+        for (target_group, replies) in targets {
+            let answer = self.target_health(&target_group).await;
+            send_all(replies, &answer);
+        }
+    }
+
+    async fn target_health(&self, target_group: &str) -> Result<Targets, AwsError> {
+        let out = self
+            .layer
+            .call("DescribeTargetHealth", None, || {
+                self.elb
+                    .describe_target_health()
+                    .target_group_arn(target_group)
+                    .send()
+            })
+            .await
+            .map_err(|e| {
+                e.not_found_as(
+                    Resource::Process,
+                    target_group,
+                    "the target group does not exist; fix LoadBalancerConfig's target groups",
+                )
+            })?;
+        Ok(Arc::new(
+            out.target_health_descriptions()
+                .iter()
+                .filter_map(|d| {
+                    let id = d.target()?.id()?.to_owned();
+                    let h = d.target_health()?;
+                    let state = h.state().map_or("unknown", |s| s.as_str()).to_owned();
+                    let why = h
+                        .description()
+                        .map(str::to_owned)
+                        .or_else(|| h.reason().map(|r| r.as_str().to_owned()));
+                    Some((id, (state, why)))
+                })
+                .collect(),
+        ))
     }
 
     async fn describe_services(&self, wanted: BTreeMap<ServiceKey, Vec<Reply<ServiceInfo>>>) {
@@ -209,7 +342,16 @@ impl Inner {
                             .collect();
                         for (name, replies) in chunk {
                             let answer = match found.get(name.as_str()) {
-                                Some(info) => Ok(info.clone()),
+                                Some(info) => {
+                                    self.described
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .insert(
+                                            ServiceKey::new(cluster.clone(), name.clone()),
+                                            info.clone(),
+                                        );
+                                    Ok(info.clone())
+                                }
                                 None => Err(AwsError::missing(
                                     "DescribeServices",
                                     Resource::Process,
@@ -235,21 +377,10 @@ impl Inner {
     }
 
     async fn list_tasks(&self, wanted: BTreeMap<ServiceKey, Vec<Reply<Vec<TaskInfo>>>>) {
-        // 1. Task ARNs per service (running and stopped).
+        // 1. Task ARNs per service: running, and stopped when they can have changed.
         let mut arns: BTreeMap<ServiceKey, Result<Vec<String>, AwsError>> = BTreeMap::new();
         for key in wanted.keys() {
-            let mut all = Vec::new();
-            let mut failed = None;
-            for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
-                match self.list_task_arns(key, status).await {
-                    Ok(mut v) => all.append(&mut v),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            arns.insert(key.clone(), failed.map_or(Ok(all), Err));
+            arns.insert(key.clone(), self.task_arns(key).await);
         }
         // 2. DescribeTasks, 100 per call, per cluster, except tasks already seen stopped.
         let mut described: HashMap<String, TaskInfo> = {
@@ -325,6 +456,52 @@ impl Inner {
         }
     }
 
+    /// A service's running tasks, listed, and its stopped ones, listed again only when one
+    /// can have stopped since the last listing ([`Listing`]).
+    async fn task_arns(&self, key: &ServiceKey) -> Result<Vec<String>, AwsError> {
+        let running = self.list_task_arns(key, DesiredStatus::Running).await?;
+        let running_set: BTreeSet<String> = running.iter().cloned().collect();
+        let info = self
+            .described
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        let previous = {
+            let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+            match listings.get_mut(key) {
+                Some(l) if !l.stale(&running_set, info.as_ref()) => {
+                    l.rounds_since_stopped += 1;
+                    Some(l.stopped.clone())
+                }
+                _ => None,
+            }
+        };
+        let stopped = match previous {
+            Some(stopped) => stopped,
+            None => {
+                let stopped = self.list_task_arns(key, DesiredStatus::Stopped).await?;
+                let failed = info.as_ref().map_or(0, |i| expected_tasks(i).1);
+                self.listings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        key.clone(),
+                        Listing {
+                            running: running_set.clone(),
+                            stopped: stopped.clone(),
+                            rounds_since_stopped: 0,
+                            failed_at_stopped: failed,
+                        },
+                    );
+                stopped
+            }
+        };
+        let mut all = running;
+        all.extend(stopped.into_iter().filter(|a| !running_set.contains(a)));
+        Ok(all)
+    }
+
     async fn list_task_arns(
         &self,
         key: &ServiceKey,
@@ -360,5 +537,64 @@ impl Inner {
 fn send_all<T: Clone>(replies: Vec<Reply<T>>, answer: &Result<T, AwsError>) {
     for r in replies {
         let _ = r.send(answer.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::types::{Deployment, Service};
+
+    fn service(desired: i32, failed: i32) -> ServiceInfo {
+        ServiceInfo::from(
+            &Service::builder()
+                .desired_count(desired)
+                .deployments(
+                    Deployment::builder()
+                        .id("ecs-svc/1")
+                        .status("PRIMARY")
+                        .desired_count(desired)
+                        .failed_tasks(failed)
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
+    fn set(arns: &[&str]) -> BTreeSet<String> {
+        arns.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    /// Each sign that a task can have stopped since the last stopped listing asks for a new
+    /// one; none of them, none.
+    #[test]
+    fn the_stopped_listing_is_stale_on_any_sign_of_a_stopped_task() {
+        let last = Listing {
+            running: set(&["a", "b"]),
+            stopped: vec!["z".into()],
+            rounds_since_stopped: 3,
+            failed_at_stopped: 0,
+        };
+        let steady = service(2, 0);
+        assert!(!last.stale(&set(&["a", "b"]), Some(&steady)));
+        assert!(last.stale(&set(&["a", "c"]), Some(&steady)), "b left");
+        assert!(last.stale(&set(&["a"]), Some(&steady)), "b left, short");
+        assert!(
+            last.stale(&set(&["a", "b"]), Some(&service(3, 0))),
+            "short of a desired count that grew"
+        );
+        assert!(
+            last.stale(&set(&["a", "b"]), Some(&service(2, 1))),
+            "a deployment counted a failed task"
+        );
+        assert!(last.stale(&set(&["a", "b"]), None), "never described");
+        let old = Listing {
+            rounds_since_stopped: STOPPED_LISTING_EVERY - 1,
+            ..last
+        };
+        assert!(
+            old.stale(&set(&["a", "b"]), Some(&steady)),
+            "every 12th round"
+        );
     }
 }

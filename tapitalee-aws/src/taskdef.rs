@@ -125,9 +125,40 @@ pub(crate) struct Containers {
     pub(crate) health_check: bool,
 }
 
+/// Described task definitions by ARN (a revision is immutable: described once), the ones
+/// this backend registered included. Bounded by [`TASK_DEFS_KEPT`]: past it the memory starts
+/// over, which costs a `DescribeTaskDefinition` again, never correctness.
 #[derive(Debug, Default)]
 pub(crate) struct TaskDefCache {
     map: Mutex<HashMap<String, Arc<TaskDef>>>,
+    /// Names being described now (removed once answered).
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The most task definitions remembered.
+pub(crate) const TASK_DEFS_KEPT: usize = 1_000;
+
+impl TaskDefCache {
+    fn get(&self, arn: &str) -> Option<Arc<TaskDef>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(arn)
+            .cloned()
+    }
+
+    fn insert(&self, td: Arc<TaskDef>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= TASK_DEFS_KEPT {
+            map.clear();
+        }
+        map.insert(td.arn().to_owned(), td);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 impl Shared {
@@ -137,15 +168,40 @@ impl Shared {
         name: &str,
         deployment: Option<DeploymentId>,
     ) -> Result<Arc<TaskDef>> {
-        if let Some(td) = self
+        if let Some(td) = self.task_defs.get(name) {
+            return Ok(td);
+        }
+        // One describe per name at a time: callers asking concurrently (a deployment reads
+        // the live revision for `current` and `prepare` at once) wait for the first one.
+        let gate = self
             .task_defs
-            .map
+            .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return Ok(td.clone());
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        if let Some(td) = self.task_defs.get(name) {
+            return Ok(td);
         }
+        let result = self.describe_task_def(name, deployment).await;
+        let mut inflight = self
+            .task_defs
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if inflight.get(name).is_some_and(|g| Arc::ptr_eq(g, &gate)) {
+            inflight.remove(name);
+        }
+        result
+    }
+
+    async fn describe_task_def(
+        &self,
+        name: &str,
+        deployment: Option<DeploymentId>,
+    ) -> Result<Arc<TaskDef>> {
         let ecs = &self.clients.ecs;
         let out = self
             .layer
@@ -173,13 +229,10 @@ impl Shared {
             def,
             tags: out.tags().to_vec(),
         });
-        let arn = td.arn().to_owned();
-        if arn == name || name.contains(':') && name.starts_with("arn:") {
-            self.task_defs
-                .map
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(arn, td.clone());
+        // Cached by its ARN only when asked by ARN: a family name means its latest revision,
+        // which changes.
+        if td.arn() == name || name.starts_with("arn:") && name.contains(':') {
+            self.task_defs.insert(td.clone());
         }
         Ok(td)
     }
@@ -241,6 +294,18 @@ impl Shared {
             .and_then(|t| t.task_definition_arn())
             .ok_or_else(|| unexpected("RegisterTaskDefinition", "no ARN in the answer"))?
             .to_owned();
+        if let Some(def) = out.task_definition() {
+            // The answer is the whole new revision: judging its tasks needs no describe. Its
+            // tags are the ones sent (not every implementation echoes them).
+            self.task_defs.insert(Arc::new(TaskDef {
+                def: def.clone(),
+                tags: if out.tags().is_empty() {
+                    tags.clone()
+                } else {
+                    out.tags().to_vec()
+                },
+            }));
+        }
         tracing::info!(revision = %arn, image = %image, "registered task definition");
         Ok(Revision {
             id: arn,
@@ -328,6 +393,21 @@ fn copy_tags(live: &[Tag], meta: &DeployContext, image: &ImageRef) -> Vec<Tag> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cache of described revisions is bounded: past the limit it starts over.
+    #[test]
+    fn the_task_definition_cache_is_bounded() {
+        let cache = TaskDefCache::default();
+        for i in 0..=TASK_DEFS_KEPT + 5 {
+            let arn = format!("arn:aws:ecs:us-east-1:1:task-definition/web:{i}");
+            cache.insert(Arc::new(TaskDef {
+                def: TaskDefinition::builder().task_definition_arn(&arn).build(),
+                tags: Vec::new(),
+            }));
+            assert!(cache.len() <= TASK_DEFS_KEPT);
+            assert!(cache.get(&arn).is_some(), "the newest is kept");
+        }
+    }
 
     #[test]
     fn tag_values_are_sanitized() {

@@ -129,6 +129,13 @@ async fn report(n: usize) -> String {
         .max()
         .unwrap();
     let seconds = end.duration_since(start).unwrap().as_secs_f64() * SCALE;
+    // A task definition revision is immutable: the live one is described once (however many
+    // callers ask at once), the one registered is known from RegisterTaskDefinition's answer.
+    assert_eq!(
+        calls.calls.get("DescribeTaskDefinition").copied(),
+        Some(n as u64),
+        "one DescribeTaskDefinition per process"
+    );
     let mut out = format!(
         "\n{n} processes, {seconds:.0} s (model time):\n| operation | calls | per process | mean per second | peak in one second | ECS sustained |\n|---|---:|---:|---:|---:|---:|\n"
     );

@@ -281,6 +281,9 @@ pub struct AppConfig {
     pub registry_id: Option<String>,
     /// `role_arn` (aws, and a DynamoDB history): the IAM role every call is made as.
     pub role_arn: Option<String>,
+    /// `deregister_rolled_back` (aws): deregister the task definition revision of a rolled-back
+    /// deployment. Default false.
+    pub deregister_rolled_back: bool,
     /// `rollback`: whether any failure rolls every process back.
     pub rollback_all: bool,
     /// `strategy` and its settings.

@@ -192,6 +192,7 @@ async fn connect_aws(
     if let Some(id) = &app.registry_id {
         aws_app = aws_app.registry_id(id);
     }
+    aws_app = aws_app.deregister_rolled_back(app.deregister_rolled_back);
     for p in &app.processes {
         let mut pc = AwsProcess::new(
             ProcessName::new(&p.name)?,

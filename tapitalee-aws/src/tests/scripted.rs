@@ -828,3 +828,161 @@ async fn stopped_tasks_are_described_once() {
     assert_eq!(times("t-stopped"), 1, "described once: {asked:?}");
     assert_eq!(times("t-live"), 3, "running tasks are described every poll");
 }
+
+/// The stopped tasks of a service whose running tasks are what it asked for and have not
+/// changed are listed once, not every round (ECS keeps listing them for about an hour); a
+/// running task gone from the listing, or a listing short of the desired count, brings the
+/// stopped listing back, and the task that stopped is reported.
+#[tokio::test]
+async fn stopped_tasks_are_listed_again_only_when_one_can_have_stopped() {
+    use std::sync::{Arc, Mutex};
+
+    let ts = TaskSet::builder()
+        .id("ecs-svc/9")
+        .task_set_arn("arn:ts/9")
+        .status("ACTIVE")
+        .task_definition(NEW_TD)
+        .computed_desired_count(2)
+        .build();
+    let svc = services_rule(vec![
+        ecs_service("s0", DeploymentControllerType::External, vec![]).to_builder_with_task_set(ts),
+    ]);
+    let crashed = |arn: &str| {
+        Task::builder()
+            .task_arn(arn)
+            .started_by("ecs-svc/9")
+            .last_status("STOPPED")
+            .desired_status("STOPPED")
+            .stop_code(TaskStopCode::EssentialContainerExited)
+            .stopped_reason("Essential container in task exited")
+            .containers(Container::builder().name("app").exit_code(1).build())
+            .build()
+    };
+    let live = [
+        running("t1", "ecs-svc/9", NEW_TD, HealthStatus::Healthy),
+        running("t2", "ecs-svc/9", NEW_TD, HealthStatus::Healthy),
+        running("t3", "ecs-svc/9", NEW_TD, HealthStatus::Healthy),
+    ];
+    let stopped_now = Arc::new(Mutex::new(vec!["t0"]));
+    let s = stopped_now.clone();
+    let describe = mock!(Ecs::describe_tasks).then_compute_output(move |r| {
+        let stopped = s.lock().unwrap().clone();
+        DescribeTasksOutput::builder()
+            .set_tasks(Some(
+                r.tasks()
+                    .iter()
+                    .filter_map(|w| {
+                        if stopped.contains(&w.as_str()) {
+                            Some(crashed(w))
+                        } else {
+                            live.iter()
+                                .find(|t| t.task_arn() == Some(w.as_str()))
+                                .cloned()
+                        }
+                    })
+                    .collect(),
+            ))
+            .build()
+    });
+    let running_now = Arc::new(Mutex::new(vec!["t1", "t2"]));
+    let (r, s) = (running_now.clone(), stopped_now.clone());
+    let list_running = mock!(Ecs::list_tasks)
+        .match_requests(|r| r.desired_status() == Some(&DesiredStatus::Running))
+        .then_compute_output(move |_| {
+            ListTasksOutput::builder()
+                .set_task_arns(Some(
+                    r.lock().unwrap().iter().map(|a| (*a).to_owned()).collect(),
+                ))
+                .build()
+        });
+    let list_stopped = mock!(Ecs::list_tasks)
+        .match_requests(|r| r.desired_status() == Some(&DesiredStatus::Stopped))
+        .then_compute_output(move |_| {
+            ListTasksOutput::builder()
+                .set_task_arns(Some(
+                    s.lock().unwrap().iter().map(|a| (*a).to_owned()).collect(),
+                ))
+                .build()
+        });
+    let td = task_def_rule();
+    let backend = scripted(
+        vec![app(1)],
+        &[&svc, &td, &describe, &list_running, &list_stopped],
+        &[],
+        &[],
+    );
+    let f = fleet("p0", "arn:ts/9", NEW_TD);
+    let poll = || async { backend.deployer().status(&ctx("p0"), &f).await.unwrap() };
+    for _ in 0..5 {
+        let status = poll().await;
+        assert_eq!(status.stopped(), 1, "t0 is still reported");
+        assert_eq!(status.running(), 2);
+    }
+    assert_eq!(list_running.num_calls(), 5, "running tasks: every round");
+    assert_eq!(
+        list_stopped.num_calls(),
+        1,
+        "stopped tasks: once while nothing changes"
+    );
+
+    // t1 crashes and is replaced by t3: it left the running listing.
+    *running_now.lock().unwrap() = vec!["t2", "t3"];
+    stopped_now.lock().unwrap().push("t1");
+    let status = poll().await;
+    assert_eq!(
+        list_stopped.num_calls(),
+        2,
+        "a running task is gone: listed again"
+    );
+    assert_eq!(status.stopped(), 2, "t1's crash is reported: {status:?}");
+    poll().await;
+    assert_eq!(list_stopped.num_calls(), 2);
+
+    // t3 stops and the scheduler has not replaced it yet: short of the 2 asked for, every
+    // round until it is.
+    *running_now.lock().unwrap() = vec!["t2"];
+    poll().await;
+    poll().await;
+    assert_eq!(list_stopped.num_calls(), 4);
+}
+
+/// A revision is described once: the live one on its first read, the one a deployment
+/// registers never (RegisterTaskDefinition's answer is the whole revision).
+#[tokio::test]
+async fn revisions_are_described_once_and_registered_ones_never() {
+    use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutput;
+
+    let td = task_def_rule();
+    let register = mock!(Ecs::register_task_definition).then_compute_output(|req| {
+        RegisterTaskDefinitionOutput::builder()
+            .task_definition(
+                TaskDefinition::builder()
+                    .task_definition_arn(NEW_TD)
+                    .family(req.family().unwrap_or_default())
+                    .set_container_definitions(Some(req.container_definitions().to_vec()))
+                    .build(),
+            )
+            .build()
+    });
+    let backend = scripted(vec![app(1)], &[&td, &register], &[], &[]);
+    let d = backend.deployer();
+    let base = d.shared.task_def(OLD_TD, None).await.unwrap();
+    d.shared.task_def(OLD_TD, None).await.unwrap();
+    assert_eq!(td.num_calls(), 1);
+    let image: ImageRef = format!("repo/app:v2@sha256:{}", "b".repeat(64))
+        .parse()
+        .unwrap();
+    let revision = d
+        .shared
+        .register_copy(&base, None, &image, &ctx("p0"))
+        .await
+        .unwrap();
+    assert_eq!(revision.id, NEW_TD);
+    let new = d.shared.task_def(NEW_TD, None).await.unwrap();
+    assert_eq!(new.image(None).unwrap().digest, image.digest);
+    assert_eq!(
+        td.num_calls(),
+        1,
+        "the registered revision is not described"
+    );
+}

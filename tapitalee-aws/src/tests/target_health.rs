@@ -19,6 +19,7 @@ use tapitalee_core::{
 use super::scripted;
 use super::scripted::{NEW_TD, ecs_service, fleet, refs, services_rule, tasks_rules};
 use crate::config::{AppConfig, LoadBalancerConfig, ProcessConfig};
+use tapitalee_core::Deployer;
 
 const TS_ARN: &str = "arn:aws:ecs:us-east-1:1:task-set/c/s0/ecs-svc/9";
 const BLUE: &str = "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/blue/1";
@@ -257,4 +258,61 @@ async fn a_task_set_on_no_target_group_passes_no_instance() {
         "{report:?}"
     );
     assert_eq!(health.num_calls(), 0);
+}
+
+fn healthy_targets() -> DescribeTargetHealthOutput {
+    DescribeTargetHealthOutput::builder()
+        .target_health_descriptions(target_health(
+            "10.0.1.1",
+            TargetHealthStateEnum::Healthy,
+            None,
+        ))
+        .target_health_descriptions(target_health(
+            "10.0.1.2",
+            TargetHealthStateEnum::Healthy,
+            None,
+        ))
+        .build()
+}
+
+fn two_running() -> FleetStatus {
+    let running = InstanceStatus::Running {
+        healthy: Some(true),
+    };
+    FleetStatus {
+        fleet: FleetId(TS_ARN.into()),
+        desired: 2,
+        instances: vec![instance("t1", running.clone()), instance("t2", running)],
+    }
+}
+
+/// Everyone asking for a target group's health in one poll round shares one
+/// `DescribeTargetHealth` (it was one call per check).
+#[tokio::test]
+async fn target_health_is_read_once_per_group_per_round() {
+    let svc = web_service(true);
+    let tasks = tasks_rules(vec![
+        task_with_ip("t1", "10.0.1.1"),
+        task_with_ip("t2", "10.0.1.2"),
+    ]);
+    let health = mock!(Elb::describe_target_health)
+        .match_requests(|r| r.target_group_arn() == Some(GREEN))
+        .then_output(healthy_targets);
+    let td = super::scripted::task_def_rule();
+    let mut ecs = vec![&svc, &td];
+    ecs.extend(refs(&tasks));
+    let backend = scripted(vec![web_app()], &ecs, &[&health], &[]);
+    let probe = backend.target_health();
+    let (fleet, status) = (candidate(), two_running());
+    // The task listing the probe maps IPs from is the engine's, made before it checks.
+    backend
+        .deployer()
+        .status(&super::scripted::ctx("p0"), &fleet)
+        .await
+        .unwrap();
+    let reports = futures::future::join_all((0..4).map(|_| probe.check(&fleet, &status))).await;
+    for r in reports {
+        assert_eq!(r.unwrap().healthy, 2);
+    }
+    assert_eq!(health.num_calls(), 1, "4 checks in one round, one read");
 }

@@ -62,6 +62,7 @@ repository = "{app}"        # the ECR repository
 # region = "us-east-1"
 # role_arn = "arn:aws:iam::123456789012:role/deployer"   # make every AWS call as this role
 # registry_id = "210987654321"   # the account of a central ECR registry holding the repository
+# deregister_rolled_back = true   # a rolled-back release's task definition revision becomes INACTIVE
 
 [apps.{app}-prod.processes.default]
 cluster = "prod"

@@ -242,6 +242,7 @@ impl Check {
                 "endpoint_url",
                 "registry_id",
                 "role_arn",
+                "deregister_rolled_back",
                 "strategy",
                 "rollback",
                 "lock_lease",
@@ -332,6 +333,14 @@ impl Check {
                     ),
                 );
             }
+        }
+        let deregister_rolled_back = self.boolean(t, path, "deregister_rolled_back");
+        if deregister_rolled_back.is_some() && platform.is_some() && platform != Some(Platform::Aws)
+        {
+            self.problem(
+                &join(path, "deregister_rolled_back"),
+                "only for platform = \"aws\" (ECS task definitions)",
+            );
         }
         let role_arn = self.string(t, path, "role_arn");
         if let Some(arn) = &role_arn {
@@ -506,6 +515,7 @@ impl Check {
             endpoint_url,
             registry_id,
             role_arn,
+            deregister_rolled_back: deregister_rolled_back.unwrap_or(false),
             rollback_all,
             strategy,
             gate,

@@ -108,6 +108,7 @@ fn the_init_template_is_valid() {
     let uncommented: String = text[..docker_start]
         .replace("# role_arn", "role_arn")
         .replace("# registry_id", "registry_id")
+        .replace("# deregister_rolled_back", "deregister_rolled_back")
         + &text[docker_start..]
             .lines()
             .map(|l| l.strip_prefix("# ").unwrap_or(l))
@@ -119,6 +120,11 @@ fn the_init_template_is_valid() {
     assert_eq!(local.processes.len(), 2);
     let prod = &c.apps["myapp-prod"];
     assert_eq!(prod.registry_id.as_deref(), Some("210987654321"));
+    assert!(prod.deregister_rolled_back);
+    assert!(
+        !c.apps["myapp-staging"].deregister_rolled_back,
+        "off by default"
+    );
     assert!(
         prod.role_arn
             .as_deref()
@@ -325,4 +331,31 @@ port = 8080
         !m.contains("hunter2"),
         "a pasted password is not repeated: {m}"
     );
+}
+
+#[test]
+fn deregister_rolled_back_is_an_aws_boolean() {
+    let bad = r#"
+[apps.demo]
+platform = "docker"
+repository = "demo"
+deregister_rolled_back = true
+[apps.demo.processes.web]
+port = 8080
+[apps.prod]
+platform = "aws"
+deregister_rolled_back = "yes"
+[apps.prod.processes.default]
+cluster = "c"
+service = "s"
+"#;
+    let m = Config::parse(bad, Path::new("tapit.toml"))
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "apps.demo.deregister_rolled_back: only for platform = \"aws\"",
+        "apps.prod.deregister_rolled_back: expected true or false, found a string",
+    ] {
+        assert!(m.contains(want), "missing {want:?} in:\n{m}");
+    }
 }
