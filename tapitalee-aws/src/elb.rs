@@ -286,14 +286,18 @@ impl HealthProbe for TargetHealth {
             .app(&fleet.target.app)?
             .get(&fleet.target.process)?
             .clone();
-        // Fewer tasks than desired: on an ECS-controller service, ECS's service events say
-        // why (it cannot place them, ...); read them only then.
+        // Fewer tasks than desired and none on its way: on an ECS-controller service, ECS's
+        // service events say why (it cannot place them, ...); read them only then.
         let live = status
             .instances
             .iter()
             .filter(|i| !matches!(i.status, InstanceStatus::Stopped { .. }))
             .count();
-        let short = u32::try_from(live).unwrap_or(u32::MAX) < status.desired;
+        let starting = status
+            .instances
+            .iter()
+            .any(|i| i.status == InstanceStatus::Pending);
+        let short = u32::try_from(live).unwrap_or(u32::MAX) < status.desired && !starting;
         if p.load_balancer.is_none() && !short {
             return Ok(pass_through(status));
         }

@@ -26,6 +26,14 @@ fn ecs(app: &str, desired: u32) -> Svc {
 }
 
 async fn engine(env: &Env, apps: &[(&str, Option<EcsStrategy>)]) -> Engine {
+    engine_with(env, apps, env.gate()).await
+}
+
+async fn engine_with(
+    env: &Env,
+    apps: &[(&str, Option<EcsStrategy>)],
+    gate: tapitalee_core::HealthGate,
+) -> Engine {
     let configs = apps.iter().map(|(a, s)| env.app(a, *s)).collect();
     let backend = AwsBackend::connect(env.config(configs)).await.unwrap();
     Engine::builder()
@@ -33,7 +41,7 @@ async fn engine(env: &Env, apps: &[(&str, Option<EcsStrategy>)]) -> Engine {
         .registry(Arc::new(backend.registry()))
         .store(Arc::new(MemoryStore::new()))
         .default_strategy(Arc::new(Rolling::new()))
-        .health_gate(env.gate())
+        .health_gate(gate)
         .concurrency(8)
         .build()
         .unwrap()
@@ -249,10 +257,16 @@ async fn a_placement_failure_is_named_in_the_reason() {
 }
 
 /// A circuit-breaker rollback: the reason carries the stopped tasks' reason and ECS's events.
+/// (The engine's own failure threshold is raised so that ECS's breaker decides, not the
+/// engine's count of the same failures.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_breaker_rollback_is_named_in_the_reason() {
     let env = model::start("cbr", &[ecs("crash", 4)]).await;
-    let engine = engine(&env, &[("crash", None)]).await;
+    let gate = tapitalee_core::HealthGate {
+        failure_threshold: Some(50),
+        ..env.gate()
+    };
+    let engine = engine_with(&env, &[("crash", None)], gate).await;
     let record = deploy(&engine, &env, "crash", "crash").await;
     let why = reason(&record);
     assert!(why.contains("Essential container in task exited"), "{why}");
