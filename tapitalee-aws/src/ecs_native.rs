@@ -837,3 +837,59 @@ fn cap_healthy(instances: &mut [tapitalee_core::Instance], desired: u32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapitalee_core::{DeploymentId, ImageRef, Initiator, Target};
+
+    const TD: &str = "arn:aws:ecs:us-east-1:1:task-definition/web:7";
+    const SD: &str = "arn:aws:ecs:us-east-1:1:service-deployment/c/s/AbC-12";
+
+    fn fleet(id: FleetId) -> Fleet {
+        Fleet {
+            id,
+            target: Target::new(
+                tapitalee_core::AppName::new("a").unwrap(),
+                tapitalee_core::ProcessName::new("web").unwrap(),
+            ),
+            revision: Revision {
+                id: TD.into(),
+                image: ImageRef::new("r/a", tapitalee_core::DockerTag::new("v1").unwrap()).unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_fleet_id_names_the_deployment_and_its_service_deployment() {
+        let launched = fleet(deployment_fleet_id("ecs-svc/42", Some(SD)));
+        assert_eq!(
+            parse(&launched),
+            NativeFleet::Deployment {
+                id: "ecs-svc/42",
+                arn: Some(SD)
+            }
+        );
+        let no_arn = fleet(deployment_fleet_id("ecs-svc/42", None));
+        assert_eq!(
+            parse(&no_arn),
+            NativeFleet::Deployment {
+                id: "ecs-svc/42",
+                arn: None
+            }
+        );
+        assert_eq!(parse(&fleet(FleetId(TD.into()))), NativeFleet::Revision);
+        // The deployment's stable fleet goes by its revision, whatever its id says.
+        let ctx = DeployContext::new(
+            DeploymentId::new(),
+            Initiator::new("t").unwrap(),
+            launched.target.clone(),
+        )
+        .with_stable(Some(launched.clone()));
+        assert_eq!(kind(&ctx, &launched), NativeFleet::Revision);
+        assert!(matches!(
+            kind(&ctx, &no_arn),
+            NativeFleet::Deployment { .. }
+        ));
+    }
+}
