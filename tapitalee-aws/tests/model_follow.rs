@@ -276,3 +276,37 @@ async fn a_circuit_breaker_rollback_is_named_in_the_reason() {
     );
     assert_runs(&env, "crash", 4, &env.first_task_definition("crash")).await;
 }
+
+/// A launch repeated for the same release (as after a crash between the `UpdateService` and
+/// the record of it) follows the deployment the first one started: no second
+/// `UpdateService`, the same fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_launch_follows_the_first_deployment() {
+    use tapitalee_core::{DeployContext, Deployer, DeploymentId, ImageRegistry, Target};
+    let env = model::start("rep", &[ecs("again", 2)]).await;
+    let backend = AwsBackend::connect(env.config(vec![env.app("again", None)]))
+        .await
+        .unwrap();
+    let (deployer, registry) = (backend.deployer(), backend.registry());
+    let target = Target::new(env.app_name("again"), env.process("again"));
+    let ctx = DeployContext::new(
+        DeploymentId::new(),
+        Initiator::new("follow").unwrap(),
+        target,
+    );
+    let stable = deployer.current(&ctx).await.unwrap().fleet;
+    let ctx = ctx.with_stable(stable);
+    let image = registry
+        .resolve(&env.app_name("again"), &DockerTag::new("good").unwrap())
+        .await
+        .unwrap();
+    let revision = deployer.prepare(&ctx, &image).await.unwrap();
+    env.model.reset_calls();
+    let first = deployer.launch(&ctx, &revision, 2).await.unwrap();
+    let second = deployer.launch(&ctx, &revision, 2).await.unwrap();
+    assert!(first.id.0.starts_with("ecs-svc/"), "{first:?}");
+    assert_eq!(first.id, second.id);
+    let calls = env.model.calls().calls;
+    assert_eq!(calls.get("UpdateService"), Some(&1), "{calls:?}");
+    assert_runs(&env, "again", 2, &revision.id).await;
+}
