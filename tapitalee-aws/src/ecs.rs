@@ -662,6 +662,16 @@ pub(crate) fn is_failure(t: &TaskInfo, containers: &Containers) -> bool {
     }
 }
 
+/// The strategy ECS runs for an ECS-controller process: its [`EcsStrategy`], else the one
+/// the service's deployment configuration sets.
+fn native_strategy(p: &ProcessConfig, info: &ServiceInfo) -> Option<crate::EcsStrategy> {
+    p.ecs_strategy.or_else(|| {
+        info.deployment_configuration
+            .as_ref()
+            .map(crate::EcsStrategy::of_service)
+    })
+}
+
 #[async_trait]
 impl Deployer for EcsDeployer {
     async fn processes(&self, app: &AppName) -> Result<Vec<ProcessSpec>> {
@@ -684,13 +694,10 @@ impl Deployer for EcsDeployer {
                 rollout: match info.controller {
                     Controller::External => RolloutControl::Engine,
                     _ => RolloutControl::Platform {
-                        bake: p
-                            .ecs_strategy
-                            .as_ref()
+                        // The strategy ECS will run: the process's, else the service's own.
+                        bake: native_strategy(p, &info)
                             .map_or(std::time::Duration::ZERO, |s| s.total_bake_time()),
-                        native: p
-                            .ecs_strategy
-                            .as_ref()
+                        native: native_strategy(p, &info)
                             .map_or(RolloutKind::Rolling, |s| s.kind()),
                         by: format!(
                             "ECS deployment controller of service {}; for Tapitalee's own \

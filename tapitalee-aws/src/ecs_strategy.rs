@@ -25,8 +25,10 @@ const MAX_MINUTES: u64 = 1440;
 /// managed here.
 ///
 /// Times are whole minutes (ECS counts them so), from 0 to 24 hours. The new fleet counts as
-/// healthy only once ECS reports its rollout `COMPLETED`, which is after every bake: give the
-/// engine's `HealthGate::progress_deadline` more than [`total_bake_time`](Self::total_bake_time).
+/// healthy only once ECS reports its rollout `COMPLETED`, which is after every bake: the
+/// engine's progress deadline is extended by [`total_bake_time`](Self::total_bake_time) (of
+/// this strategy, or of the one the service's own deployment configuration sets when the
+/// process has none).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
 pub enum EcsStrategy {
@@ -134,6 +136,35 @@ impl EcsStrategy {
                 minutes("ECS canary bake time", canary_bake_time, process)?;
                 minutes("ECS bake time", bake_time, process)
             }
+        }
+    }
+
+    /// The strategy a service's own deployment configuration sets (what ECS runs when a
+    /// process has no [`EcsStrategy`] of its own): its bakes count toward the engine's
+    /// progress deadline as much as configured ones do. Values ECS did not report are 0.
+    pub(crate) fn of_service(c: &DeploymentConfiguration) -> EcsStrategy {
+        let min =
+            |m: Option<i32>| Duration::from_secs(u64::try_from(m.unwrap_or(0)).unwrap_or(0) * 60);
+        let bake_time = min(c.bake_time_in_minutes());
+        match c.strategy() {
+            Some(DeploymentStrategy::BlueGreen) => EcsStrategy::BlueGreen { bake_time },
+            Some(DeploymentStrategy::Linear) => {
+                let l = c.linear_configuration();
+                EcsStrategy::Linear {
+                    step_percent: l.and_then(|l| l.step_percent()).unwrap_or(100.0),
+                    step_bake_time: min(l.and_then(|l| l.step_bake_time_in_minutes())),
+                    bake_time,
+                }
+            }
+            Some(DeploymentStrategy::Canary) => {
+                let k = c.canary_configuration();
+                EcsStrategy::Canary {
+                    canary_percent: k.and_then(|k| k.canary_percent()).unwrap_or(100.0),
+                    canary_bake_time: min(k.and_then(|k| k.canary_bake_time_in_minutes())),
+                    bake_time,
+                }
+            }
+            _ => EcsStrategy::Rolling,
         }
     }
 
@@ -358,6 +389,41 @@ mod tests {
         assert_eq!(r.bake_time_in_minutes(), None);
         assert!(r.linear_configuration().is_none());
         assert_eq!(r.maximum_percent(), Some(150));
+    }
+
+    #[test]
+    fn the_services_own_configuration_gives_its_bakes() {
+        let canary = DeploymentConfiguration::builder()
+            .strategy(DeploymentStrategy::Canary)
+            .canary_configuration(
+                CanaryConfiguration::builder()
+                    .canary_percent(5.0)
+                    .canary_bake_time_in_minutes(7)
+                    .build(),
+            )
+            .bake_time_in_minutes(15)
+            .build();
+        assert_eq!(
+            EcsStrategy::of_service(&canary),
+            EcsStrategy::Canary {
+                canary_percent: 5.0,
+                canary_bake_time: MIN * 7,
+                bake_time: MIN * 15,
+            }
+        );
+        assert_eq!(EcsStrategy::of_service(&canary).total_bake_time(), MIN * 22);
+        let blue_green = DeploymentConfiguration::builder()
+            .strategy(DeploymentStrategy::BlueGreen)
+            .bake_time_in_minutes(15)
+            .build();
+        assert_eq!(
+            EcsStrategy::of_service(&blue_green).total_bake_time(),
+            MIN * 15
+        );
+        let plain = DeploymentConfiguration::builder()
+            .maximum_percent(200)
+            .build();
+        assert_eq!(EcsStrategy::of_service(&plain), EcsStrategy::Rolling);
     }
 
     #[test]

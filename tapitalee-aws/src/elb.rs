@@ -254,14 +254,33 @@ impl HealthProbe for TargetHealth {
             .app(&fleet.target.app)?
             .get(&fleet.target.process)?
             .clone();
-        let Some(lb) = &p.load_balancer else {
+        // Fewer tasks than desired and none on its way: on an ECS-controller service, ECS's
+        // service events say why (it cannot place them, ...); read them only then.
+        let live = status
+            .instances
+            .iter()
+            .filter(|i| !matches!(i.status, InstanceStatus::Stopped { .. }))
+            .count();
+        let starting = status
+            .instances
+            .iter()
+            .any(|i| i.status == InstanceStatus::Pending);
+        let short = u32::try_from(live).unwrap_or(u32::MAX) < status.desired && !starting;
+        if p.load_balancer.is_none() && !short {
             return Ok(pass_through(status));
-        };
+        }
         let key = ServiceKey::new(&p.cluster, &p.service);
         let info = self.shared.poller.service(key.clone()).await?;
         if info.controller != Controller::External {
-            return Ok(pass_through(status));
+            let mut report = pass_through(status);
+            if short {
+                report.problems = crate::ecs_native::service_problems(&info, fleet);
+            }
+            return Ok(report);
         }
+        let Some(lb) = &p.load_balancer else {
+            return Ok(pass_through(status));
+        };
         let Some(tg) = info
             .task_sets
             .iter()

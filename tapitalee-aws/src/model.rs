@@ -31,6 +31,10 @@ pub(crate) struct ServiceInfo {
     /// How ECS deploys it (ECS controller): the base an [`EcsStrategy`](crate::EcsStrategy)
     /// is applied to.
     pub(crate) deployment_configuration: Option<ecs::DeploymentConfiguration>,
+    /// The service deployment ECS is working on (`currentServiceDeployment`, ECS controller).
+    pub(crate) current_service_deployment: Option<String>,
+    /// ECS's service events, newest first, as `(when, message)`.
+    pub(crate) events: Vec<(Option<SystemTime>, String)>,
 }
 
 /// A task set of an EXTERNAL-controller service.
@@ -70,6 +74,7 @@ pub(crate) struct DeploymentInfo {
     pub(crate) failed_tasks: i32,
     pub(crate) rollout_state: Option<String>,
     pub(crate) rollout_reason: Option<String>,
+    pub(crate) created: Option<SystemTime>,
 }
 
 /// One task.
@@ -112,6 +117,12 @@ impl From<&ecs::Service> for ServiceInfo {
             task_sets: s.task_sets().iter().map(TaskSetInfo::from).collect(),
             deployments: s.deployments().iter().map(DeploymentInfo::from).collect(),
             deployment_configuration: s.deployment_configuration().cloned(),
+            current_service_deployment: s.current_service_deployment().map(str::to_owned),
+            events: s
+                .events()
+                .iter()
+                .filter_map(|e| Some((system_time(e.created_at()), e.message()?.to_owned())))
+                .collect(),
         }
     }
 }
@@ -144,6 +155,7 @@ impl From<&ecs::Deployment> for DeploymentInfo {
             failed_tasks: d.failed_tasks(),
             rollout_state: d.rollout_state().map(|s| s.as_str().to_owned()),
             rollout_reason: d.rollout_state_reason().map(str::to_owned),
+            created: system_time(d.created_at()),
         }
     }
 }

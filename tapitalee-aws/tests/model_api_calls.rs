@@ -27,7 +27,8 @@ fn sustained(op: &str) -> Option<f64> {
         | "DescribeTasks"
         | "ListTasks"
         | "DescribeTaskDefinition"
-        | "ListServiceDeployments" => Some(20.0),
+        | "ListServiceDeployments"
+        | "DescribeServiceDeployments" => Some(20.0),
         "UpdateService" | "StopServiceDeployment" => Some(5.0),
         "RegisterTaskDefinition" => Some(1.0),
         _ => None,

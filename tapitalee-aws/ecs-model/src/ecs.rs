@@ -216,6 +216,7 @@ fn create_service(s: &mut State, input: &Value, td: Option<String>) -> Reply {
         events: Vec::new(),
         created: s.now,
         steady_reported: false,
+        shown: None,
     };
     if let Some(td) = td.filter(|_| controller == Controller::Ecs) {
         s.new_deployment(&mut svc, &td, false);
@@ -238,6 +239,12 @@ fn describe_services(s: &State, input: &Value) -> Reply {
     let mut failures = Vec::new();
     for n in &names {
         match s.services.get(&(cluster.clone(), name(n, ""))) {
+            // Eventual consistency: shortly after an update, reads may show the service as
+            // it was.
+            Some(Service {
+                shown: Some((until, before)),
+                ..
+            }) if s.now < *until => services.push(service_json(s, before)),
             Some(svc) => services.push(service_json(s, svc)),
             None => failures.push(json!({"arn": n, "reason": "MISSING"})),
         }
@@ -267,6 +274,12 @@ fn update_service(s: &mut State, input: &Value, td: Option<String>) -> Reply {
     let force = input["forceNewDeployment"].as_bool().unwrap_or(false);
     let changed = td.as_ref().is_some_and(|t| svc.td.as_ref() != Some(t));
     if svc.controller == Controller::Ecs && (changed || force) {
+        let lag = s.timing.describe_lag.as_secs_f64();
+        if lag > 0.0 {
+            let mut before = s.services[&k].clone();
+            before.shown = None;
+            svc.shown = Some((s.now + lag, Box::new(before)));
+        }
         let td = td.or(svc.td.clone()).unwrap_or_default();
         svc.td = Some(td.clone());
         s.new_deployment(&mut svc, &td, false);
@@ -844,6 +857,9 @@ fn service_json(s: &State, svc: &Service) -> Value {
         "schedulingStrategy": "REPLICA",
     });
     if svc.controller == Controller::Ecs {
+        if let Some(d) = svc.deployments.iter().find(|d| d.status == "PRIMARY") {
+            v["currentServiceDeployment"] = json!(d.arn);
+        }
         v["deploymentConfiguration"] = svc.config.clone();
         if let Some(td) = &svc.td {
             v["taskDefinition"] = json!(td);

@@ -19,7 +19,8 @@
 //! - **Tasks** that provision, run, pass or fail container health checks (essential
 //!   containers only), and stop with `stopCode`, `stoppedReason` and per-container exit
 //!   codes. What a task does is scripted per image ([`Behavior`]): good, crash loop, never
-//!   healthy, or failing some time after it became healthy. The service scheduler replaces
+//!   healthy, failing some time after it became healthy, or never placed (no task, a
+//!   "was unable to place a task" service event). The service scheduler replaces
 //!   failed tasks and stops tasks that fail container or load balancer health checks.
 //! - **Target health** (ELBv2 `DescribeTargetHealth`): tasks register their IP in the target
 //!   groups of their task set (or service); a target is `initial`, then `healthy` or
@@ -27,6 +28,12 @@
 //!   `unused` when no listener or rule forwards to its target group (ELB never
 //!   health-checks those). Which groups are in use is read from the listener and rule
 //!   changes passing through to moto.
+//! - **Service events** as ECS words them (tasks started and stopped, steady state,
+//!   deployment completed or failed, the circuit breaker's rollback, placement failures), and
+//!   `currentServiceDeployment`.
+//! - **Eventual consistency**: for [`Timing::describe_lag`] after an `UpdateService` that
+//!   started a deployment, `DescribeServices` shows the service as it was (the update's own
+//!   answer is current).
 //! - **Throttling** per operation at ECS's documented sustained rates (token buckets, on the
 //!   model's clock): `ThrottlingException: Rate exceeded`.
 //!

@@ -21,6 +21,10 @@ pub enum Behavior {
     /// Becomes healthy, then its essential container exits with code 1 this long after it
     /// started running (a release that breaks once it takes traffic).
     FailsAfter(Duration),
+    /// Never placed: ECS finds no capacity for its tasks, creates none and says so in a
+    /// service event ("was unable to place a task"), as it does when Fargate has no
+    /// capacity or the task's requirements match nothing.
+    Unplaceable,
 }
 
 /// How long things take, in model time.
@@ -41,6 +45,11 @@ pub struct Timing {
     pub pending: Duration,
     /// How long stopped tasks stay listed. Default 1 hour (as ECS).
     pub stopped_kept: Duration,
+    /// How long `DescribeServices` keeps showing a service as it was before an
+    /// `UpdateService` that started a deployment (ECS is eventually consistent: right after
+    /// the update, a read may still show the old deployments). The `UpdateService` answer
+    /// itself is current. Default 0.
+    pub describe_lag: Duration,
 }
 
 impl Default for Timing {
@@ -53,6 +62,7 @@ impl Default for Timing {
             deregistration_delay: Duration::from_secs(5),
             pending: Duration::from_secs(2),
             stopped_kept: Duration::from_secs(3600),
+            describe_lag: Duration::ZERO,
         }
     }
 }
@@ -305,6 +315,9 @@ pub(crate) struct Service {
     pub(crate) events: Vec<(f64, String)>,
     pub(crate) created: f64,
     pub(crate) steady_reported: bool,
+    /// What `DescribeServices` shows until the given time instead of the service (see
+    /// [`Timing::describe_lag`]).
+    pub(crate) shown: Option<(f64, Box<Service>)>,
 }
 
 impl Service {
@@ -705,6 +718,23 @@ impl State {
     }
 
     fn start_many(&mut self, svc: &mut Service, started_by: &str, td: &str, lbs: &Value, n: i64) {
+        let unplaceable = self
+            .task_defs
+            .get(td)
+            .is_some_and(|def| self.behavior(def) == Behavior::Unplaceable);
+        if unplaceable && n > 0 {
+            // ECS retries placement and repeats the event, at most once a minute here.
+            let msg = "was unable to place a task. Reason: Capacity is unavailable at this \
+                       time. Please try again later or in a different availability zone.";
+            let recent = svc
+                .events
+                .iter()
+                .any(|(at, m)| m.ends_with(msg) && self.now - at < 60.0);
+            if !recent {
+                svc.event(self.now, msg.into());
+            }
+            return;
+        }
         let mut started = Vec::new();
         for _ in 0..n.max(0) {
             if let Some(arn) = self.start_task(&svc.cluster, &svc.name, started_by, td, lbs) {
@@ -723,13 +753,16 @@ impl State {
     /// Failed stops since the last step, per `started_by`, counted once.
     fn new_failures(&mut self, svc: &Service) -> HashMap<String, i64> {
         let mut out: HashMap<String, i64> = HashMap::new();
-        let arns = self
+        // Every second for every service: no copies of the task list (it holds an hour of
+        // stopped tasks).
+        let Some(arns) = self
             .by_service
             .get(&(svc.cluster.clone(), svc.name.clone()))
-            .cloned()
-            .unwrap_or_default();
+        else {
+            return out;
+        };
         for a in arns {
-            if let Some(t) = self.tasks.get_mut(&a)
+            if let Some(t) = self.tasks.get_mut(a)
                 && t.failed
             {
                 t.failed = false;
@@ -797,10 +830,20 @@ impl State {
             if let Some(d) = svc.deployments.iter_mut().find(|d| d.id == rb) {
                 d.rolls_back = Some(failed_arn.clone());
             }
+            let mut failed_id = String::new();
             if let Some(failed) = svc.deployments.iter_mut().find(|d| d.arn == failed_arn) {
                 failed.rollback =
                     Some(("circuit breaker threshold exceeded".into(), now, td.clone()));
+                failed_id = failed.id.clone();
             }
+            svc.event(
+                now,
+                format!(
+                    "(deployment {failed_id}) deployment circuit breaker: rolling back to \
+                     deployment {rb} ({}).",
+                    short(&td)
+                ),
+            );
             svc.td = Some(td);
         }
         // PENDING → IN_PROGRESS.

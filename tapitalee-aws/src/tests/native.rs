@@ -383,7 +383,11 @@ fn rolling_back_service(phase: Arc<AtomicU8>, log: Arc<Mutex<Vec<String>>>) -> V
         }),
         mock!(Ecs::list_service_deployments)
             .match_requests(|r| {
-                r.status() == [aws_sdk_ecs::types::ServiceDeploymentStatus::InProgress]
+                r.status()
+                    == [
+                        aws_sdk_ecs::types::ServiceDeploymentStatus::Pending,
+                        aws_sdk_ecs::types::ServiceDeploymentStatus::InProgress,
+                    ]
             })
             .then_output(|| {
                 ListServiceDeploymentsOutput::builder()

@@ -362,7 +362,13 @@ async fn retiring_an_in_progress_ecs_rollout_stops_it_with_rollback() {
         )],
     )]);
     let list = mock!(Ecs::list_service_deployments)
-        .match_requests(|r| r.status() == [ServiceDeploymentStatus::InProgress])
+        .match_requests(|r| {
+            r.status()
+                == [
+                    ServiceDeploymentStatus::Pending,
+                    ServiceDeploymentStatus::InProgress,
+                ]
+        })
         .then_output(|| {
             ListServiceDeploymentsOutput::builder()
                 .service_deployments(
