@@ -43,15 +43,18 @@ impl RateLimits {
         }
     }
 
-    /// Under ECS's documented sustained rates: `DescribeServices` 20/s, `UpdateService` 5/s,
-    /// `RegisterTaskDefinition` 1/s, task set changes 5/s, and 20/s for every other operation.
+    /// Under ECS's documented sustained rates: `DescribeServices` 20/s, `UpdateService` and
+    /// `StopServiceDeployment` 5/s, `RegisterTaskDefinition` and `DeregisterTaskDefinition`
+    /// 1/s, task set changes 5/s, and 20/s for every other operation.
     pub fn ecs_defaults() -> Self {
         RateLimits::unlimited()
             .default_rate(Rate::per_second(20.0))
             .limit("DescribeServices", Rate::per_second(20.0))
             .limit("DescribeTasks", Rate::per_second(20.0))
             .limit("UpdateService", Rate::per_second(5.0))
+            .limit("StopServiceDeployment", Rate::per_second(5.0))
             .limit("RegisterTaskDefinition", Rate::per_second(1.0))
+            .limit("DeregisterTaskDefinition", Rate::per_second(1.0))
             .limit("CreateTaskSet", Rate::per_second(5.0))
             .limit("UpdateTaskSet", Rate::per_second(5.0))
             .limit("DeleteTaskSet", Rate::per_second(5.0))
@@ -166,6 +169,25 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_secs(2), "{took:?}");
         assert!(took < Duration::from_millis(2100), "{took:?}");
+    }
+
+    #[test]
+    fn changes_ecs_limits_tightly_are_limited_as_tightly() {
+        let limits = RateLimits::ecs_defaults();
+        for (operation, per_second) in [
+            ("UpdateService", 5.0),
+            ("StopServiceDeployment", 5.0),
+            ("CreateTaskSet", 5.0),
+            ("RegisterTaskDefinition", 1.0),
+            ("DeregisterTaskDefinition", 1.0),
+            ("ListTasks", 20.0),
+        ] {
+            let rate = limits.rate_for(operation).expect(operation);
+            assert!(
+                (rate.per_second - per_second).abs() < f64::EPSILON,
+                "{operation}: {rate:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
