@@ -1370,3 +1370,52 @@ async fn a_platform_bake_extends_the_progress_deadline() {
         }
     }
 }
+
+/// Health polls start every poll interval, however long a status call takes: the gate used to
+/// sleep the whole interval after each call ended, so slow calls stretched the cadence.
+#[tokio::test(start_paused = true)]
+async fn health_polls_start_every_poll_interval() {
+    let platform = InMemoryPlatform::new();
+    let app = platform.add_app("svc", &[("worker", 1, false)]);
+    platform.push_image(&app, "v1", Behavior::healthy());
+    platform.seed_release(&app, "v1");
+    platform.push_image(
+        &app,
+        "v2",
+        Behavior::healthy().start_delay(Duration::from_secs(60)),
+    );
+    platform.set_latency(Duration::from_secs(2));
+    let engine = Engine::builder()
+        .deployer(Arc::new(platform.clone()))
+        .registry(Arc::new(platform.clone()))
+        .default_strategy(Arc::new(AllAtOnce))
+        .health_gate(HealthGate {
+            poll_interval: Duration::from_secs(5),
+            min_healthy_time: Duration::ZERO,
+            ..HealthGate::default()
+        })
+        .build()
+        .unwrap();
+    let record = engine
+        .deploy(&app, DeployRequest::new().docker_tag("v2".parse().unwrap()))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(record.status, DeploymentStatus::Succeeded);
+    let polls: Vec<Instant> = platform
+        .calls_for("worker")
+        .iter()
+        .filter(|c| c.op == Op::Status)
+        .map(|c| c.at)
+        .collect();
+    assert!(polls.len() >= 10, "about a minute of polls: {polls:?}");
+    for pair in polls.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            Duration::from_secs(5),
+            "polls start 5 s apart, whatever a call takes: {polls:?}"
+        );
+    }
+}
