@@ -36,7 +36,9 @@
 //! once, gates, and on failure retires the new fleet first (the previous revision comes from
 //! the call's [`DeployContext`]), then waits for the old revision's capacity.
 
-use aws_sdk_ecs::types::{DeploymentConfiguration, StopServiceDeploymentStopType};
+use aws_sdk_ecs::types::{
+    DeploymentConfiguration, ServiceDeploymentBrief, StopServiceDeploymentStopType,
+};
 use tapitalee_core::{
     DeployContext, Error, Fleet, FleetId, FleetStatus, InstanceStatus, Release, Result, Revision,
 };
@@ -673,23 +675,12 @@ impl EcsDeployer {
     /// deployment, if any.
     async fn stop_in_progress(&self, ctx: &DeployContext, p: &ProcessConfig) -> Result<bool> {
         use aws_sdk_ecs::types::ServiceDeploymentStatus as Status;
-        let ecs = &self.shared.clients.ecs;
-        let out = self
-            .shared
-            .layer
-            .call("ListServiceDeployments", Some(ctx.deployment), || {
-                ecs.list_service_deployments()
-                    .cluster(&p.cluster)
-                    .service(&p.service)
-                    .status(Status::Pending)
-                    .status(Status::InProgress)
-                    .send()
-            })
+        let list = self
+            .recent_deployments(ctx, p, &[Status::Pending, Status::InProgress])
             .await?;
-        let Some(arn) = out
-            .service_deployments()
+        let Some(arn) = list
             .iter()
-            .max_by_key(|b| b.created_at().map(|t| (t.secs(), t.subsec_nanos())))
+            .max_by_key(|b| created_at(b))
             .and_then(|b| b.service_deployment_arn())
         else {
             return Ok(false);
@@ -750,52 +741,52 @@ impl EcsDeployer {
         p: &ProcessConfig,
         arn: &str,
     ) -> Result<bool> {
+        let list = self.recent_deployments(ctx, p, &[]).await?;
+        let ours = list
+            .iter()
+            .find(|b| b.service_deployment_arn() == Some(arn))
+            .and_then(created_at);
+        Ok(match ours {
+            Some(ours) => list.iter().any(|b| created_at(b).is_some_and(|c| c > ours)),
+            // Not among the newest ones listed: newer ones exist.
+            None => list.len() >= RECENT,
+        })
+    }
+
+    /// The service's newest service deployments (at most [`RECENT`]), of the given statuses
+    /// (any status when none is given).
+    async fn recent_deployments(
+        &self,
+        ctx: &DeployContext,
+        p: &ProcessConfig,
+        statuses: &[aws_sdk_ecs::types::ServiceDeploymentStatus],
+    ) -> Result<Vec<ServiceDeploymentBrief>> {
         let ecs = &self.shared.clients.ecs;
         let out = self
             .shared
             .layer
             .call("ListServiceDeployments", Some(ctx.deployment), || {
-                ecs.list_service_deployments()
+                let mut call = ecs
+                    .list_service_deployments()
                     .cluster(&p.cluster)
                     .service(&p.service)
-                    .max_results(5)
-                    .send()
+                    .max_results(RECENT as i32);
+                for status in statuses {
+                    call = call.status(status.clone());
+                }
+                call.send()
             })
             .await?;
-        let created = |b: &aws_sdk_ecs::types::ServiceDeploymentBrief| {
-            b.created_at().map(|t| (t.secs(), t.subsec_nanos()))
-        };
-        let list = out.service_deployments();
-        let ours = list
-            .iter()
-            .find(|b| b.service_deployment_arn() == Some(arn))
-            .and_then(created);
-        Ok(match ours {
-            Some(ours) => list.iter().any(|b| created(b).is_some_and(|c| c > ours)),
-            // Not among the newest five: newer ones exist.
-            None => list.len() >= 5,
-        })
+        Ok(out.service_deployments().to_vec())
     }
 
     /// ECS's words on the latest rollback of the service, best effort, as ": …" or "".
     async fn rollback_reason(&self, ctx: &DeployContext, p: &ProcessConfig) -> String {
-        let ecs = &self.shared.clients.ecs;
-        let out = self
-            .shared
-            .layer
-            .call("ListServiceDeployments", Some(ctx.deployment), || {
-                ecs.list_service_deployments()
-                    .cluster(&p.cluster)
-                    .service(&p.service)
-                    .max_results(5)
-                    .send()
-            })
-            .await;
+        let out = self.recent_deployments(ctx, p, &[]).await;
         match out {
-            Ok(out) => out
-                .service_deployments()
+            Ok(list) => list
                 .iter()
-                .max_by_key(|b| b.created_at().map(|t| t.secs()))
+                .max_by_key(|b| created_at(b))
                 .map(|b| {
                     format!(
                         "; latest service deployment: {}{}",
@@ -812,6 +803,14 @@ impl EcsDeployer {
             }
         }
     }
+}
+
+/// How many service deployments a listing asks for: the newest few are all a rollout needs.
+const RECENT: usize = 5;
+
+/// When a service deployment was created, to order them.
+fn created_at(b: &ServiceDeploymentBrief) -> Option<(i64, u32)> {
+    b.created_at().map(|t| (t.secs(), t.subsec_nanos()))
 }
 
 fn healthy(instances: &[tapitalee_core::Instance]) -> u32 {

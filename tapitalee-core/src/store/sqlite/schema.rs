@@ -72,44 +72,25 @@ CREATE TABLE IF NOT EXISTS locks (
 ) STRICT;
 ";
 
-/// Brings a version 1 store to version 2: the `processes` and `steps` tables are rebuilt
-/// without their foreign keys (and `steps` without `AUTOINCREMENT`), keeping every row and step
-/// number. Runs inside the caller's transaction.
-const MIGRATE_1_TO_2: &str = "
-CREATE TABLE processes_v2 (
-    deployment_id   TEXT NOT NULL,
-    process         TEXT NOT NULL,
-    ordinal         INTEGER NOT NULL,
-    strategy        TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    from_rev        TEXT,
-    to_rev          TEXT,
-    started_at_ms   INTEGER,
-    finished_at_ms  INTEGER,
-    state           TEXT NOT NULL,
-    PRIMARY KEY (deployment_id, process),
-    UNIQUE (deployment_id, ordinal)
-) STRICT;
-INSERT INTO processes_v2 (deployment_id, process, ordinal, strategy, status, from_rev, to_rev,
+/// Brings a version 1 store to version 2, before [`SCHEMA`] runs: the `processes` and `steps`
+/// tables (and the index on steps) step aside, `SCHEMA` creates them as version 2 has them, and
+/// [`MIGRATE_1_TO_2_COPY`] moves every row over, step numbers included. All inside the
+/// caller's transaction.
+const MIGRATE_1_TO_2_SET_ASIDE: &str = "
+ALTER TABLE processes RENAME TO processes_v1;
+ALTER TABLE steps RENAME TO steps_v1;
+DROP INDEX steps_by_deployment;
+";
+
+const MIGRATE_1_TO_2_COPY: &str = "
+INSERT INTO processes (deployment_id, process, ordinal, strategy, status, from_rev, to_rev,
     started_at_ms, finished_at_ms, state)
     SELECT deployment_id, process, ordinal, strategy, status, from_rev, to_rev,
-    started_at_ms, finished_at_ms, state FROM processes;
-DROP TABLE processes;
-ALTER TABLE processes_v2 RENAME TO processes;
-
-CREATE TABLE steps_v2 (
-    seq             INTEGER PRIMARY KEY,
-    deployment_id   TEXT NOT NULL,
-    process         TEXT,
-    attached        INTEGER NOT NULL,
-    at_ms           INTEGER NOT NULL,
-    message         TEXT NOT NULL
-) STRICT;
-INSERT INTO steps_v2 (seq, deployment_id, process, attached, at_ms, message)
-    SELECT seq, deployment_id, process, attached, at_ms, message FROM steps;
-DROP TABLE steps;
-ALTER TABLE steps_v2 RENAME TO steps;
-CREATE INDEX steps_by_deployment ON steps (deployment_id, seq);
+    started_at_ms, finished_at_ms, state FROM processes_v1;
+DROP TABLE processes_v1;
+INSERT INTO steps (seq, deployment_id, process, attached, at_ms, message)
+    SELECT seq, deployment_id, process, attached, at_ms, message FROM steps_v1;
+DROP TABLE steps_v1;
 ";
 
 /// Configures a fresh connection and brings its schema up to date.
@@ -143,13 +124,17 @@ pub(super) fn init(mut conn: Connection, name: &str, wal: bool) -> Result<Connec
             "schema version too new",
         ));
     }
-    if version == 1 {
-        tx.execute_batch(MIGRATE_1_TO_2)
-            .map_err(fail("upgrade (schema version 1 to 2)"))?;
-    }
     if version < SCHEMA_VERSION {
+        if version == 1 {
+            tx.execute_batch(MIGRATE_1_TO_2_SET_ASIDE)
+                .map_err(fail("upgrade (schema version 1 to 2)"))?;
+        }
         tx.execute_batch(SCHEMA)
             .map_err(fail("create the schema of"))?;
+        if version == 1 {
+            tx.execute_batch(MIGRATE_1_TO_2_COPY)
+                .map_err(fail("upgrade (schema version 1 to 2)"))?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(fail("set the schema version of"))?;
     }
