@@ -35,11 +35,18 @@ fn sustained(op: &str) -> Option<f64> {
     }
 }
 
-/// The backend's default client-side limits, on the model's clock.
+/// The backend's default client-side limits, on the model's clock, at 90 % of their rate.
+///
+/// Why not 100 %: the model's clock runs `SCALE` (100) times real time, in this same busy test
+/// process. A 100 ms scheduling hiccup there hands the model ten model seconds of requests at
+/// once. A client that sends at exactly the sustained rate keeps ECS's bucket nearly empty, so
+/// such a bunch was throttled now and then (1 `RegisterTaskDefinition` in ~6 runs), which is an
+/// artifact of the scaled clock, not of the backend. 10 % headroom refills the bucket between
+/// hiccups; the mean rates checked below still have to stay under ECS's sustained rates.
 fn scaled_limits() -> RateLimits {
     // The rate runs on the model's clock; the burst stays what it is.
     let r = |per_second: f64| Rate {
-        per_second: per_second * SCALE,
+        per_second: per_second * 0.9 * SCALE,
         burst: per_second.max(1.0),
     };
     RateLimits::unlimited()
