@@ -221,10 +221,10 @@ impl Wait {
         })
     }
 
-    /// When to poll next: the next `tick` of the deployment's poll cadence, or sooner when the
-    /// minimum healthy time or the deadline ends first.
-    fn next_poll(&self, tick: Instant) -> Instant {
-        let mut wake = tick.min(self.deadline);
+    /// When to poll next: the poll interval, or sooner when the minimum healthy time or the
+    /// deadline ends first.
+    fn next_poll(&self, now: Instant, interval: Duration) -> Instant {
+        let mut wake = (now + interval).min(self.deadline);
         if let Some(since) = self.healthy_since {
             wake = wake.min(since + self.min_healthy);
         }
@@ -334,11 +334,8 @@ impl Rollout {
                 Err(e) => wait.poll_failed(e)?,
             }
             wait.check_deadline(now, &process)?;
-            // The deployment's next tick after this poll: polls start every interval (the time
-            // a poll takes counts toward it; one that overran a tick waits for the next), and
-            // every process of the deployment polls at the same instants, so a platform that
-            // batches reads serves them in one round.
-            let wake = wait.next_poll(self.shared.next_tick(Instant::now()));
+            // Polls start every interval: the time the poll itself took counts toward it.
+            let wake = wait.next_poll(now, self.shared.gate.poll_interval);
             self.sleep(wake.saturating_duration_since(Instant::now()))
                 .await?;
         }

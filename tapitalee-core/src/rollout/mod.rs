@@ -88,8 +88,6 @@ pub(crate) struct Shared {
     store: DynDeploymentStore,
     events: broadcast::Sender<DeployEvent>,
     gate: HealthGate,
-    /// The origin of the deployment's poll cadence: health polls fall on its ticks.
-    cadence_origin: tokio::time::Instant,
 }
 
 impl Shared {
@@ -112,23 +110,7 @@ impl Shared {
             store,
             events,
             gate,
-            cadence_origin: tokio::time::Instant::now(),
         })
-    }
-
-    /// The first tick of the deployment's poll cadence (every `poll_interval` from its start)
-    /// after `now`.
-    pub(crate) fn next_tick(&self, now: tokio::time::Instant) -> tokio::time::Instant {
-        let interval = self.gate.poll_interval;
-        if interval.is_zero() {
-            return now;
-        }
-        let since = now.saturating_duration_since(self.cadence_origin);
-        let ticks = since.as_nanos() / interval.as_nanos() + 1;
-        let ticks = u32::try_from(ticks).unwrap_or(u32::MAX);
-        self.cadence_origin
-            .checked_add(interval.saturating_mul(ticks))
-            .unwrap_or(now + interval)
     }
 
     /// The context of a process's platform calls, from its record.
