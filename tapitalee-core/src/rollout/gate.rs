@@ -334,10 +334,8 @@ impl Rollout {
                 Err(e) => wait.poll_failed(e)?,
             }
             wait.check_deadline(now, &process)?;
-            // Polls start every interval: the time the poll itself took counts toward it.
             let wake = wait.next_poll(now, self.shared.gate.poll_interval);
-            self.sleep(wake.saturating_duration_since(Instant::now()))
-                .await?;
+            self.sleep(wake.saturating_duration_since(now)).await?;
         }
     }
 
