@@ -116,6 +116,7 @@ fn main() {
                 let mut seen: BTreeMap<String, Span> = BTreeMap::new();
                 while let Some(e) = events.next().await {
                     let what = match &e.kind {
+                        EventKind::Started { .. } => "deployment started".to_owned(),
                         EventKind::ProcessStarted { .. } => "process started".to_owned(),
                         EventKind::Step { message, .. } => {
                             message.split_whitespace().take(3).collect::<Vec<_>>().join(" ")

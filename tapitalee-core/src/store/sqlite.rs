@@ -110,22 +110,8 @@ impl SqliteStore {
         let id = id.to_string();
         let steps = steps.to_vec();
         // One savepoint: the state and its steps land together or not at all.
-        self.call(true, move |conn| {
-            match &row {
-                // The process row is there (the update found or added it), and with it the
-                // deployment: its steps are appended without looking either up.
-                Some(row) => {
-                    rows::write_process(conn, &id, row)?;
-                    steps
-                        .iter()
-                        .try_for_each(|step| rows::append_known_step(conn, &id, row, step))
-                }
-                None => steps
-                    .iter()
-                    .try_for_each(|step| rows::append_step_row(conn, &id, step)),
-            }
-        })
-        .await
+        self.call(true, move |db| rows::record(db, &id, row.as_ref(), &steps))
+            .await
     }
 
     /// Runs `f` on the blocking pool, inside a transaction shared with the calls queued at the
@@ -134,7 +120,7 @@ impl SqliteStore {
     async fn call<T, F>(&self, writes: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: Fn(&Connection) -> Result<T> + Send + 'static,
+        F: Fn(&rows::Db) -> Result<T> + Send + 'static,
     {
         let (job, reply) = Job::new(writes, f);
         self.writer.send(job)?;
@@ -160,7 +146,7 @@ impl DeploymentStore for SqliteStore {
     async fn update_process(&self, id: &DeploymentId, process: &ProcessRecord) -> Result<()> {
         let row = ProcessRow::encode(process)?;
         let id = id.to_string();
-        self.call(true, move |conn| rows::write_process(conn, &id, &row))
+        self.call(true, move |db| rows::write_process(db, &id, &row).map(drop))
             .await
     }
 

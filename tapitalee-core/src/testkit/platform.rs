@@ -101,7 +101,7 @@ struct SimImage {
 #[derive(Debug, Default)]
 struct State {
     // Processes by name in a hash map: apps of thousands of processes look one up per call.
-    apps: BTreeMap<AppName, HashMap<ProcessName, SimProcess>>,
+    apps: BTreeMap<AppName, foldhash::HashMap<ProcessName, SimProcess>>,
     images: HashMap<AppName, Vec<SimImage>>,
     faults: Vec<(Op, Option<ProcessName>, Fault, u32)>,
     calls: Vec<Call>,
@@ -426,18 +426,18 @@ impl InMemoryPlatform {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
+        let Some(fault) = fault else { return Ok(()) };
         let operation = format!("{op:?}");
         match fault {
-            None => Ok(()),
-            Some(Fault::Throttle) => Err(Error::Throttled {
+            Fault::Throttle => Err(Error::Throttled {
                 operation,
                 source: "Rate exceeded (injected)".into(),
             }),
-            Some(Fault::Transient) => Err(Error::Transient {
+            Fault::Transient => Err(Error::Transient {
                 operation,
                 source: "503 Service Unavailable (injected)".into(),
             }),
-            Some(Fault::Fail(message)) => Err(Error::platform(operation, message)),
+            Fault::Fail(message) => Err(Error::platform(operation, message)),
         }
     }
 }
@@ -464,6 +464,8 @@ fn process_mut<'a>(state: &'a mut State, target: &Target) -> Result<&'a mut SimP
         .apps
         .get_mut(&target.app)
         .ok_or_else(|| unknown_app(&target.app))?;
+    // Looked up twice (the borrow checker cannot return a borrow from one branch and use the
+    // map in the other); a hash of a short name with foldhash is cheap.
     if !procs.contains_key(&target.process) {
         let mut names: Vec<&str> = procs.keys().map(ProcessName::as_str).collect();
         names.sort_unstable();

@@ -1,16 +1,118 @@
 //! Rows: how records are encoded in SQLite, and every store operation as a function of a
 //! connection already inside a transaction (the writer thread opens and commits it).
 
+use std::cell::RefCell;
+use std::ops::Deref;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use foldhash::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::value::RawValue;
 
 use crate::domain::{AppName, DeploymentId, Digest, DockerTag, ImageRef, Initiator, ProcessName};
 use crate::error::{Error, Resource, Result};
 use crate::fleet::Target;
+use crate::fleet::{Fleet, Revision};
 use crate::record::{
-    DeploymentRecord, DeploymentStatus, ProcessRecord, RollbackPolicy, StepRecord,
+    DeploymentRecord, DeploymentStatus, ProcessRecord, RollbackPolicy, RolloutState, StepRecord,
 };
+
+/// The writer's connection, and the row numbers of the deployments and processes it has seen.
+pub(super) struct Db {
+    conn: Connection,
+    keys: RefCell<Keys>,
+}
+
+/// Row numbers by text key: a write finds its rows by integer instead of through the text
+/// keys' indexes. A row's number never changes (`INTEGER PRIMARY KEY`, and nothing is
+/// deleted), so the numbers stay true, except those learnt in a transaction that is then
+/// rolled back: the writer forgets them all then.
+#[derive(Default)]
+struct Keys {
+    deployments: HashMap<String, i64>,
+    /// By deployment number, then process name.
+    processes: HashMap<i64, HashMap<String, i64>>,
+}
+
+/// Deployments whose numbers are kept at most; past it they are learnt again.
+const MAX_KEYS: usize = 10_000;
+
+impl Db {
+    pub(super) fn new(conn: Connection) -> Self {
+        Db {
+            conn,
+            keys: RefCell::new(Keys::default()),
+        }
+    }
+
+    /// Forgets every row number (a transaction that may have made some was rolled back).
+    pub(super) fn forget_keys(&self) {
+        let mut keys = self.keys.borrow_mut();
+        keys.deployments.clear();
+        keys.processes.clear();
+    }
+
+    /// The number of deployment `id`, or `None` if there is no such deployment.
+    fn deployment_key(&self, id: &str) -> Result<Option<i64>> {
+        if let Some(&n) = self.keys.borrow().deployments.get(id) {
+            return Ok(Some(n));
+        }
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT n FROM deployments WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(sql("finding a deployment"))?;
+        if let Some(n) = n {
+            self.remember_deployment(id, n);
+        }
+        Ok(n)
+    }
+
+    fn remember_deployment(&self, id: &str, n: i64) {
+        let mut keys = self.keys.borrow_mut();
+        if keys.deployments.len() >= MAX_KEYS {
+            keys.deployments.clear();
+        }
+        keys.deployments.insert(id.to_owned(), n);
+    }
+
+    fn process_key(&self, deployment: i64, process: &str) -> Option<i64> {
+        self.keys
+            .borrow()
+            .processes
+            .get(&deployment)?
+            .get(process)
+            .copied()
+    }
+
+    fn remember_process(&self, deployment: i64, process: &str, n: i64) {
+        let mut keys = self.keys.borrow_mut();
+        if keys.processes.len() >= MAX_KEYS {
+            keys.processes.clear();
+        }
+        keys.processes
+            .entry(deployment)
+            .or_default()
+            .insert(process.to_owned(), n);
+    }
+
+    /// Forgets the numbers of a finished deployment's rows (nothing writes them any more).
+    fn forget_deployment(&self, id: &str) {
+        let mut keys = self.keys.borrow_mut();
+        if let Some(n) = keys.deployments.remove(id) {
+            keys.processes.remove(&n);
+        }
+    }
+}
+
+impl Deref for Db {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
 
 pub(super) fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |e| Error::store(format!("SQLite store: {op} failed"), e)
@@ -74,6 +176,151 @@ fn parse_policy(s: &str) -> Result<RollbackPolicy> {
     s.parse().map_err(|e| corrupt("rollback policy", s, e))
 }
 
+static MEMO: LazyLock<Mutex<Memo>> = LazyLock::new(Mutex::default);
+
+/// The JSON of the revisions and fleets a thread encoded last. A rollout writes its record
+/// after every change, and its revisions and fleets (each a few hundred bytes of image
+/// references and ids, escaped character by character) rarely change between two writes.
+/// An entry is used only if its value equals the one to encode. Shared by the threads that
+/// write (a rollout's task moves between tokio's workers); bounded.
+#[derive(Default)]
+struct Memo {
+    revisions: HashMap<String, (Revision, Box<RawValue>)>,
+    fleets: HashMap<String, (Fleet, Box<RawValue>)>,
+}
+
+/// Entries kept at most per kind; past it they are encoded again.
+const MEMO_ENTRIES: usize = 4096;
+
+impl Memo {
+    fn revision(&mut self, r: &Revision) -> Result<&RawValue> {
+        Self::get(&mut self.revisions, &r.id, r, "revision")
+    }
+
+    fn fleet(&mut self, f: &Fleet) -> Result<&RawValue> {
+        Self::get(&mut self.fleets, &f.id.0, f, "fleet")
+    }
+
+    fn get<'a, T: serde::Serialize + Clone + PartialEq>(
+        map: &'a mut HashMap<String, (T, Box<RawValue>)>,
+        key: &str,
+        value: &T,
+        what: &str,
+    ) -> Result<&'a RawValue> {
+        let hit = map.get(key).is_some_and(|(v, _)| v == value);
+        if !hit {
+            if map.len() >= MEMO_ENTRIES {
+                map.clear();
+            }
+            let json = serde_json::value::to_raw_value(value).map_err(|e| {
+                Error::store(format!("cannot encode a {what} for the SQLite store"), e)
+            })?;
+            map.insert(key.to_owned(), (value.clone(), json));
+        }
+        map.get(key)
+            .map(|(_, json)| &**json)
+            .ok_or_else(|| Error::store("SQLite store: an encoding went missing", key.to_owned()))
+    }
+
+    /// A rollout state as `RolloutState`'s own `Serialize` writes it (the same JSON object),
+    /// with its fleets from the memo. Written by hand: its other fields are numbers and
+    /// flags under fixed names, and serde's field-by-field path cost more than all the rest
+    /// of a write.
+    fn state(&mut self, state: &RolloutState) -> Result<String> {
+        // Every field, by name: adding one to `RolloutState` fails to compile here.
+        let RolloutState {
+            desired,
+            load_balanced,
+            platform_run,
+            platform_bake,
+            stable,
+            stable_desired,
+            stable_count,
+            candidate,
+            candidate_count,
+            candidate_weight,
+            candidate_primary,
+            stable_retired,
+            steps_done,
+        } = state;
+        if let (Some(s), Some(c)) = (stable, candidate)
+            && s.id == c.id
+            && s != c
+        {
+            // Two different fleets under one id: one memo entry cannot hold both.
+            return to_json("rollout state", state);
+        }
+        let mut out = String::with_capacity(1024);
+        let mut fleet = |out: &mut String, name: &str, f: &Option<Fleet>| -> Result<()> {
+            out.push_str(name);
+            match f {
+                Some(f) => out.push_str(self.fleet(f)?.get()),
+                None => out.push_str("null"),
+            }
+            Ok(())
+        };
+        let number = |out: &mut String, name: &str, n: u64| {
+            out.push_str(name);
+            push_decimal(out, n);
+        };
+        let flag = |out: &mut String, name: &str, b: bool| {
+            out.push_str(name);
+            out.push_str(if b { "true" } else { "false" });
+        };
+        number(&mut out, "{\"desired\":", u64::from(*desired));
+        flag(&mut out, ",\"load_balanced\":", *load_balanced);
+        flag(&mut out, ",\"platform_run\":", *platform_run);
+        number(
+            &mut out,
+            ",\"platform_bake\":{\"secs\":",
+            platform_bake.as_secs(),
+        );
+        number(
+            &mut out,
+            ",\"nanos\":",
+            u64::from(platform_bake.subsec_nanos()),
+        );
+        out.push('}');
+        fleet(&mut out, ",\"stable\":", stable)?;
+        number(&mut out, ",\"stable_desired\":", u64::from(*stable_desired));
+        number(&mut out, ",\"stable_count\":", u64::from(*stable_count));
+        fleet(&mut out, ",\"candidate\":", candidate)?;
+        number(
+            &mut out,
+            ",\"candidate_count\":",
+            u64::from(*candidate_count),
+        );
+        number(
+            &mut out,
+            ",\"candidate_weight\":",
+            u64::from(*candidate_weight),
+        );
+        flag(&mut out, ",\"candidate_primary\":", *candidate_primary);
+        flag(&mut out, ",\"stable_retired\":", *stable_retired);
+        number(&mut out, ",\"steps_done\":", u64::from(*steps_done));
+        out.push('}');
+        Ok(out)
+    }
+}
+
+/// Appends `n` in decimal (as JSON writes it).
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // A digit: n % 10 < 10.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
 /// A process row, encoded for writing.
 pub(super) struct ProcessRow {
     process: String,
@@ -88,20 +335,28 @@ pub(super) struct ProcessRow {
 
 impl ProcessRow {
     pub(super) fn encode(p: &ProcessRecord) -> Result<Self> {
-        Ok(ProcessRow {
-            process: p.process.to_string(),
-            strategy: p.strategy.clone(),
-            status: to_json("process status", &p.status)?,
-            from: p
-                .from
-                .as_ref()
-                .map(|r| to_json("revision", r))
-                .transpose()?,
-            to: p.to.as_ref().map(|r| to_json("revision", r)).transpose()?,
-            started_at_ms: p.started_at.map(to_ms),
-            finished_at_ms: p.finished_at.map(to_ms),
-            state: to_json("rollout state", &p.state)?,
-        })
+        // A panic while encoding leaves whole entries behind (each is inserted complete).
+        let mut memo = MEMO.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            Ok(ProcessRow {
+                process: p.process.to_string(),
+                strategy: p.strategy.clone(),
+                status: to_json("process status", &p.status)?,
+                from: p
+                    .from
+                    .as_ref()
+                    .map(|r| memo.revision(r).map(|j| j.get().to_owned()))
+                    .transpose()?,
+                to: p
+                    .to
+                    .as_ref()
+                    .map(|r| memo.revision(r).map(|j| j.get().to_owned()))
+                    .transpose()?,
+                started_at_ms: p.started_at.map(to_ms),
+                finished_at_ms: p.finished_at.map(to_ms),
+                state: memo.state(&p.state)?,
+            })
+        }
     }
 
     fn decode(self) -> Result<ProcessRecord> {
@@ -155,19 +410,24 @@ const DEPLOYMENT_COLUMNS: &str = "id, app, initiator, image_repo, image_tag, ima
      only_process, policy, status, created_at_ms, finished_at_ms, resumes";
 
 fn read_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
+    read_deployment_at(r, 0)
+}
+
+/// A deployment row whose [`DEPLOYMENT_COLUMNS`] start at column `at`.
+fn read_deployment_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<DeploymentRow> {
     Ok(DeploymentRow {
-        id: r.get(0)?,
-        app: r.get(1)?,
-        initiator: r.get(2)?,
-        image_repo: r.get(3)?,
-        image_tag: r.get(4)?,
-        image_digest: r.get(5)?,
-        only_process: r.get(6)?,
-        policy: r.get(7)?,
-        status: r.get(8)?,
-        created_at_ms: r.get(9)?,
-        finished_at_ms: r.get(10)?,
-        resumes: r.get(11)?,
+        id: r.get(at)?,
+        app: r.get(at + 1)?,
+        initiator: r.get(at + 2)?,
+        image_repo: r.get(at + 3)?,
+        image_tag: r.get(at + 4)?,
+        image_digest: r.get(at + 5)?,
+        only_process: r.get(at + 6)?,
+        policy: r.get(at + 7)?,
+        status: r.get(at + 8)?,
+        created_at_ms: r.get(at + 9)?,
+        finished_at_ms: r.get(at + 10)?,
+        resumes: r.get(at + 11)?,
     })
 }
 
@@ -221,16 +481,51 @@ fn load_processes(conn: &Connection, id: &str) -> Result<Vec<ProcessRecord>> {
     rows.into_iter().map(ProcessRow::decode).collect()
 }
 
-/// Replaces a process's row (not its steps), or appends it after the others.
-pub(super) fn write_process(conn: &Connection, id: &str, row: &ProcessRow) -> Result<()> {
-    let updated = conn
+/// Replaces a process's row (not its steps), or appends it after the others. Returns the
+/// deployment's number.
+pub(super) fn write_process(db: &Db, id: &str, row: &ProcessRow) -> Result<i64> {
+    let deployment = db.deployment_key(id)?.ok_or_else(|| missing(id))?;
+    if let Some(n) = db.process_key(deployment, &row.process)
+        && update_process(db, n, id, row)?
+    {
+        return Ok(deployment);
+    }
+    let found: Option<i64> = db
+        .prepare_cached("SELECT n FROM processes WHERE deployment_id = ?1 AND process = ?2")
+        .and_then(|mut s| s.query_row([id, &row.process], |r| r.get(0)).optional())
+        .map_err(sql("updating a process"))?;
+    let n = match found {
+        Some(n) => {
+            update_process(db, n, id, row)?;
+            n
+        }
+        None => {
+            // A process not in the deployment yet: append it after the others.
+            let next: i64 = db
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(ordinal) + 1, 0) FROM processes WHERE deployment_id = ?1",
+                )
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+                .map_err(sql("updating a process"))?;
+            insert_process(db, id, next, row).map_err(sql("adding a process"))?
+        }
+    };
+    db.remember_process(deployment, &row.process, n);
+    Ok(deployment)
+}
+
+/// Rewrites process row `n`, if it is `id`'s process `row.process` (a number learnt in a
+/// transaction that was then undone may be another's).
+fn update_process(db: &Db, n: i64, id: &str, row: &ProcessRow) -> Result<bool> {
+    let updated = db
         .prepare_cached(
-            "UPDATE processes SET strategy = ?3, status = ?4, from_rev = ?5, \
-             to_rev = ?6, started_at_ms = ?7, finished_at_ms = ?8, state = ?9 \
-             WHERE deployment_id = ?1 AND process = ?2",
+            "UPDATE processes SET strategy = ?4, status = ?5, from_rev = ?6, \
+             to_rev = ?7, started_at_ms = ?8, finished_at_ms = ?9, state = ?10 \
+             WHERE n = ?1 AND deployment_id = ?2 AND process = ?3",
         )
         .and_then(|mut s| {
             s.execute(params![
+                n,
                 id,
                 row.process,
                 row.strategy,
@@ -243,70 +538,59 @@ pub(super) fn write_process(conn: &Connection, id: &str, row: &ProcessRow) -> Re
             ])
         })
         .map_err(sql("updating a process"))?;
-    if updated == 0 {
-        // A process not in the deployment yet: append it after the others.
-        let next: Option<i64> = conn
-            .prepare_cached(
-                "SELECT (SELECT COALESCE(MAX(ordinal) + 1, 0) FROM processes \
-                 WHERE deployment_id = ?1) FROM deployments WHERE id = ?1",
-            )
-            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-            .map_err(sql("updating a process"))?;
-        let next = next.ok_or_else(|| missing(id))?;
-        insert_process(conn, id, next, row).map_err(sql("adding a process"))?;
-    }
-    Ok(())
+    Ok(updated == 1)
 }
 
 /// Appends a step; it belongs to its process if the deployment has that process.
-pub(super) fn append_step_row(conn: &Connection, id: &str, step: &StepRecord) -> Result<()> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO steps (deployment_id, process, attached, at_ms, message) \
-             SELECT id, ?2, ?2 IS NOT NULL AND EXISTS (SELECT 1 FROM processes \
-                 WHERE deployment_id = ?1 AND process = ?2), ?3, ?4 \
-             FROM deployments WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                step.process.as_ref().map(ProcessName::as_str),
-                to_ms(step.at),
-                step.message
-            ])
-        })
-        .map_err(sql("appending a step"))?;
-    if n == 0 {
-        return Err(missing(id));
+pub(super) fn append_step_row(db: &Db, id: &str, step: &StepRecord) -> Result<()> {
+    let deployment = db.deployment_key(id)?.ok_or_else(|| missing(id))?;
+    let attached = match &step.process {
+        None => false,
+        Some(p) if db.process_key(deployment, p.as_str()).is_some() => true,
+        Some(p) => db
+            .prepare_cached("SELECT 1 FROM processes WHERE deployment_id = ?1 AND process = ?2")
+            .and_then(|mut s| s.query_row([id, p.as_str()], |_| Ok(())).optional())
+            .map_err(sql("appending a step"))?
+            .is_some(),
+    };
+    insert_step(db, deployment, step, attached).map(drop)
+}
+
+/// A process's row (if given) and steps; a step belongs to that process if it names it, else
+/// as [`append_step_row`] decides.
+pub(super) fn record(
+    db: &Db,
+    id: &str,
+    row: Option<&ProcessRow>,
+    steps: &[StepRecord],
+) -> Result<()> {
+    let Some(row) = row else {
+        return steps
+            .iter()
+            .try_for_each(|step| append_step_row(db, id, step));
+    };
+    let deployment = write_process(db, id, row)?;
+    for step in steps {
+        let own = step
+            .process
+            .as_ref()
+            .is_some_and(|p| p.as_str() == row.process);
+        if own {
+            insert_step(db, deployment, step, true)?;
+        } else {
+            append_step_row(db, id, step)?;
+        }
     }
     Ok(())
 }
 
-/// Appends a step of a deployment whose process row `row` was just written: the step belongs
-/// to that process if it names it.
-pub(super) fn append_known_step(
-    conn: &Connection,
-    id: &str,
-    row: &ProcessRow,
-    step: &StepRecord,
-) -> Result<()> {
-    let attached = step
-        .process
-        .as_ref()
-        .is_some_and(|p| p.as_str() == row.process);
-    if attached {
-        insert_step(conn, id, step, true).map(drop)
-    } else {
-        append_step_row(conn, id, step)
-    }
-}
-
+/// Inserts a process row; returns its number.
 fn insert_process(
     conn: &Connection,
     id: &str,
     ordinal: i64,
     p: &ProcessRow,
-) -> rusqlite::Result<usize> {
+) -> rusqlite::Result<i64> {
     conn.prepare_cached(&format!(
         "INSERT INTO processes (deployment_id, ordinal, {PROCESS_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
@@ -322,17 +606,24 @@ fn insert_process(
         p.started_at_ms,
         p.finished_at_ms,
         p.state
-    ])
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
-fn insert_step(conn: &Connection, id: &str, step: &StepRecord, attached: bool) -> Result<usize> {
+/// Appends a step of deployment number `deployment`.
+fn insert_step(
+    conn: &Connection,
+    deployment: i64,
+    step: &StepRecord,
+    attached: bool,
+) -> Result<usize> {
     conn.prepare_cached(
-        "INSERT INTO steps (deployment_id, process, attached, at_ms, message) \
+        "INSERT INTO steps (deployment, process, attached, at_ms, message) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut s| {
         s.execute(params![
-            id,
+            deployment,
             step.process.as_ref().map(ProcessName::as_str),
             attached,
             to_ms(step.at),
@@ -347,11 +638,8 @@ pub(super) fn target_params(t: &Target) -> (String, String) {
 }
 
 /// Records a new deployment with its processes and steps.
-pub(super) fn create(
-    conn: &Connection,
-    r: &DeploymentRecord,
-    processes: &[ProcessRow],
-) -> Result<()> {
+pub(super) fn create(db: &Db, r: &DeploymentRecord, processes: &[ProcessRow]) -> Result<()> {
+    let conn: &Connection = db;
     let id = r.id.to_string();
     let exists = conn
         .prepare_cached("SELECT 1 FROM deployments WHERE id = ?1")
@@ -385,28 +673,34 @@ pub(super) fn create(
         ])
     })
     .map_err(sql("creating a deployment"))?;
+    let deployment = conn.last_insert_rowid();
+    db.remember_deployment(&id, deployment);
     for (ordinal, p) in (0_i64..).zip(processes) {
-        insert_process(conn, &id, ordinal, p).map_err(|e| {
+        let n = insert_process(conn, &id, ordinal, p).map_err(|e| {
             Error::store(
                 format!("cannot record process {:?} of deployment {id}", p.process),
                 e,
             )
         })?;
+        db.remember_process(deployment, &p.process, n);
     }
     for step in &r.steps {
-        insert_step(conn, &id, step, false)?;
+        insert_step(conn, deployment, step, false)?;
     }
     Ok(())
 }
 
 /// Sets a deployment's status and end time.
 pub(super) fn set_status(
-    conn: &Connection,
+    db: &Db,
     id: &str,
     status: DeploymentStatus,
     finished: Option<i64>,
 ) -> Result<()> {
-    let n = conn
+    if status.is_final() {
+        db.forget_deployment(id);
+    }
+    let n = db
         .prepare_cached("UPDATE deployments SET status = ?2, finished_at_ms = ?3 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![id, status.as_str(), finished]))
         .map_err(sql("setting a deployment's status"))?;
@@ -420,22 +714,35 @@ pub(super) fn set_status(
 pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeploymentRecord>> {
     let row = conn
         .prepare_cached(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
+            "SELECT n, {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
         ))
-        .and_then(|mut s| s.query_row([id], read_deployment).optional())
+        .and_then(|mut s| {
+            s.query_row([id], |r| {
+                Ok((r.get::<_, i64>(0)?, read_deployment_at(r, 1)?))
+            })
+            .optional()
+        })
         .map_err(sql("reading a deployment"))?;
-    let Some(row) = row else { return Ok(None) };
+    let Some((deployment, row)) = row else {
+        return Ok(None);
+    };
     let processes = load_processes(conn, id)?;
     let mut rec = row.decode(processes)?;
+    let position: HashMap<ProcessName, usize> = rec
+        .processes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.process.clone(), i))
+        .collect();
 
     let mut stmt = conn
         .prepare_cached(
             "SELECT process, attached, at_ms, message FROM steps \
-             WHERE deployment_id = ?1 ORDER BY seq",
+             WHERE deployment = ?1 ORDER BY seq",
         )
         .map_err(sql("reading steps"))?;
     let steps = stmt
-        .query_map([id], |r| {
+        .query_map([deployment], |r| {
             Ok((
                 r.get::<_, Option<String>>(0)?,
                 r.get::<_, bool>(1)?,
@@ -452,7 +759,7 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeploymentRecord
             .map(|p| parse("process name", p, ProcessName::new))
             .transpose()?;
         let owner = match (&process, attached) {
-            (Some(name), true) => rec.processes.iter_mut().find(|p| &p.process == name),
+            (Some(name), true) => position.get(name).and_then(|&i| rec.processes.get_mut(i)),
             _ => None,
         };
         let step = StepRecord {
@@ -546,4 +853,92 @@ pub(super) fn lock_holder(
     holder
         .map(|h| parse("lock holder", &h, str::parse))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fleet::{FleetId, Target};
+
+    fn fleet(id: &str, revision: &str, tag: &str) -> Fleet {
+        Fleet {
+            id: FleetId(id.to_owned()),
+            target: Target::new(
+                AppName::new("memo").unwrap(),
+                ProcessName::new("web").unwrap(),
+            ),
+            revision: Revision {
+                id: revision.to_owned(),
+                image: ImageRef::new("registry.local/memo", DockerTag::new(tag).unwrap()).unwrap(),
+            },
+        }
+    }
+
+    /// The row's JSON, compared as values with what serde's derive writes.
+    fn assert_encodes_as_derive(p: &ProcessRecord) {
+        let row = ProcessRow::encode(p).unwrap();
+        let value = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        assert_eq!(value(&row.state), serde_json::to_value(&p.state).unwrap());
+        let want = |r: &Option<Revision>| r.as_ref().map(|r| serde_json::to_value(r).unwrap());
+        assert_eq!(row.from.as_deref().map(value), want(&p.from));
+        assert_eq!(row.to.as_deref().map(value), want(&p.to));
+        assert_eq!(
+            row.decode().unwrap(),
+            ProcessRecord {
+                steps: Vec::new(),
+                ..p.clone()
+            }
+        );
+    }
+
+    #[test]
+    fn memoized_encoding_is_the_derives() {
+        let old = fleet("fleet-1", "web:1", "v1");
+        // Ids are the platform's: anything, even what JSON must escape.
+        let new = fleet("fleet-\"2\"", "web:2", "v2");
+        let mut p = ProcessRecord::pending(ProcessName::new("web").unwrap(), "rolling");
+        p.from = Some(old.revision.clone());
+        p.to = Some(new.revision.clone());
+        p.state = RolloutState {
+            desired: 4,
+            load_balanced: true,
+            platform_run: true,
+            platform_bake: Duration::from_millis(1500),
+            stable: Some(old.clone()),
+            stable_desired: 3,
+            stable_count: 2,
+            candidate: Some(new.clone()),
+            candidate_count: 1,
+            candidate_weight: 25,
+            candidate_primary: true,
+            stable_retired: true,
+            steps_done: 7,
+        };
+        assert_encodes_as_derive(&p);
+        // Again, from the memo.
+        assert_encodes_as_derive(&p);
+        // A fleet and a revision changed under the same ids: encoded anew, not the memo's.
+        let changed = fleet("fleet-\"2\"", "web:2", "v3");
+        p.state.candidate = Some(changed.clone());
+        p.to = Some(changed.revision.clone());
+        assert_encodes_as_derive(&p);
+        // Two different fleets under one id.
+        p.state.stable = Some(fleet("fleet-\"2\"", "web:1", "v1"));
+        assert_encodes_as_derive(&p);
+        p.state.stable = None;
+        p.state.candidate = None;
+        assert_encodes_as_derive(&p);
+        // Numbers at their extremes.
+        p.state = RolloutState {
+            desired: u32::MAX,
+            platform_bake: Duration::new(u64::MAX, 999_999_999),
+            candidate_weight: u8::MAX,
+            ..RolloutState::default()
+        };
+        assert_encodes_as_derive(&p);
+        p.state = RolloutState::default();
+        assert_encodes_as_derive(&p);
+    }
 }

@@ -12,7 +12,11 @@ use crate::error::{Error, Result};
 /// - 2: no foreign keys (the store checks that a deployment exists before writing under it,
 ///   and never deletes one) and step numbers without `AUTOINCREMENT` (still increasing: a step
 ///   is never deleted). Each made every step's `INSERT` write or look up one more b-tree.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+/// - 3: deployments and processes numbered by an `INTEGER PRIMARY KEY` (`n`), and steps
+///   indexed by their deployment's number instead of its 26-character id: a write finds its
+///   rows by integer (the store keeps the numbers it has seen), and a step's index entry is
+///   placed by integer compares. The text keys stay unique.
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,7 +26,8 @@ const STATEMENT_CACHE: usize = 64;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS deployments (
-    id              TEXT PRIMARY KEY NOT NULL,
+    n               INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
     app             TEXT NOT NULL,
     initiator       TEXT NOT NULL,
     image_repo      TEXT NOT NULL,
@@ -39,6 +44,7 @@ CREATE INDEX IF NOT EXISTS deployments_by_app ON deployments (app, id DESC);
 CREATE INDEX IF NOT EXISTS deployments_by_start ON deployments (app, created_at_ms DESC, id DESC);
 
 CREATE TABLE IF NOT EXISTS processes (
+    n               INTEGER PRIMARY KEY,
     deployment_id   TEXT NOT NULL,
     process         TEXT NOT NULL,
     ordinal         INTEGER NOT NULL,
@@ -49,19 +55,19 @@ CREATE TABLE IF NOT EXISTS processes (
     started_at_ms   INTEGER,
     finished_at_ms  INTEGER,
     state           TEXT NOT NULL,
-    PRIMARY KEY (deployment_id, process),
+    UNIQUE (deployment_id, process),
     UNIQUE (deployment_id, ordinal)
 ) STRICT;
 
 CREATE TABLE IF NOT EXISTS steps (
     seq             INTEGER PRIMARY KEY,
-    deployment_id   TEXT NOT NULL,
+    deployment      INTEGER NOT NULL,
     process         TEXT,
     attached        INTEGER NOT NULL,
     at_ms           INTEGER NOT NULL,
     message         TEXT NOT NULL
 ) STRICT;
-CREATE INDEX IF NOT EXISTS steps_by_deployment ON steps (deployment_id, seq);
+CREATE INDEX IF NOT EXISTS steps_by_deployment ON steps (deployment);
 
 CREATE TABLE IF NOT EXISTS locks (
     app             TEXT NOT NULL,
@@ -72,25 +78,36 @@ CREATE TABLE IF NOT EXISTS locks (
 ) STRICT;
 ";
 
-/// Brings a version 1 store to version 2, before [`SCHEMA`] runs: the `processes` and `steps`
-/// tables (and the index on steps) step aside, `SCHEMA` creates them as version 2 has them, and
-/// [`MIGRATE_1_TO_2_COPY`] moves every row over, step numbers included. All inside the
-/// caller's transaction.
-const MIGRATE_1_TO_2_SET_ASIDE: &str = "
-ALTER TABLE processes RENAME TO processes_v1;
-ALTER TABLE steps RENAME TO steps_v1;
-DROP INDEX steps_by_deployment;
+/// Brings a version 1 or 2 store to the current version, before [`SCHEMA`] runs: the
+/// `deployments`, `processes` and `steps` tables (and their named indexes) step aside,
+/// `SCHEMA` creates them as they are now, and [`MIGRATE_COPY`] moves every row over, step
+/// numbers included (versions 1 and 2 have the same columns). The locks stay as they are.
+/// All inside the caller's transaction.
+const MIGRATE_SET_ASIDE: &str = "
+ALTER TABLE deployments RENAME TO deployments_old;
+ALTER TABLE processes RENAME TO processes_old;
+ALTER TABLE steps RENAME TO steps_old;
+DROP INDEX IF EXISTS deployments_by_app;
+DROP INDEX IF EXISTS deployments_by_start;
+DROP INDEX IF EXISTS steps_by_deployment;
 ";
 
-const MIGRATE_1_TO_2_COPY: &str = "
+const MIGRATE_COPY: &str = "
+INSERT INTO deployments (id, app, initiator, image_repo, image_tag, image_digest,
+    only_process, policy, status, created_at_ms, finished_at_ms, resumes)
+    SELECT id, app, initiator, image_repo, image_tag, image_digest,
+    only_process, policy, status, created_at_ms, finished_at_ms, resumes
+    FROM deployments_old ORDER BY created_at_ms, id;
 INSERT INTO processes (deployment_id, process, ordinal, strategy, status, from_rev, to_rev,
     started_at_ms, finished_at_ms, state)
     SELECT deployment_id, process, ordinal, strategy, status, from_rev, to_rev,
-    started_at_ms, finished_at_ms, state FROM processes_v1;
-DROP TABLE processes_v1;
-INSERT INTO steps (seq, deployment_id, process, attached, at_ms, message)
-    SELECT seq, deployment_id, process, attached, at_ms, message FROM steps_v1;
-DROP TABLE steps_v1;
+    started_at_ms, finished_at_ms, state FROM processes_old ORDER BY deployment_id, ordinal;
+INSERT INTO steps (seq, deployment, process, attached, at_ms, message)
+    SELECT s.seq, d.n, s.process, s.attached, s.at_ms, s.message
+    FROM steps_old s JOIN deployments d ON d.id = s.deployment_id;
+DROP TABLE steps_old;
+DROP TABLE processes_old;
+DROP TABLE deployments_old;
 ";
 
 /// Configures a fresh connection and brings its schema up to date.
@@ -125,15 +142,16 @@ pub(super) fn init(mut conn: Connection, name: &str, wal: bool) -> Result<Connec
         ));
     }
     if version < SCHEMA_VERSION {
-        if version == 1 {
-            tx.execute_batch(MIGRATE_1_TO_2_SET_ASIDE)
-                .map_err(fail("upgrade (schema version 1 to 2)"))?;
+        // 0: a new file (nothing to move).
+        let upgrade = version > 0;
+        let failed = format!("upgrade (schema version {version} to {SCHEMA_VERSION})");
+        if upgrade {
+            tx.execute_batch(MIGRATE_SET_ASIDE).map_err(fail(&failed))?;
         }
         tx.execute_batch(SCHEMA)
             .map_err(fail("create the schema of"))?;
-        if version == 1 {
-            tx.execute_batch(MIGRATE_1_TO_2_COPY)
-                .map_err(fail("upgrade (schema version 1 to 2)"))?;
+        if upgrade {
+            tx.execute_batch(MIGRATE_COPY).map_err(fail(&failed))?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(fail("set the schema version of"))?;

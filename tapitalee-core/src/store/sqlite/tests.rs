@@ -210,7 +210,7 @@ async fn hold_the_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
     let (release, released) = std::sync::mpsc::channel::<()>();
     let started_tx = std::sync::Mutex::new(Some(started_tx));
     let released = std::sync::Mutex::new(released);
-    let (job, _reply) = Job::new(false, move |_: &Connection| {
+    let (job, _reply) = Job::new(false, move |_: &rows::Db| {
         if let Some(tx) = started_tx.lock().unwrap().take() {
             let _ = tx.send(());
         }
@@ -411,8 +411,40 @@ CREATE TABLE locks (
 ) STRICT;
 ";
 
-/// Rewrites the store at `path` as version 1 would have stored the same rows.
-fn downgrade_to_v1(path: &std::path::Path) {
+/// Version 2: version 1 without foreign keys and `AUTOINCREMENT`.
+const SCHEMA_V2: &str = "
+CREATE TABLE deployments (
+    id TEXT PRIMARY KEY NOT NULL, app TEXT NOT NULL, initiator TEXT NOT NULL,
+    image_repo TEXT NOT NULL, image_tag TEXT NOT NULL, image_digest TEXT,
+    only_process TEXT, policy TEXT NOT NULL, status TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL, finished_at_ms INTEGER, resumes TEXT
+) STRICT;
+CREATE INDEX deployments_by_app ON deployments (app, id DESC);
+CREATE INDEX deployments_by_start ON deployments (app, created_at_ms DESC, id DESC);
+CREATE TABLE processes (
+    deployment_id TEXT NOT NULL, process TEXT NOT NULL, ordinal INTEGER NOT NULL,
+    strategy TEXT NOT NULL, status TEXT NOT NULL, from_rev TEXT, to_rev TEXT,
+    started_at_ms INTEGER, finished_at_ms INTEGER, state TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, process), UNIQUE (deployment_id, ordinal)
+) STRICT;
+CREATE TABLE steps (
+    seq INTEGER PRIMARY KEY, deployment_id TEXT NOT NULL,
+    process TEXT, attached INTEGER NOT NULL, at_ms INTEGER NOT NULL, message TEXT NOT NULL
+) STRICT;
+CREATE INDEX steps_by_deployment ON steps (deployment_id, seq);
+CREATE TABLE locks (
+    app TEXT NOT NULL, process TEXT NOT NULL, holder TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL, PRIMARY KEY (app, process)
+) STRICT;
+";
+
+/// Rewrites the store at `path` as schema `version` (1 or 2) would have stored the same rows.
+fn downgrade(path: &std::path::Path, version: i64) {
+    let schema = match version {
+        1 => SCHEMA_V1,
+        2 => SCHEMA_V2,
+        _ => panic!("no schema version {version} to go back to"),
+    };
     let conn = Connection::open(path).unwrap();
     conn.execute_batch(
         "ATTACH ':memory:' AS old;
@@ -423,19 +455,34 @@ fn downgrade_to_v1(path: &std::path::Path) {
          DROP TABLE steps; DROP TABLE processes; DROP TABLE locks; DROP TABLE deployments;",
     )
     .unwrap();
-    conn.execute_batch(SCHEMA_V1).unwrap();
-    conn.execute_batch(
-        "INSERT INTO deployments SELECT * FROM old.d;
-         INSERT INTO processes SELECT * FROM old.p;
-         INSERT INTO steps SELECT * FROM old.s;
+    conn.execute_batch(schema).unwrap();
+    conn.execute_batch(&format!(
+        "INSERT INTO deployments SELECT {DEPLOYMENT_COLUMNS} FROM old.d;
+         INSERT INTO processes SELECT deployment_id, process, ordinal, strategy, status,
+             from_rev, to_rev, started_at_ms, finished_at_ms, state FROM old.p;
+         INSERT INTO steps SELECT s.seq, d.id, s.process, s.attached, s.at_ms, s.message
+             FROM old.s s JOIN old.d d ON d.n = s.deployment;
          INSERT INTO locks SELECT * FROM old.l;
-         PRAGMA user_version = 1;",
-    )
+         PRAGMA user_version = {version};"
+    ))
     .unwrap();
 }
 
+/// The columns of a deployment row, in the order of every schema version's table.
+const DEPLOYMENT_COLUMNS: &str = "id, app, initiator, image_repo, image_tag, image_digest, \
+     only_process, policy, status, created_at_ms, finished_at_ms, resumes";
+
 #[tokio::test]
 async fn upgrades_a_version_1_store_keeping_its_history() {
+    upgrades_keeping_history(1).await;
+}
+
+#[tokio::test]
+async fn upgrades_a_version_2_store_keeping_its_history() {
+    upgrades_keeping_history(2).await;
+}
+
+async fn upgrades_keeping_history(version: i64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tapit.db");
     let app = conformance::fresh_app("upgrade");
@@ -458,7 +505,7 @@ async fn upgrades_a_version_1_store_keeping_its_history() {
         store.get(&record.id).await.unwrap().unwrap()
     };
     assert!(!before.processes[0].steps.is_empty() && !before.steps.is_empty());
-    downgrade_to_v1(&path);
+    downgrade(&path, version);
     let seq_v1: i64 = Connection::open(&path)
         .unwrap()
         .query_row("SELECT MAX(seq) FROM steps", [], |r| r.get(0))
@@ -467,7 +514,10 @@ async fn upgrades_a_version_1_store_keeping_its_history() {
 
     let store = SqliteStore::open(&path).unwrap();
     let read = store.get(&record.id).await.unwrap().expect("kept");
-    assert_eq!(read, before, "every row of version 1 survives the upgrade");
+    assert_eq!(
+        read, before,
+        "every row of version {version} survives the upgrade"
+    );
     // Still held: the lock table is untouched.
     let other = DeploymentId::new();
     assert_eq!(
@@ -520,6 +570,10 @@ async fn upgrades_a_version_1_store_keeping_its_history() {
         !schema.contains("REFERENCES") && !schema.contains("AUTOINCREMENT"),
         "{schema}"
     );
+    assert!(
+        !schema.contains("_old") && schema.contains("steps_by_deployment ON steps (deployment)"),
+        "{schema}"
+    );
     let seq: i64 = conn
         .query_row("SELECT MAX(seq) FROM steps", [], |r| r.get(0))
         .unwrap();
@@ -527,4 +581,46 @@ async fn upgrades_a_version_1_store_keeping_its_history() {
         seq > seq_v1,
         "numbers keep increasing: {seq} after {seq_v1}"
     );
+}
+
+/// The writer remembers row numbers; a transaction undone must take the numbers it taught it
+/// along, or the next deployment, given the same numbers, would receive the undone one's writes.
+#[tokio::test]
+async fn an_undone_create_leaves_no_row_numbers_behind() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let app = conformance::fresh_app("undone");
+    let undone = conformance::sample_record(&app);
+    let encoded = undone
+        .processes
+        .iter()
+        .map(rows::ProcessRow::encode)
+        .collect::<Result<Vec<_>>>()
+        .unwrap();
+    let r = undone.clone();
+    let (job, reply) = Job::new(true, move |db: &rows::Db| {
+        rows::create(db, &r, &encoded)?;
+        Err::<(), _>(Error::store("fails after creating", "on purpose"))
+    });
+    store.writer.send(job).unwrap();
+    assert!(reply.await.unwrap().is_err());
+    assert!(store.get(&undone.id).await.unwrap().is_none(), "undone");
+
+    // The next deployment is given the row numbers the undone one had.
+    let kept = conformance::sample_record(&app);
+    store.create(&kept).await.unwrap();
+    let before = store.get(&kept.id).await.unwrap().unwrap();
+
+    let process = &undone.processes[0];
+    let step = conformance::step(Some(process.process.as_str()), "for the undone one");
+    let err = store
+        .record_change(&undone.id, process, &step)
+        .await
+        .expect_err("the undone deployment does not exist");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    let err = store
+        .append_step(&undone.id, &step)
+        .await
+        .expect_err("the undone deployment does not exist");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert_eq!(store.get(&kept.id).await.unwrap().unwrap(), before);
 }

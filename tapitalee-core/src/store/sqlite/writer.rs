@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
+
+use super::rows::Db;
 use tracing::{error, trace, warn};
 
 use crate::error::{Error, Result};
@@ -36,7 +38,7 @@ pub(super) const MAX_BATCH: usize = 1024;
 trait Task: Send {
     /// Runs the call (again, if it ran before: its earlier outcome is replaced); panics are the
     /// writer's to catch.
-    fn run(&mut self, conn: &Connection);
+    fn run(&mut self, db: &Db);
     /// Whether the call ran and succeeded (else its savepoint is rolled back).
     fn succeeded(&self) -> bool;
     /// Sends the outcome, or `failed` if the transaction did not commit.
@@ -52,11 +54,11 @@ struct Call<T, F> {
 impl<T, F> Task for Call<T, F>
 where
     T: Send,
-    F: Fn(&Connection) -> Result<T> + Send,
+    F: Fn(&Db) -> Result<T> + Send,
 {
-    fn run(&mut self, conn: &Connection) {
+    fn run(&mut self, db: &Db) {
         self.out = None;
-        self.out = Some((self.f)(conn));
+        self.out = Some((self.f)(db));
     }
 
     fn succeeded(&self) -> bool {
@@ -88,7 +90,7 @@ impl Job {
     pub(super) fn new<T, F>(writes: bool, f: F) -> (Self, oneshot::Receiver<Result<T>>)
     where
         T: Send + 'static,
-        F: Fn(&Connection) -> Result<T> + Send + 'static,
+        F: Fn(&Db) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let task = Box::new(Call { f, out: None, tx });
@@ -124,7 +126,7 @@ pub(super) struct Writer {
 }
 
 struct Shared {
-    conn: Mutex<Connection>,
+    conn: Mutex<Db>,
     queue: Mutex<Queue>,
     commits: AtomicU64,
     db: String,
@@ -149,7 +151,7 @@ impl Writer {
     {
         Ok(Writer {
             shared: Arc::new(Shared {
-                conn: Mutex::new(open()?),
+                conn: Mutex::new(Db::new(open()?)),
                 queue: Mutex::new(Queue {
                     jobs: VecDeque::new(),
                     draining: false,
@@ -203,7 +205,7 @@ impl Drop for Shared {
 
 /// Runs batches until the queue is empty.
 fn drain(shared: &Shared) {
-    let conn = lock(&shared.conn);
+    let db = lock(&shared.conn);
     loop {
         let mut batch: VecDeque<Job> = {
             let mut queue = lock(&shared.queue);
@@ -215,7 +217,7 @@ fn drain(shared: &Shared) {
             queue.jobs.drain(..n).collect()
         };
         while !batch.is_empty() {
-            run_batch(&conn, &mut batch, &shared.commits);
+            run_batch(&db, &mut batch, &shared.commits);
         }
     }
 }
@@ -227,7 +229,7 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// Runs jobs from the front of `batch` in one transaction, counts the commit, and replies to
 /// them. Stops early, leaving the rest queued for another transaction, if a job lost
 /// the transaction (SQLite rolls it back by itself on some errors, e.g. a full disk).
-fn run_batch(conn: &Connection, batch: &mut VecDeque<Job>, commits: &AtomicU64) {
+fn run_batch(conn: &Db, batch: &mut VecDeque<Job>, commits: &AtomicU64) {
     let writes = batch.iter().any(|j| j.writes);
     let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN" };
     if let Err(e) = exec(conn, begin) {
@@ -285,7 +287,7 @@ fn run_batch(conn: &Connection, batch: &mut VecDeque<Job>, commits: &AtomicU64) 
 
 /// Runs every job in the open transaction without savepoints; false as soon as one fails (or
 /// SQLite rolled the transaction back), leaving the batch to run again.
-fn run_plain(conn: &Connection, batch: &mut VecDeque<Job>) -> bool {
+fn run_plain(conn: &Db, batch: &mut VecDeque<Job>) -> bool {
     for job in batch.iter_mut() {
         let task = &mut job.task;
         let _ = catch_unwind(AssertUnwindSafe(|| task.run(conn)));
@@ -299,7 +301,7 @@ fn run_plain(conn: &Connection, batch: &mut VecDeque<Job>) -> bool {
 /// Runs the jobs in the open transaction, each writing one in its own savepoint. Returns the
 /// jobs run, or those and the error that lost the transaction (the others stay in `batch`).
 fn run_isolated(
-    conn: &Connection,
+    conn: &Db,
     batch: &mut VecDeque<Job>,
 ) -> std::result::Result<Vec<Job>, (Vec<Job>, rusqlite::Error)> {
     let mut done: Vec<Job> = Vec::with_capacity(batch.len());
@@ -316,7 +318,7 @@ fn run_isolated(
 
 /// Runs one job inside the open transaction, a writing one in its own savepoint, rolled back
 /// if it fails. An error here means the transaction itself is lost.
-fn run_job(conn: &Connection, job: &mut Job) -> rusqlite::Result<()> {
+fn run_job(conn: &Db, job: &mut Job) -> rusqlite::Result<()> {
     if job.writes {
         exec(conn, "SAVEPOINT job")?;
     }
@@ -325,6 +327,7 @@ fn run_job(conn: &Connection, job: &mut Job) -> rusqlite::Result<()> {
     let _ = catch_unwind(AssertUnwindSafe(|| task.run(conn)));
     if job.writes {
         if !job.task.succeeded() {
+            conn.forget_keys();
             exec(conn, "ROLLBACK TO job")?;
         }
         exec(conn, "RELEASE job")?;
@@ -340,7 +343,9 @@ fn run_job(conn: &Connection, job: &mut Job) -> rusqlite::Result<()> {
 }
 
 /// Rolls back whatever is left of the transaction.
-fn abandon(conn: &Connection) {
+fn abandon(conn: &Db) {
+    // Row numbers learnt in the transaction may be undone with it.
+    conn.forget_keys();
     if !conn.is_autocommit()
         && let Err(e) = exec(conn, "ROLLBACK")
     {
