@@ -107,7 +107,7 @@ impl SqliteStore {
         row: Option<ProcessRow>,
         steps: &[StepRecord],
     ) -> Result<()> {
-        let id = id.to_string();
+        let id = id_text(id);
         let steps = steps.to_vec();
         // One savepoint: the state and its steps land together or not at all.
         self.call(true, move |db| rows::record(db, &id, row.as_ref(), &steps))
@@ -130,6 +130,23 @@ impl SqliteStore {
     }
 }
 
+/// A deployment id as text, formatted once per deployment and thread: a wide deployment's
+/// processes write under the same id thousands of times.
+fn id_text(id: &DeploymentId) -> Arc<str> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(DeploymentId, Arc<str>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((known, text)) if known == id => Arc::clone(text),
+        _ => {
+            let text: Arc<str> = Arc::from(id.to_string());
+            *last = Some((*id, Arc::clone(&text)));
+            text
+        }
+    })
+}
+
 #[async_trait]
 impl DeploymentStore for SqliteStore {
     async fn create(&self, record: &DeploymentRecord) -> Result<()> {
@@ -145,7 +162,7 @@ impl DeploymentStore for SqliteStore {
 
     async fn update_process(&self, id: &DeploymentId, process: &ProcessRecord) -> Result<()> {
         let row = ProcessRow::encode(process)?;
-        let id = id.to_string();
+        let id = id_text(id);
         self.call(true, move |db| rows::write_process(db, &id, &row).map(drop))
             .await
     }
