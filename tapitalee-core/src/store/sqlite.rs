@@ -100,17 +100,23 @@ impl SqliteStore {
         self.path.as_deref().map(PathBuf::as_path)
     }
 
-    /// A process row (if given) and steps, in one savepoint: together or not at all.
+    /// A process row (if given) and steps, in one savepoint: together or not at all. The
+    /// process's own steps go into its row, encoded here rather than on the writer thread.
     async fn record(
         &self,
         id: &DeploymentId,
-        row: Option<ProcessRow>,
+        process: Option<&ProcessRecord>,
         steps: &[StepRecord],
     ) -> Result<()> {
         let id = id_text(id);
-        let steps = steps.to_vec();
-        // One savepoint: the state and its steps land together or not at all.
-        self.call(true, move |db| rows::record(db, &id, row.as_ref(), &steps))
+        let (row, others) = match process {
+            Some(p) => {
+                let (lines, others) = rows::own_steps(p.process.as_str(), steps)?;
+                (Some((ProcessRow::encode(p)?, lines)), others)
+            }
+            None => (None, steps.to_vec()),
+        };
+        self.call(true, move |db| rows::record(db, &id, row.as_ref(), &others))
             .await
     }
 
@@ -163,8 +169,10 @@ impl DeploymentStore for SqliteStore {
     async fn update_process(&self, id: &DeploymentId, process: &ProcessRecord) -> Result<()> {
         let row = ProcessRow::encode(process)?;
         let id = id_text(id);
-        self.call(true, move |db| rows::write_process(db, &id, &row).map(drop))
-            .await
+        self.call(true, move |db| {
+            rows::write_process(db, &id, &row, "").map(drop)
+        })
+        .await
     }
 
     async fn append_step(&self, id: &DeploymentId, step: &StepRecord) -> Result<()> {
@@ -177,12 +185,8 @@ impl DeploymentStore for SqliteStore {
         process: &ProcessRecord,
         step: &StepRecord,
     ) -> Result<()> {
-        self.record(
-            id,
-            Some(ProcessRow::encode(process)?),
-            std::slice::from_ref(step),
-        )
-        .await
+        self.record(id, Some(process), std::slice::from_ref(step))
+            .await
     }
 
     async fn record_changes(
@@ -191,8 +195,7 @@ impl DeploymentStore for SqliteStore {
         process: &ProcessRecord,
         steps: &[StepRecord],
     ) -> Result<()> {
-        self.record(id, Some(ProcessRow::encode(process)?), steps)
-            .await
+        self.record(id, Some(process), steps).await
     }
 
     async fn append_steps(&self, id: &DeploymentId, steps: &[StepRecord]) -> Result<()> {

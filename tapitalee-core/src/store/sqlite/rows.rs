@@ -303,6 +303,14 @@ impl Memo {
     }
 }
 
+/// Appends `n` in decimal.
+fn push_signed(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_decimal(out, n.unsigned_abs());
+}
+
 /// Appends `n` in decimal (as JSON writes it).
 fn push_decimal(out: &mut String, mut n: u64) {
     let mut digits = [0_u8; 20];
@@ -316,9 +324,8 @@ fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
+    // ASCII digits only.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// A process row, encoded for writing.
@@ -467,26 +474,62 @@ impl DeploymentRow {
 }
 
 /// A deployment's processes in creation order, without steps.
-fn load_processes(conn: &Connection, id: &str) -> Result<Vec<ProcessRecord>> {
+/// A deployment's processes in creation order, without steps, and (if `with_steps`) the
+/// steps kept in each row (not decoded yet).
+fn load_processes(
+    conn: &Connection,
+    id: &str,
+    with_steps: bool,
+) -> Result<Vec<(ProcessRecord, String)>> {
+    let steps = if with_steps { "steps" } else { "''" };
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {PROCESS_COLUMNS} FROM processes WHERE deployment_id = ?1 ORDER BY ordinal"
+            "SELECT {PROCESS_COLUMNS}, {steps} FROM processes WHERE deployment_id = ?1 \
+             ORDER BY ordinal"
         ))
         .map_err(sql("reading processes"))?;
     let rows = stmt
-        .query_map([id], read_process)
+        .query_map([id], |r| Ok((read_process(r)?, r.get::<_, String>(8)?)))
         .map_err(sql("reading processes"))?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(sql("reading processes"))?;
-    rows.into_iter().map(ProcessRow::decode).collect()
+    rows.into_iter()
+        .map(|(row, steps)| Ok((row.decode()?, steps)))
+        .collect()
+}
+
+/// A step as a line of a process row's `steps`: `[at_ms,"message"]` and a newline (JSON
+/// escapes any newline in the message).
+fn step_line(out: &mut String, step: &StepRecord) -> Result<()> {
+    out.push('[');
+    push_signed(out, to_ms(step.at));
+    out.push(',');
+    out.push_str(&to_json("step", &step.message)?);
+    out.push_str("]\n");
+    Ok(())
+}
+
+/// The steps of a process row's `steps`.
+fn read_step_lines(process: &ProcessName, lines: &str) -> Result<Vec<StepRecord>> {
+    lines
+        .lines()
+        .map(|line| {
+            let (at_ms, message): (i64, String) = from_json("step", line)?;
+            Ok(StepRecord {
+                at: from_ms(at_ms)?,
+                process: Some(process.clone()),
+                message,
+            })
+        })
+        .collect()
 }
 
 /// Replaces a process's row (not its steps), or appends it after the others. Returns the
 /// deployment's number.
-pub(super) fn write_process(db: &Db, id: &str, row: &ProcessRow) -> Result<i64> {
+pub(super) fn write_process(db: &Db, id: &str, row: &ProcessRow, steps: &str) -> Result<i64> {
     let deployment = db.deployment_key(id)?.ok_or_else(|| missing(id))?;
     if let Some(n) = db.process_key(deployment, &row.process)
-        && update_process(db, n, id, row)?
+        && update_process(db, n, id, row, steps)?
     {
         return Ok(deployment);
     }
@@ -496,7 +539,7 @@ pub(super) fn write_process(db: &Db, id: &str, row: &ProcessRow) -> Result<i64> 
         .map_err(sql("updating a process"))?;
     let n = match found {
         Some(n) => {
-            update_process(db, n, id, row)?;
+            update_process(db, n, id, row, steps)?;
             n
         }
         None => {
@@ -507,20 +550,22 @@ pub(super) fn write_process(db: &Db, id: &str, row: &ProcessRow) -> Result<i64> 
                 )
                 .and_then(|mut s| s.query_row([id], |r| r.get(0)))
                 .map_err(sql("updating a process"))?;
-            insert_process(db, id, next, row).map_err(sql("adding a process"))?
+            insert_process(db, id, next, row, steps).map_err(sql("adding a process"))?
         }
     };
     db.remember_process(deployment, &row.process, n);
     Ok(deployment)
 }
 
-/// Rewrites process row `n`, if it is `id`'s process `row.process` (a number learnt in a
-/// transaction that was then undone may be another's).
-fn update_process(db: &Db, n: i64, id: &str, row: &ProcessRow) -> Result<bool> {
+/// Rewrites process row `n` and appends `steps` (lines) to its steps, if it is `id`'s
+/// process `row.process` (a number learnt in a transaction that was then undone may be
+/// another's).
+fn update_process(db: &Db, n: i64, id: &str, row: &ProcessRow, steps: &str) -> Result<bool> {
     let updated = db
         .prepare_cached(
             "UPDATE processes SET strategy = ?4, status = ?5, from_rev = ?6, \
-             to_rev = ?7, started_at_ms = ?8, finished_at_ms = ?9, state = ?10 \
+             to_rev = ?7, started_at_ms = ?8, finished_at_ms = ?9, state = ?10, \
+             steps = steps || ?11 \
              WHERE n = ?1 AND deployment_id = ?2 AND process = ?3",
         )
         .and_then(|mut s| {
@@ -534,54 +579,74 @@ fn update_process(db: &Db, n: i64, id: &str, row: &ProcessRow) -> Result<bool> {
                 row.to,
                 row.started_at_ms,
                 row.finished_at_ms,
-                row.state
+                row.state,
+                steps
             ])
         })
         .map_err(sql("updating a process"))?;
     Ok(updated == 1)
 }
 
-/// Appends a step; it belongs to its process if the deployment has that process.
+/// Appends a step: to its process's row if the deployment has that process, else to the
+/// deployment's own steps.
 pub(super) fn append_step_row(db: &Db, id: &str, step: &StepRecord) -> Result<()> {
     let deployment = db.deployment_key(id)?.ok_or_else(|| missing(id))?;
-    let attached = match &step.process {
-        None => false,
-        Some(p) if db.process_key(deployment, p.as_str()).is_some() => true,
-        Some(p) => db
-            .prepare_cached("SELECT 1 FROM processes WHERE deployment_id = ?1 AND process = ?2")
-            .and_then(|mut s| s.query_row([id, p.as_str()], |_| Ok(())).optional())
-            .map_err(sql("appending a step"))?
-            .is_some(),
-    };
-    insert_step(db, deployment, step, attached).map(drop)
+    if let Some(process) = &step.process {
+        let name = process.as_str();
+        let n = match db.process_key(deployment, name) {
+            Some(n) => Some(n),
+            None => db
+                .prepare_cached("SELECT n FROM processes WHERE deployment_id = ?1 AND process = ?2")
+                .and_then(|mut s| s.query_row([id, name], |r| r.get(0)).optional())
+                .map_err(sql("appending a step"))?,
+        };
+        if let Some(n) = n {
+            let mut line = String::new();
+            step_line(&mut line, step)?;
+            let appended = db
+                .prepare_cached(
+                    "UPDATE processes SET steps = steps || ?4 \
+                     WHERE n = ?1 AND deployment_id = ?2 AND process = ?3",
+                )
+                .and_then(|mut s| s.execute(params![n, id, name, line]))
+                .map_err(sql("appending a step"))?;
+            if appended == 1 {
+                db.remember_process(deployment, name, n);
+                return Ok(());
+            }
+        }
+    }
+    insert_step(db, deployment, step, false).map(drop)
 }
 
-/// A process's row (if given) and steps; a step belongs to that process if it names it, else
-/// as [`append_step_row`] decides.
+/// A process's row with its own steps, already encoded as lines, and other steps, which go
+/// where [`append_step_row`] places them.
 pub(super) fn record(
     db: &Db,
     id: &str,
-    row: Option<&ProcessRow>,
-    steps: &[StepRecord],
+    row: Option<&(ProcessRow, String)>,
+    others: &[StepRecord],
 ) -> Result<()> {
-    let Some(row) = row else {
-        return steps
-            .iter()
-            .try_for_each(|step| append_step_row(db, id, step));
-    };
-    let deployment = write_process(db, id, row)?;
+    if let Some((row, lines)) = row {
+        write_process(db, id, row, lines)?;
+    }
+    others
+        .iter()
+        .try_for_each(|step| append_step_row(db, id, step))
+}
+
+/// Splits steps into the lines of `process`'s own and the others.
+pub(super) fn own_steps(process: &str, steps: &[StepRecord]) -> Result<(String, Vec<StepRecord>)> {
+    let mut lines = String::new();
+    let mut others = Vec::new();
     for step in steps {
-        let own = step
-            .process
-            .as_ref()
-            .is_some_and(|p| p.as_str() == row.process);
-        if own {
-            insert_step(db, deployment, step, true)?;
+        if step.process.as_ref().is_some_and(|p| p.as_str() == process) {
+            step_line(&mut lines, step)?;
         } else {
-            append_step_row(db, id, step)?;
+            others.push(step.clone());
         }
     }
-    Ok(())
+    Ok((lines, others))
 }
 
 /// Inserts a process row; returns its number.
@@ -590,10 +655,11 @@ fn insert_process(
     id: &str,
     ordinal: i64,
     p: &ProcessRow,
+    steps: &str,
 ) -> rusqlite::Result<i64> {
     conn.prepare_cached(&format!(
-        "INSERT INTO processes (deployment_id, ordinal, {PROCESS_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        "INSERT INTO processes (deployment_id, ordinal, {PROCESS_COLUMNS}, steps) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
     ))?
     .execute(params![
         id,
@@ -605,7 +671,8 @@ fn insert_process(
         p.to,
         p.started_at_ms,
         p.finished_at_ms,
-        p.state
+        p.state,
+        steps
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -676,7 +743,7 @@ pub(super) fn create(db: &Db, r: &DeploymentRecord, processes: &[ProcessRow]) ->
     let deployment = conn.last_insert_rowid();
     db.remember_deployment(&id, deployment);
     for (ordinal, p) in (0_i64..).zip(processes) {
-        let n = insert_process(conn, &id, ordinal, p).map_err(|e| {
+        let n = insert_process(conn, &id, ordinal, p, "").map_err(|e| {
             Error::store(
                 format!("cannot record process {:?} of deployment {id}", p.process),
                 e,
@@ -726,7 +793,8 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeploymentRecord
     let Some((deployment, row)) = row else {
         return Ok(None);
     };
-    let processes = load_processes(conn, id)?;
+    let (processes, row_steps): (Vec<_>, Vec<_>) =
+        load_processes(conn, id, true)?.into_iter().unzip();
     let mut rec = row.decode(processes)?;
     let position: HashMap<ProcessName, usize> = rec
         .processes
@@ -772,6 +840,11 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeploymentRecord
             None => rec.steps.push(step),
         }
     }
+    // A process's own steps, after any it had in the steps table (written before version 3).
+    for (p, lines) in rec.processes.iter_mut().zip(&row_steps) {
+        let steps = read_step_lines(&p.process, lines)?;
+        p.steps.extend(steps);
+    }
     Ok(Some(rec))
 }
 
@@ -789,8 +862,8 @@ pub(super) fn list(conn: &Connection, app: &str, limit: i64) -> Result<Vec<Deplo
         .map_err(sql("listing deployments"))?;
     rows.into_iter()
         .map(|row| {
-            let processes = load_processes(conn, &row.id)?;
-            row.decode(processes)
+            let processes = load_processes(conn, &row.id, false)?;
+            row.decode(processes.into_iter().map(|(p, _)| p).collect())
         })
         .collect()
 }
@@ -891,6 +964,32 @@ mod tests {
                 ..p.clone()
             }
         );
+    }
+
+    #[test]
+    fn step_lines_read_back() {
+        let web = ProcessName::new("web").unwrap();
+        let steps: Vec<StepRecord> = [
+            (1_700_000_000_123_i64, "plain"),
+            (-5, "before 1970"),
+            (0, "two\nlines, \"quoted\", tab\t and ünïcode ✓"),
+            (i64::MAX / 1000, ""),
+        ]
+        .into_iter()
+        .map(|(ms, m)| StepRecord {
+            at: from_ms(ms).unwrap(),
+            process: Some(web.clone()),
+            message: m.to_owned(),
+        })
+        .collect();
+        let mut lines = String::new();
+        for step in &steps {
+            step_line(&mut lines, step).unwrap();
+        }
+        assert_eq!(lines.lines().count(), steps.len(), "{lines}");
+        assert_eq!(read_step_lines(&web, &lines).unwrap(), steps);
+        assert!(read_step_lines(&web, "").unwrap().is_empty());
+        assert!(read_step_lines(&web, "not json\n").is_err());
     }
 
     #[test]

@@ -12,10 +12,11 @@ use crate::error::{Error, Result};
 /// - 2: no foreign keys (the store checks that a deployment exists before writing under it,
 ///   and never deletes one) and step numbers without `AUTOINCREMENT` (still increasing: a step
 ///   is never deleted). Each made every step's `INSERT` write or look up one more b-tree.
-/// - 3: deployments and processes numbered by an `INTEGER PRIMARY KEY` (`n`), and steps
-///   indexed by their deployment's number instead of its 26-character id: a write finds its
-///   rows by integer (the store keeps the numbers it has seen), and a step's index entry is
-///   placed by integer compares. The text keys stay unique.
+/// - 3: deployments and processes numbered by an `INTEGER PRIMARY KEY` (`n`), found by
+///   integer (the store keeps the numbers it has seen; the text keys stay unique); a process's
+///   steps appended to its own row (`steps`, one JSON line each), so a state change and its
+///   steps are one `UPDATE`; the `steps` table keeps the deployment's own steps (and those of
+///   processes written before version 3), indexed by deployment number.
 pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another process's write lock before failing.
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS processes (
     started_at_ms   INTEGER,
     finished_at_ms  INTEGER,
     state           TEXT NOT NULL,
+    steps           TEXT NOT NULL DEFAULT '',
     UNIQUE (deployment_id, process),
     UNIQUE (deployment_id, ordinal)
 ) STRICT;

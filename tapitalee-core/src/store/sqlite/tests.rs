@@ -462,6 +462,11 @@ fn downgrade(path: &std::path::Path, version: i64) {
              from_rev, to_rev, started_at_ms, finished_at_ms, state FROM old.p;
          INSERT INTO steps SELECT s.seq, d.id, s.process, s.attached, s.at_ms, s.message
              FROM old.s s JOIN old.d d ON d.n = s.deployment;
+         INSERT INTO steps (deployment_id, process, attached, at_ms, message)
+             SELECT p.deployment_id, p.process, 1,
+                 json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]')
+             FROM old.p p, json_each('[' || replace(rtrim(p.steps, char(10)), char(10), ',') || ']') j
+             WHERE p.steps != '' ORDER BY p.n, j.key;
          INSERT INTO locks SELECT * FROM old.l;
          PRAGMA user_version = {version};"
     ))
