@@ -22,6 +22,10 @@ pub(super) const SCHEMA_VERSION: i64 = 3;
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The page cache's limit, in KiB (SQLite's `cache_size` takes a negative number for KiB).
+/// Pages are cached as they are used: a small history never takes this much.
+const CACHE_KIB: i64 = -32 * 1024;
+
 /// Prepared statements kept per connection (more than the store has).
 const STATEMENT_CACHE: usize = 64;
 
@@ -127,6 +131,10 @@ pub(super) fn init(mut conn: Connection, name: &str, wal: bool) -> Result<Connec
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(fail("configure"))?;
     }
+    // SQLite's default page cache is 2 MiB; a deployment of a thousand processes writes
+    // rows on more pages than that each round, and every page evicted is read again.
+    conn.pragma_update(None, "cache_size", CACHE_KIB)
+        .map_err(fail("configure"))?;
 
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
