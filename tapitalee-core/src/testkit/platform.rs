@@ -33,6 +33,7 @@ pub enum Op {
     MakePrimary,
     Retire,
     Status,
+    Discover,
     Resolve,
     ListImages,
     DescribeImage,
@@ -726,6 +727,23 @@ impl Deployer for InMemoryPlatform {
         let sim = fleet_mut(&mut state, fleet)?;
         sim.advance(now);
         Ok(sim.status(now))
+    }
+
+    async fn discover(&self, ctx: &DeployContext, revision: &Revision) -> Result<Option<Fleet>> {
+        self.enter(Op::Discover, Some(&ctx.target.process), || {
+            revision.id.clone()
+        })
+        .await?;
+        let mut state = self.lock();
+        let proc = process_mut(&mut state, &ctx.target)?;
+        // A revision is prepared once per deployment here, so its fleets are this one's.
+        let stable = ctx.stable.as_ref().map(|f| &f.id);
+        Ok(proc
+            .fleets
+            .values()
+            .map(|sim| &sim.fleet)
+            .find(|f| f.revision.id == revision.id && Some(&f.id) != stable)
+            .cloned())
     }
 
     fn target_health(&self) -> Option<DynHealthProbe> {
