@@ -226,7 +226,11 @@ fn last_stop(instances: &[tapitalee_core::Instance]) -> String {
 /// The fleet an `UpdateService` to `revision` started on the service, if ECS still runs a
 /// deployment of it (not the stable revision's): named as the launch names it, so retiring
 /// it stops exactly that deployment, or sends the service back once.
-pub(crate) fn discover(ctx: &DeployContext, info: &ServiceInfo, revision: &Revision) -> Option<Fleet> {
+pub(crate) fn discover(
+    ctx: &DeployContext,
+    info: &ServiceInfo,
+    revision: &Revision,
+) -> Option<Fleet> {
     if ctx
         .stable
         .as_ref()

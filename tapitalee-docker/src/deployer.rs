@@ -505,7 +505,10 @@ impl Deployer for DockerBackend {
             .await?;
         let stable = ctx.stable.as_ref().map(|f| f.id.0.as_str());
         for marker in markers {
-            if marker.label(labels::FLEET).is_some_and(|id| Some(id) != stable) {
+            if marker
+                .label(labels::FLEET)
+                .is_some_and(|id| Some(id) != stable)
+            {
                 return self.fleet_from(t, &marker).map(Some);
             }
         }
