@@ -878,11 +878,7 @@ impl ImageRegistry for InMemoryPlatform {
         self.enter(Op::ListImages, None, || app.to_string()).await?;
         let state = self.lock();
         let images = state.images.get(app).map(Vec::as_slice).unwrap_or_default();
-        images
-            .iter()
-            .rev()
-            .map(|i| info(app, i, i.tags.first().cloned().unwrap_or_default()))
-            .collect()
+        Ok(images.iter().rev().map(|i| info(app, i)).collect())
     }
 
     async fn describe(&self, app: &AppName, tag: &DockerTag) -> Result<ImageInfo> {
@@ -900,7 +896,7 @@ impl ImageRegistry for InMemoryPlatform {
                     "list the app's images for the tags it has",
                 )
             })?;
-        info(app, image, tag.clone())
+        Ok(info(app, image))
     }
 
     async fn login(&self, app: &AppName) -> Result<RegistryCredentials> {
@@ -914,11 +910,12 @@ impl ImageRegistry for InMemoryPlatform {
     }
 }
 
-fn info(app: &AppName, image: &SimImage, tag: DockerTag) -> Result<ImageInfo> {
-    Ok(ImageInfo {
-        image: ImageRef::new(repository(app), tag)?.with_digest(image.digest.clone()),
+fn info(app: &AppName, image: &SimImage) -> ImageInfo {
+    ImageInfo {
+        repository: repository(app),
+        digest: Some(image.digest.clone()),
         tags: image.tags.clone(),
         size_bytes: Some(image.size),
         pushed_at: Some(image.pushed_at),
-    })
+    }
 }
