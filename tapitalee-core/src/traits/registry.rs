@@ -145,7 +145,7 @@ mod tests {
     fn image(tags: &[&str]) -> ImageInfo {
         ImageInfo {
             repository: "registry.local/myapp".into(),
-            digest: Some(Digest::new(&format!("sha256:{}", "b".repeat(64))).unwrap()),
+            digest: Some(Digest::new(format!("sha256:{}", "b".repeat(64))).unwrap()),
             tags: tags.iter().map(|t| DockerTag::new(*t).unwrap()).collect(),
             size_bytes: None,
             pushed_at: None,
