@@ -138,29 +138,21 @@ impl EcrRegistry {
         Ok((repo, registry, detail))
     }
 
+    /// An image as ECR describes it; an untagged one has no tags (never a made-up one).
     async fn info(
         &self,
         repo: &str,
         registry: Option<&str>,
         detail: &ImageDetail,
-        asked: Option<&DockerTag>,
     ) -> Result<ImageInfo> {
-        let uri = self.uri(repo, registry).await?;
         let tags: Vec<DockerTag> = detail
             .image_tags()
             .iter()
             .filter_map(|t| DockerTag::new(t).ok())
             .collect();
-        let tag = asked
-            .cloned()
-            .or_else(|| tags.first().cloned())
-            .unwrap_or_default();
-        let mut image = ImageRef::new(uri, tag)?;
-        if let Some(d) = detail.image_digest() {
-            image = image.with_digest(Digest::new(d)?);
-        }
         Ok(ImageInfo {
-            image,
+            repository: self.uri(repo, registry).await?,
+            digest: detail.image_digest().map(Digest::new).transpose()?,
             tags,
             size_bytes: detail
                 .image_size_in_bytes()
@@ -174,17 +166,16 @@ impl EcrRegistry {
 impl ImageRegistry for EcrRegistry {
     async fn resolve(&self, app: &AppName, tag: &DockerTag) -> Result<ImageRef> {
         let (repo, registry, detail) = self.describe_tag(app, tag).await?;
-        let info = self
-            .info(&repo, registry.as_deref(), &detail, Some(tag))
-            .await?;
-        if info.image.digest.is_none() {
+        let info = self.info(&repo, registry.as_deref(), &detail).await?;
+        let Some(digest) = info.digest else {
             return Err(unexpected(
                 "DescribeImages",
                 format!("ECR reported no digest for {repo}:{tag}"),
             ));
-        }
-        tracing::debug!(app = %app, tag = %tag, image = %info.image, "resolved tag");
-        Ok(info.image)
+        };
+        let image = ImageRef::new(info.repository, tag.clone())?.with_digest(digest);
+        tracing::debug!(app = %app, tag = %tag, image = %image, "resolved tag");
+        Ok(image)
     }
 
     async fn list(&self, app: &AppName) -> Result<Vec<ImageInfo>> {
@@ -222,7 +213,7 @@ impl ImageRegistry for EcrRegistry {
         }
         let mut infos = Vec::with_capacity(details.len());
         for d in &details {
-            infos.push(self.info(&repo, registry.as_deref(), d, None).await?);
+            infos.push(self.info(&repo, registry.as_deref(), d).await?);
         }
         infos.sort_by_key(|i| std::cmp::Reverse(i.pushed_at));
         Ok(infos)
@@ -230,8 +221,7 @@ impl ImageRegistry for EcrRegistry {
 
     async fn describe(&self, app: &AppName, tag: &DockerTag) -> Result<ImageInfo> {
         let (repo, registry, detail) = self.describe_tag(app, tag).await?;
-        self.info(&repo, registry.as_deref(), &detail, Some(tag))
-            .await
+        self.info(&repo, registry.as_deref(), &detail).await
     }
 
     async fn login(&self, app: &AppName) -> Result<RegistryCredentials> {

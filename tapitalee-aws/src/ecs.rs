@@ -835,6 +835,29 @@ impl Deployer for EcsDeployer {
         }
     }
 
+    /// EXTERNAL controller: the service's task set of the revision's task definition (each
+    /// deployment registers its own). ECS controller: the service's deployment of it.
+    async fn discover(&self, ctx: &DeployContext, revision: &Revision) -> Result<Option<Fleet>> {
+        let (_, info) = self.service(&ctx.target).await?;
+        let stable = ctx.stable.as_ref();
+        match info.controller {
+            Controller::External => Ok(info
+                .task_sets
+                .iter()
+                .find(|t| {
+                    t.task_definition == revision.id
+                        && stable.is_none_or(|s| s.id.0 != t.arn)
+                        && t.status != "DRAINING"
+                })
+                .map(|t| Fleet {
+                    id: FleetId(t.arn.clone()),
+                    target: ctx.target.clone(),
+                    revision: revision.clone(),
+                })),
+            _ => Ok(crate::ecs_native::discover(ctx, &info, revision)),
+        }
+    }
+
     /// Load balancer target health of the process's new target group (passes processes
     /// without a load balancer).
     fn target_health(&self) -> Option<DynHealthProbe> {

@@ -223,6 +223,35 @@ fn last_stop(instances: &[tapitalee_core::Instance]) -> String {
         .unwrap_or_default()
 }
 
+/// The fleet an `UpdateService` to `revision` started on the service, if ECS still runs a
+/// deployment of it (not the stable revision's): named as the launch names it, so retiring
+/// it stops exactly that deployment, or sends the service back once.
+pub(crate) fn discover(
+    ctx: &DeployContext,
+    info: &ServiceInfo,
+    revision: &Revision,
+) -> Option<Fleet> {
+    if ctx
+        .stable
+        .as_ref()
+        .is_some_and(|s| s.revision.id == revision.id)
+    {
+        return None;
+    }
+    let d = info
+        .deployments
+        .iter()
+        .find(|d| d.task_definition == revision.id && !d.id.is_empty())?;
+    let arn = (d.status == "PRIMARY")
+        .then_some(info.current_service_deployment.as_deref())
+        .flatten();
+    Some(Fleet {
+        id: deployment_fleet_id(&d.id, arn),
+        target: ctx.target.clone(),
+        revision: revision.clone(),
+    })
+}
+
 impl EcsDeployer {
     pub(crate) async fn native_current(
         &self,

@@ -82,3 +82,64 @@ async fn unknown_app_and_repository_are_clear_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("configured apps: ecr2"), "{e}");
 }
+
+/// An image pushed without a tag (ECR keeps it; `docker images` would show `<none>`) is listed
+/// with no tags and is never labelled `latest`; the tagged images keep theirs.
+#[tokio::test]
+async fn an_untagged_image_is_listed_without_a_tag() {
+    let f = support::fixture("ecr3");
+    let backend = support::backend(&f).await;
+    let registry = backend.registry();
+    let app = f.app();
+    let ecr = aws_sdk_ecr::Client::new(&support::sdk().await);
+    let repo = f.s("repository_uri");
+    let name = repo.rsplit('/').next().unwrap().to_owned();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "size": 1234, "digest": format!("sha256:{}", "c".repeat(64))},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": 4321, "digest": format!("sha256:{}", "d".repeat(64))}],
+    })
+    .to_string();
+    let pushed = ecr
+        .put_image()
+        .repository_name(&name)
+        .image_manifest(&manifest)
+        .send()
+        .await
+        .expect("PutImage without an imageTag");
+    let digest = pushed
+        .image()
+        .and_then(|i| i.image_id())
+        .and_then(|i| i.image_digest())
+        .expect("the pushed image's digest")
+        .to_owned();
+
+    let images = registry.list(&app).await.unwrap();
+    assert_eq!(images.len(), 3, "{images:?}");
+    let untagged = images
+        .iter()
+        .find(|i| i.digest().map(|d| d.as_str()) == Some(digest.as_str()))
+        .unwrap_or_else(|| panic!("the untagged image {digest} is listed: {images:?}"));
+    assert!(untagged.is_untagged(), "{untagged:?}");
+    assert!(untagged.tags.is_empty());
+    assert_eq!(untagged.repository, repo);
+    let e = untagged
+        .reference(&DockerTag::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("has no tag") && e.contains("tag it first"),
+        "{e}"
+    );
+    // The tagged ones are as pushed: `latest` is v2's, not the untagged image's.
+    let latest = registry.resolve(&app, &DockerTag::default()).await.unwrap();
+    assert_ne!(
+        latest.digest.as_ref().map(|d| d.as_str()),
+        Some(digest.as_str())
+    );
+    let tagged: Vec<_> = images.iter().filter(|i| !i.is_untagged()).collect();
+    assert_eq!(tagged.len(), 2, "{images:?}");
+}

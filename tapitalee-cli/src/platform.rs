@@ -459,6 +459,11 @@ impl Deployer for SimPlatform {
     async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
         self.group(&fleet.target.process)?.status(ctx, fleet).await
     }
+    async fn discover(&self, ctx: &DeployContext, revision: &Revision) -> Result<Option<Fleet>> {
+        self.group(&ctx.target.process)?
+            .discover(ctx, revision)
+            .await
+    }
     fn target_health(&self) -> Option<DynHealthProbe> {
         Some(Arc::new(self.clone()))
     }

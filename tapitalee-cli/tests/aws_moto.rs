@@ -271,3 +271,68 @@ fn an_assumed_role_and_a_named_registry_from_the_config() {
         "{err}"
     );
 }
+
+/// An image pushed to ECR without a tag: listed as `<untagged>` (never as `latest`), with no
+/// tags in JSON; deploying it by its digest is refused with the fix, before any change.
+#[test]
+fn an_untagged_image_is_listed_as_untagged_and_not_deployable_by_digest() {
+    let a = Aws::new("cliuntag");
+    let repo = a.fixture["repository_uri"].as_str().unwrap();
+    let name = repo.rsplit('/').next().unwrap();
+    let script = format!(
+        "import boto3, json\n\
+         ecr = boto3.client('ecr', endpoint_url='{}', region_name='us-east-1', \
+         aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+         m = json.dumps({{'schemaVersion': 2, \
+         'mediaType': 'application/vnd.docker.distribution.manifest.v2+json', \
+         'config': {{'mediaType': 'application/vnd.docker.container.image.v1+json', \
+         'size': 77, 'digest': 'sha256:' + 'e' * 64}}, 'layers': []}})\n\
+         print(ecr.put_image(repositoryName='{name}', imageManifest=m)\
+         ['image']['imageId']['imageDigest'])\n",
+        moto::endpoint()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    let (code, out, err) = a.run(&["list", "images"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let untagged: Vec<&&str> = rows
+        .iter()
+        .filter(|r| r.starts_with("<untagged>"))
+        .collect();
+    assert_eq!(untagged.len(), 1, "{out}");
+    assert!(untagged[0].contains(&digest[..19]), "{out}");
+    assert_eq!(
+        rows.iter().filter(|r| r.contains("latest")).count(),
+        1,
+        "only v2 is latest: {out}"
+    );
+    let (code, json, err) = a.run(&["--output", "json", "list", "images"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let listed = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["digest"] == digest.as_str())
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(listed["tags"], serde_json::json!([]), "{listed}");
+
+    let (code, _, err) = a.run(&["create", "deploy", &format!("docker_tag={digest}")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&digest) && err.contains("not a tag") && err.contains("tag it first"),
+        "{err}"
+    );
+}

@@ -154,6 +154,15 @@ fn validate_tag(value: &str) -> Result<()> {
             ),
         ));
     }
+    if value.starts_with("sha256:") || value.contains("@sha256:") {
+        return Err(Error::invalid(
+            WHAT,
+            value,
+            "is an image digest, not a tag; deployments name images by tag (the product's \
+             docker_tag), so an untagged image cannot be deployed by its digest: tag it first \
+             (`docker tag` and push, or ECR's PutImage with an imageTag), then deploy that tag",
+        ));
+    }
     let first_ok = value.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
     if !first_ok {
         return Err(Error::invalid(
@@ -515,6 +524,16 @@ mod tests {
         }
         let e = DockerTag::new("v1@x").unwrap_err().to_string();
         assert!(e.contains("'@'"), "{e}");
+    }
+
+    #[test]
+    fn a_digest_given_as_a_tag_is_refused_naming_the_fix() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for given in [digest.clone(), format!("myapp@{digest}")] {
+            let e = DockerTag::new(&given).unwrap_err().to_string();
+            assert!(e.contains(&given), "{e}");
+            assert!(e.contains("not a tag") && e.contains("tag it first"), "{e}");
+        }
     }
 
     #[test]

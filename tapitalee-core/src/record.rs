@@ -235,6 +235,12 @@ pub struct RolloutState {
     pub candidate_primary: bool,
     /// Whether the stable fleet was retired (the deployment can no longer be undone in place).
     pub stable_retired: bool,
+    /// Whether a launch of the new revision was sent and its fleet is not recorded yet
+    /// (written before the launch, cleared with the fleet it returns). A deployer that dies
+    /// in between leaves it set: recovery then asks the platform for the fleet
+    /// ([`Deployer::discover`](crate::Deployer::discover)) before rolling back or resuming.
+    /// Records written before this field existed read it as `false`.
+    pub launching: bool,
     /// Steps taken so far.
     pub steps_done: u32,
 }
@@ -377,5 +383,21 @@ mod tests {
         );
         let e = "done".parse::<DeploymentStatus>().unwrap_err().to_string();
         assert!(e.contains("done") && e.contains("interrupted"), "{e}");
+    }
+
+    #[test]
+    fn a_rollout_state_written_before_launching_existed_reads_as_not_launching() {
+        let old = r#"{"desired":2,"load_balanced":true,"platform_run":false,
+            "platform_bake":{"secs":0,"nanos":0},"stable":null,"stable_desired":2,
+            "stable_count":2,"candidate":null,"candidate_count":0,"candidate_weight":0,
+            "candidate_primary":false,"stable_retired":false,"steps_done":1}"#;
+        let state: RolloutState = serde_json::from_str(old).unwrap();
+        assert!(!state.launching);
+        assert_eq!(state.desired, 2);
+        let mut state = state;
+        state.launching = true;
+        let back: RolloutState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert!(back.launching);
     }
 }

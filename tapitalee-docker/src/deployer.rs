@@ -487,6 +487,34 @@ impl Deployer for DockerBackend {
         Ok(())
     }
 
+    /// The fleet marker this deployment created for the revision, found by its labels (a
+    /// revision names an image, which several deployments may run: the deployment's label
+    /// tells them apart).
+    async fn discover(&self, ctx: &DeployContext, revision: &Revision) -> Result<Option<Fleet>> {
+        self.process(&ctx.target)?;
+        let t = &ctx.target;
+        let deployment = ctx.deployment.to_string();
+        let markers = self
+            .containers(&[
+                (labels::APP, t.app.as_str()),
+                (labels::PROCESS, t.process.as_str()),
+                (labels::ROLE, role::FLEET),
+                (labels::DEPLOYMENT, deployment.as_str()),
+                (labels::REVISION, revision.id.as_str()),
+            ])
+            .await?;
+        let stable = ctx.stable.as_ref().map(|f| f.id.0.as_str());
+        for marker in markers {
+            if marker
+                .label(labels::FLEET)
+                .is_some_and(|id| Some(id) != stable)
+            {
+                return self.fleet_from(t, &marker).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     async fn status(&self, _ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
         let spec = self.process(&fleet.target)?;
         let app = &fleet.target.app;

@@ -159,13 +159,11 @@ impl ImageRegistry for DockerBackend {
             .map_err(|e| map("list images", e))?;
         let mut out = Vec::new();
         for i in images {
-            let tags = tags_of(&repository, &i.repo_tags);
-            let Some(first) = tags.first().cloned() else {
-                continue;
-            };
             out.push(ImageInfo {
-                image: ImageRef::new(repository.clone(), first)?.with_digest(Digest::new(&i.id)?),
-                tags,
+                repository: repository.clone(),
+                digest: Some(Digest::new(&i.id)?),
+                // Empty for an image whose tags moved on (`docker images` shows `<none>`).
+                tags: tags_of(&repository, &i.repo_tags),
                 size_bytes: u64::try_from(i.size).ok(),
                 pushed_at: u64::try_from(i.created)
                     .ok()
@@ -215,7 +213,8 @@ impl ImageRegistry for DockerBackend {
             tags: tags_of(&image.repository, &inspect.repo_tags.unwrap_or_default()),
             size_bytes: inspect.size.and_then(|s| u64::try_from(s).ok()),
             pushed_at: parse_time(inspect.created.as_deref()),
-            image,
+            repository: image.repository,
+            digest: image.digest,
         })
     }
 

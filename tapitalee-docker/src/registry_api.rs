@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use tapitalee_core::{Digest, DockerTag, Error, ImageInfo, ImageRef, RegistryCredentials, Result};
+use tapitalee_core::{Digest, DockerTag, Error, ImageInfo, RegistryCredentials, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -195,10 +195,9 @@ impl<'a> RegistryApi<'a> {
             .and_then(|c| humantime::parse_rfc3339_weak(c.trim_end_matches('Z')).ok());
         // The image id the engine gives the pulled image (its config's digest): what resolve
         // pins, so `show image` and a deployment name the same digest.
-        let image =
-            ImageRef::new(self.repository, tag.clone())?.with_digest(Digest::new(&config_digest)?);
         Ok(Some(ImageInfo {
-            image,
+            repository: self.repository.to_owned(),
+            digest: Some(Digest::new(&config_digest)?),
             tags: vec![tag.clone()],
             size_bytes: Some(size),
             pushed_at: created,
@@ -244,7 +243,6 @@ impl<'a> RegistryApi<'a> {
         let mut by_digest: BTreeMap<String, ImageInfo> = BTreeMap::new();
         for info in described.into_iter().flatten() {
             let key = info
-                .image
                 .digest
                 .as_ref()
                 .map(ToString::to_string)

@@ -40,7 +40,9 @@ async fn crash_recovery_on_docker() {
     let app = TestApp::new("crash");
     demo_image(&app.repository, "v1", &[]);
     demo_image(&app.repository, "v2", &[]);
-    let config = demo_config(&app, 1, 0);
+    // Two instances behind the proxy: every fleet the crash cases launch, find and retire
+    // has more than one container.
+    let config = demo_config(&app, 2, 0);
     let backend = backend(&app, config.clone());
     seed(&backend, &app.name, "v1").await;
     let fx = Fixture {

@@ -24,7 +24,7 @@ fn size(bytes: Option<u64>) -> String {
 
 fn image_json(i: &ImageInfo) -> serde_json::Value {
     serde_json::json!({
-        "repository": i.image.repository,
+        "repository": i.repository,
         "digest": i.digest().map(ToString::to_string),
         "tags": i.tags.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "size_bytes": i.size_bytes,
@@ -93,7 +93,7 @@ pub async fn show(ctx: &Ctx, words: &[String]) -> Result<(), CliError> {
         let tags: Vec<String> = i.tags.iter().map(ToString::to_string).collect();
         ctx.out.result(&format!(
             "image {}:{tag}\n  digest     {}\n  size       {}\n  pushed at  {}\n  tags       {}",
-            i.image.repository,
+            i.repository,
             i.digest()
                 .map(ToString::to_string)
                 .unwrap_or_else(|| "-".into()),

@@ -11,7 +11,7 @@ use crate::traits::deployer::DynDeployer;
 
 impl Rollout {
     /// The platform under the retry policy of the current phase.
-    fn platform(&self) -> DynDeployer {
+    pub(super) fn platform(&self) -> DynDeployer {
         match self.phase {
             Phase::Running => self.shared.forward.clone(),
             Phase::Completing | Phase::RollingBack => self.shared.persevering.clone(),
@@ -43,10 +43,21 @@ impl Rollout {
             self.scale(Role::Candidate, count).await?;
             return Ok(fleet);
         }
-        let fleet = self
+        // Written ahead: a deployer that dies after the platform started the fleet but before
+        // recording it leaves `launching` set, and recovery looks the fleet up.
+        self.record.state.launching = true;
+        self.publish_change(format!(
+            "launching a new fleet of revision {} with {count} instance(s)",
+            self.revision.id
+        ))
+        .await;
+        let launched = self
             .platform()
             .launch(&self.ctx, &self.revision, count)
-            .await?;
+            .await;
+        // A launch that failed in this process was answered: the backend owns its cleanup.
+        self.record.state.launching = false;
+        let fleet = launched?;
         debug!(fleet = %fleet.id, count, "launched new fleet");
         self.record.state.candidate = Some(fleet.clone());
         self.record.state.candidate_count = count;

@@ -13,6 +13,7 @@ impl Rollout {
     /// back first, then the new fleet is retired, then the old fleet's capacity is awaited.
     pub async fn restore_stable(&mut self) -> Result<()> {
         self.phase = Phase::RollingBack;
+        self.find_unrecorded_launch().await?;
         let state = &self.record.state;
         if let (Some(stable), true) = (&state.stable, state.stable_retired) {
             return Err(Error::platform(
@@ -32,6 +33,51 @@ impl Rollout {
             self.return_to_stable().await?;
             self.retire(Role::Candidate).await
         }
+    }
+
+    /// After a deployer died between launching the new fleet and recording it: asks the
+    /// platform for the fleet ([`Deployer::discover`](crate::Deployer::discover)) and records
+    /// it as the new fleet, so the rollback retires it (on a platform-run process, that sends
+    /// the platform back to the old fleet). Nothing to do unless a launch is unrecorded.
+    pub(crate) async fn find_unrecorded_launch(&mut self) -> Result<()> {
+        let state = &self.record.state;
+        if !state.launching || state.candidate.is_some() {
+            return Ok(());
+        }
+        let found = self
+            .platform()
+            .discover(&self.ctx, &self.revision)
+            .await
+            .map_err(|e| {
+                Error::platform(
+                    "rollback",
+                    format!(
+                        "a launch of revision {} was sent but its fleet was never recorded, and \
+                         the platform could not be asked for it: {e}",
+                        self.revision.id
+                    ),
+                )
+            })?;
+        self.record.state.launching = false;
+        match found {
+            Some(fleet) => {
+                self.record.state.candidate = Some(fleet.clone());
+                self.publish_change(format!(
+                    "found new fleet {} on the platform: launched before the deployer stopped, \
+                     never recorded",
+                    fleet.id
+                ))
+                .await;
+            }
+            None => {
+                self.publish_change(format!(
+                    "the platform runs no fleet of revision {}: the launch never took effect",
+                    self.revision.id
+                ))
+                .await;
+            }
+        }
+        Ok(())
     }
 
     /// The old fleet back at the size it had before the deployment, healthy (no minimum

@@ -136,6 +136,7 @@ pub fn sample_record(app: &AppName) -> DeploymentRecord {
             candidate_weight: 25,
             candidate_primary: false,
             stable_retired: false,
+            launching: false,
             steps_done: 3,
         },
         steps: vec![step(Some("default"), "dropped by create")],
@@ -150,6 +151,8 @@ pub fn sample_record(app: &AppName) -> DeploymentRecord {
             stable_retired: true,
             candidate_primary: true,
             candidate_count: 2,
+            // Round-trips like every other field.
+            launching: true,
             steps_done: 2,
             ..RolloutState::default()
         },

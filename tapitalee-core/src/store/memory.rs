@@ -132,6 +132,7 @@ fn update_in_place(to: &mut ProcessRecord, from: &ProcessRecord) {
         candidate_weight,
         candidate_primary,
         stable_retired,
+        launching,
         steps_done,
     } = state;
     let s = &mut to.state;
@@ -147,6 +148,7 @@ fn update_in_place(to: &mut ProcessRecord, from: &ProcessRecord) {
     s.candidate_weight = *candidate_weight;
     s.candidate_primary = *candidate_primary;
     s.stable_retired = *stable_retired;
+    s.launching = *launching;
     s.steps_done = *steps_done;
 }
 

@@ -33,6 +33,7 @@ pub enum Op {
     MakePrimary,
     Retire,
     Status,
+    Discover,
     Resolve,
     ListImages,
     DescribeImage,
@@ -730,6 +731,23 @@ impl Deployer for InMemoryPlatform {
         Ok(sim.status(now))
     }
 
+    async fn discover(&self, ctx: &DeployContext, revision: &Revision) -> Result<Option<Fleet>> {
+        self.enter(Op::Discover, Some(&ctx.target.process), || {
+            revision.id.clone()
+        })
+        .await?;
+        let mut state = self.lock();
+        let proc = process_mut(&mut state, &ctx.target)?;
+        // A revision is prepared once per deployment here, so its fleets are this one's.
+        let stable = ctx.stable.as_ref().map(|f| &f.id);
+        Ok(proc
+            .fleets
+            .values()
+            .map(|sim| &sim.fleet)
+            .find(|f| f.revision.id == revision.id && Some(&f.id) != stable)
+            .cloned())
+    }
+
     fn target_health(&self) -> Option<DynHealthProbe> {
         Some(Arc::new(self.clone()))
     }
@@ -862,11 +880,7 @@ impl ImageRegistry for InMemoryPlatform {
         self.enter(Op::ListImages, None, || app.to_string()).await?;
         let state = self.lock();
         let images = state.images.get(app).map(Vec::as_slice).unwrap_or_default();
-        images
-            .iter()
-            .rev()
-            .map(|i| info(app, i, i.tags.first().cloned().unwrap_or_default()))
-            .collect()
+        Ok(images.iter().rev().map(|i| info(app, i)).collect())
     }
 
     async fn describe(&self, app: &AppName, tag: &DockerTag) -> Result<ImageInfo> {
@@ -884,7 +898,7 @@ impl ImageRegistry for InMemoryPlatform {
                     "list the app's images for the tags it has",
                 )
             })?;
-        info(app, image, tag.clone())
+        Ok(info(app, image))
     }
 
     async fn login(&self, app: &AppName) -> Result<RegistryCredentials> {
@@ -898,11 +912,12 @@ impl ImageRegistry for InMemoryPlatform {
     }
 }
 
-fn info(app: &AppName, image: &SimImage, tag: DockerTag) -> Result<ImageInfo> {
-    Ok(ImageInfo {
-        image: ImageRef::new(repository(app), tag)?.with_digest(image.digest.clone()),
+fn info(app: &AppName, image: &SimImage) -> ImageInfo {
+    ImageInfo {
+        repository: repository(app),
+        digest: Some(image.digest.clone()),
         tags: image.tags.clone(),
         size_bytes: Some(image.size),
         pushed_at: Some(image.pushed_at),
-    })
+    }
 }

@@ -95,6 +95,33 @@ pub trait Deployer: Send + Sync + fmt::Debug + 'static {
     /// [`Error::NotFound`](crate::Error::NotFound) with [`Resource::Fleet`](crate::Resource).
     async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus>;
 
+    /// The fleet of `revision` that this deployment (`ctx.deployment`) launched for the
+    /// process, as the platform runs it now: `Ok(None)` if the platform runs none (never
+    /// started, or already gone). Never the process's stable fleet (`ctx.stable`).
+    ///
+    /// The engine calls it only after a deployer died between a [`launch`](Deployer::launch)
+    /// and recording the fleet it returned ([`RolloutState::launching`](crate::RolloutState)):
+    /// a rollback then retires what it finds (on a platform-run process: the platform goes
+    /// back to `ctx.stable`), so the process is back on its old fleet and the record says so.
+    /// A stateless backend reads it from the platform (ECS: the service deployment or task
+    /// set of the revision's task definition; Docker: containers by label).
+    ///
+    /// Default: [`Error::Platform`](crate::Error::Platform) saying the platform cannot
+    /// look fleets up, for platforms that cannot. A guess either way would be wrong: `None`
+    /// would report an orphaned fleet as rolled back, a fleet would be invented. The
+    /// interrupted process is then reported `RollbackFailed`, naming the revision to look for
+    /// and remove by hand.
+    async fn discover(&self, ctx: &DeployContext, revision: &Revision) -> Result<Option<Fleet>> {
+        Err(crate::Error::platform(
+            "discover",
+            format!(
+                "this platform cannot look up the fleet of revision {} that deployment {} may \
+                 have launched for {}; look for it on the platform and remove it",
+                revision.id, ctx.deployment, ctx.target
+            ),
+        ))
+    }
+
     /// The platform's load balancer target-health probe, if it has one. The engine's default
     /// health gate is container health AND this probe, so a new fleet that fails the load
     /// balancer's health check never takes all the traffic. The probe must pass fleets of

@@ -168,6 +168,12 @@ impl Deployer for Retrying {
         self.inner.status(ctx, fleet).await
     }
 
+    async fn discover(&self, ctx: &DeployContext, revision: &Revision) -> Result<Option<Fleet>> {
+        self.policy
+            .run("discover", || self.inner.discover(ctx, revision))
+            .await
+    }
+
     fn target_health(&self) -> Option<DynHealthProbe> {
         self.inner.target_health()
     }

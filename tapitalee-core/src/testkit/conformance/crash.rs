@@ -4,19 +4,23 @@
 //! between calls" means in practice.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::Fixture;
+use crate::domain::{AppName, ImageRef};
 use crate::domain::{DeploymentId, Initiator};
 use crate::engine::{DeployRequest, DeploymentHandle, Engine};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::fleet::{Fleet, FleetStatus, ProcessSpec, Release, Revision, TrafficWeight};
 use crate::record::{DeploymentRecord, DeploymentStatus, ProcessStatus};
 use crate::rollout::{HealthGate, Rollout};
 use crate::store::DynDeploymentStore;
 use crate::strategy::Strategy;
-use crate::traits::deployer::{DeployContext, DynDeployer};
+use crate::traits::deployer::{DeployContext, Deployer, DynDeployer};
+use crate::traits::health::DynHealthProbe;
 use crate::traits::registry::DynImageRegistry;
 
 /// Connects a fresh backend, as a new `tapit` process would: its deployer and registry.
@@ -73,8 +77,82 @@ impl Strategy for HangAfterCompleting {
     }
 }
 
+/// A backend's deployer that dies the moment the platform accepted a launch: the new fleet
+/// runs (ECS: `UpdateService` or `CreateTaskSet` done; Docker: containers started), and the
+/// deployer never returns to record it.
+#[derive(Debug)]
+struct DieAfterLaunch {
+    inner: DynDeployer,
+    launched: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Deployer for DieAfterLaunch {
+    async fn processes(&self, app: &AppName) -> Result<Vec<ProcessSpec>> {
+        self.inner.processes(app).await
+    }
+
+    async fn current(&self, ctx: &DeployContext) -> Result<Release> {
+        self.inner.current(ctx).await
+    }
+
+    async fn prepare(&self, ctx: &DeployContext, image: &ImageRef) -> Result<Revision> {
+        self.inner.prepare(ctx, image).await
+    }
+
+    async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32) -> Result<Fleet> {
+        self.inner.launch(ctx, revision, count).await?;
+        self.launched.store(true, Ordering::SeqCst);
+        std::future::pending().await
+    }
+
+    async fn scale(&self, ctx: &DeployContext, fleet: &Fleet, count: u32) -> Result<()> {
+        self.inner.scale(ctx, fleet, count).await
+    }
+
+    async fn route(&self, ctx: &DeployContext, weights: &[TrafficWeight]) -> Result<()> {
+        self.inner.route(ctx, weights).await
+    }
+
+    async fn make_primary(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
+        self.inner.make_primary(ctx, fleet).await
+    }
+
+    async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
+        self.inner.retire(ctx, fleet).await
+    }
+
+    async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
+        self.inner.status(ctx, fleet).await
+    }
+
+    async fn discover(&self, ctx: &DeployContext, revision: &Revision) -> Result<Option<Fleet>> {
+        self.inner.discover(ctx, revision).await
+    }
+
+    fn target_health(&self) -> Option<DynHealthProbe> {
+        self.inner.target_health()
+    }
+}
+
 fn engine(backend: &Backend, store: &DynDeploymentStore, gate: HealthGate, halt: bool) -> Engine {
-    let (deployer, registry) = backend();
+    engine_dying(backend, store, gate, halt, None)
+}
+
+fn engine_dying(
+    backend: &Backend,
+    store: &DynDeploymentStore,
+    gate: HealthGate,
+    halt: bool,
+    die_after_launch: Option<Arc<AtomicBool>>,
+) -> Engine {
+    let (mut deployer, registry) = backend();
+    if let Some(launched) = die_after_launch {
+        deployer = Arc::new(DieAfterLaunch {
+            inner: deployer,
+            launched,
+        });
+    }
     let strategy: Arc<dyn Strategy> = if halt {
         Arc::new(HangAfterCompleting)
     } else {
@@ -102,6 +180,41 @@ async fn kill_when(
     halt: bool,
     reached: fn(&DeploymentRecord) -> bool,
 ) -> DeploymentId {
+    kill_at(backend, store, fx, gate, halt, None, Box::new(reached)).await
+}
+
+/// Kills the deployer the moment the platform accepted its launch, before it is recorded.
+async fn kill_after_launch(
+    backend: &Backend,
+    store: &DynDeploymentStore,
+    fx: &Fixture,
+) -> DeploymentId {
+    let launched = Arc::new(AtomicBool::new(false));
+    let seen = launched.clone();
+    let reached = Box::new(move |_: &DeploymentRecord| seen.load(Ordering::SeqCst));
+    kill_at(
+        backend,
+        store,
+        fx,
+        holding_gate(),
+        false,
+        Some(launched),
+        reached,
+    )
+    .await
+}
+
+type Reached = Box<dyn Fn(&DeploymentRecord) -> bool + Send>;
+
+async fn kill_at(
+    backend: &Backend,
+    store: &DynDeploymentStore,
+    fx: &Fixture,
+    gate: HealthGate,
+    halt: bool,
+    die_after_launch: Option<Arc<AtomicBool>>,
+    reached: Reached,
+) -> DeploymentId {
     let (backend, store, fx) = (backend.clone(), store.clone(), fx.clone());
     tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -110,7 +223,7 @@ async fn kill_when(
             .build()
             .expect("a runtime for the deployer that will die");
         let (id, handle): (DeploymentId, DeploymentHandle) = runtime.block_on(async {
-            let engine = engine(&backend, &store, gate, halt);
+            let engine = engine_dying(&backend, &store, gate, halt, die_after_launch);
             let request = DeployRequest::new()
                 .docker_tag(fx.tag.clone())
                 .process(fx.process.clone())
@@ -154,9 +267,12 @@ async fn live_fleet(deployer: &DynDeployer, fx: &Fixture) -> Option<crate::Fleet
     deployer.current(&ctx).await.expect("current").fleet
 }
 
-/// Runs the three crash cases against a backend: killed mid-rollout then `recover` +
+/// Runs the five crash cases against a backend: killed mid-rollout then `recover` +
 /// `rollback` (back on the old fleet, the new one gone), killed mid-rollout then `recover` +
-/// `resume` (on the new revision), and — on processes whose fleets the engine controls —
+/// `resume` (on the new revision), killed between the platform accepting the launch and the
+/// store recording it then `rollback` (the platform is asked for the fleet,
+/// [`Deployer::discover`]: back on the old fleet, the found one gone) or `resume` (on the new
+/// revision, no second fleet left beside it), and — on processes whose fleets the engine controls —
 /// killed after the old fleet was retired but before the outcome was written, then
 /// `recover` + `rollback`, which must report the truth: succeeded, on the new version.
 ///
@@ -215,7 +331,54 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
         before.processes[0].status
     );
 
-    // 3. Killed after completing (old fleet retired), before the outcome was written: the
+    // 3. Killed between the platform change that started the new fleet and recording it; a
+    //    fresh deployer finds the fleet on the platform and rolls it back.
+    let (deployer, _) = backend();
+    let old = live_fleet(&deployer, fx).await.expect("a live fleet");
+    let id = kill_after_launch(backend, &store, fx).await;
+    let fresh = engine(backend, &store, quick_gate(), false);
+    recover(&fresh, fx, id).await;
+    let orphan = unrecorded_fleet(backend, &fresh, fx, id, &old).await;
+    let record = fresh
+        .rollback(&id)
+        .await
+        .expect("rollback after a crash before the launch was recorded");
+    let p = &record.processes[0];
+    assert!(
+        matches!(p.status, ProcessStatus::RolledBack { .. }),
+        "a new fleet launched but never recorded is rolled back, got {}",
+        p.status
+    );
+    let (deployer, _) = backend();
+    assert_eq!(
+        live_fleet(&deployer, fx).await.map(|f| f.id),
+        Some(old.id.clone()),
+        "the old fleet is live again"
+    );
+    assert_gone(&deployer, fx, &orphan, "after the rollback").await;
+
+    // 4. The same crash, then `resume`: the process ends on the new version, and the fleet
+    //    launched before the crash does not linger beside the one resume runs.
+    let id = kill_after_launch(backend, &store, fx).await;
+    let fresh = engine(backend, &store, quick_gate(), false);
+    recover(&fresh, fx, id).await;
+    let orphan = unrecorded_fleet(backend, &fresh, fx, id, &old).await;
+    let resumed = fresh.resume(&id).await.expect("resume after a crash");
+    let record = resumed.wait().await.expect("the resumed deployment");
+    assert_eq!(
+        record.status,
+        DeploymentStatus::Succeeded,
+        "resumed: {:?}",
+        record.processes[0].status
+    );
+    let (deployer, _) = backend();
+    let live = live_fleet(&deployer, fx).await.expect("a live fleet");
+    assert_eq!(live.revision.image.digest, record.image.digest);
+    if live.id != orphan.id {
+        assert_gone(&deployer, fx, &orphan, "after resuming").await;
+    }
+
+    // 5. Killed after completing (old fleet retired), before the outcome was written: the
     //    truth is that the process runs the new version.
     let specs = deployer.processes(&fx.app).await.expect("processes");
     let engine_run = specs
@@ -238,4 +401,55 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
     let (deployer, _) = backend();
     let live = live_fleet(&deployer, fx).await.expect("a live fleet");
     assert_eq!(live.revision.image.digest, record.image.digest);
+}
+
+/// The fleet the killed deployment launched without recording it, as the platform shows it
+/// (the record names its revision; the fleet itself is not in it).
+async fn unrecorded_fleet(
+    backend: &Backend,
+    engine: &Engine,
+    fx: &Fixture,
+    id: DeploymentId,
+    old: &crate::Fleet,
+) -> crate::Fleet {
+    let record = engine.get(&id).await.expect("the interrupted record");
+    let p = &record.processes[0];
+    assert!(
+        p.state.candidate.is_none() && p.state.launching,
+        "the record must show a launch sent and no new fleet recorded: {:?}",
+        p.state
+    );
+    let revision =
+        p.to.clone()
+            .expect("the record names the revision being launched");
+    let ctx = DeployContext::new(id, record.initiator.clone(), fx.target())
+        .with_stable(Some(old.clone()));
+    let (deployer, _) = backend();
+    let fleet = deployer
+        .discover(&ctx, &revision)
+        .await
+        .expect("discover the unrecorded fleet")
+        .expect("the platform runs the fleet launched before the crash");
+    assert_ne!(fleet.id, old.id, "discover never returns the stable fleet");
+    assert_eq!(fleet.revision.image.digest, revision.image.digest);
+    fleet
+}
+
+/// The fleet no longer runs: NotFound, nothing desired, or no instances. (A deployment of an
+/// ECS-controller service that ECS completed and a later `UpdateService` replaced still
+/// reports the count it was started with; its tasks are gone.)
+async fn assert_gone(deployer: &DynDeployer, fx: &Fixture, fleet: &crate::Fleet, when: &str) {
+    let ctx = DeployContext::new(
+        DeploymentId::new(),
+        Initiator::new("conformance-crash").expect("initiator"),
+        fx.target(),
+    );
+    match deployer.status(&ctx, fleet).await {
+        Err(Error::NotFound { .. }) => {}
+        Ok(s) if s.desired == 0 || s.instances.is_empty() => {}
+        other => panic!(
+            "the fleet {} launched before the crash still runs {when}: {other:?}",
+            fleet.id
+        ),
+    }
 }
