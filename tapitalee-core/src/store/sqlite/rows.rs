@@ -241,6 +241,7 @@ impl Memo {
             candidate_weight,
             candidate_primary,
             stable_retired,
+            launching,
             steps_done,
         } = state;
         if let (Some(s), Some(c)) = (stable, candidate)
@@ -297,6 +298,7 @@ impl Memo {
         );
         flag(&mut out, ",\"candidate_primary\":", *candidate_primary);
         flag(&mut out, ",\"stable_retired\":", *stable_retired);
+        flag(&mut out, ",\"launching\":", *launching);
         number(&mut out, ",\"steps_done\":", u64::from(*steps_done));
         out.push('}');
         Ok(out)
@@ -1013,6 +1015,7 @@ mod tests {
             candidate_weight: 25,
             candidate_primary: true,
             stable_retired: true,
+            launching: true,
             steps_done: 7,
         };
         assert_encodes_as_derive(&p);
