@@ -520,14 +520,15 @@ fn list_tasks(s: &State, input: &Value) -> Reply {
     {
         return err("ServiceNotFoundException", "Service not found.");
     }
-    let all: Vec<&Task> = s
-        .tasks
-        .values()
+    let mut all: Vec<&Task> = s
+        .all_tasks()
         .filter(|t| t.cluster == cluster)
         .filter(|t| service.as_ref().is_none_or(|n| &t.service == n))
         .filter(|t| started_by.is_none_or(|b| t.started_by == b))
         .filter(|t| t.desired_status == status)
         .collect();
+    // Pages follow one order (creation: task ids grow), whichever list a task is in.
+    all.sort_by(|a, b| a.arn.cmp(&b.arn));
     let start: usize = input["nextToken"]
         .as_str()
         .and_then(|t| t.parse().ok())
@@ -558,9 +559,8 @@ fn describe_tasks(s: &State, input: &Value) -> Reply {
     let mut failures = Vec::new();
     for id in &ids {
         let id = id.as_str().unwrap_or("");
-        let found = s.tasks.get(id).or_else(|| {
-            s.tasks
-                .values()
+        let found = s.task(id).or_else(|| {
+            s.all_tasks()
                 .find(|t| t.arn.ends_with(&format!("/{id}")) && t.cluster == cluster)
         });
         match found {
@@ -581,6 +581,7 @@ fn stop_task(s: &mut State, input: &Value) -> Reply {
     let Some(t) = s
         .tasks
         .values_mut()
+        .chain(s.stopped.values_mut())
         .find(|t| t.arn == id || t.arn.ends_with(&format!("/{id}")))
     else {
         return err(
@@ -789,7 +790,7 @@ fn revision_arn(svc: &Service, d: &Deployment) -> String {
 
 fn counts(s: &State, svc: &Service, started_by: &str) -> (i64, i64) {
     let live: Vec<&Task> = s
-        .service_tasks(&svc.cluster, &svc.name)
+        .current_tasks(&svc.cluster, &svc.name)
         .filter(|t| t.started_by == started_by && t.live())
         .collect();
     let running = live.iter().filter(|t| t.last_status == "RUNNING").count() as i64;
@@ -826,7 +827,7 @@ fn service_json(s: &State, svc: &Service) -> Value {
         .map(|t| task_set_json(s, svc, t))
         .collect();
     let (running, pending): (i64, i64) = s
-        .service_tasks(&svc.cluster, &svc.name)
+        .current_tasks(&svc.cluster, &svc.name)
         .filter(|t| t.live())
         .fold((0, 0), |(r, p), t| {
             if t.last_status == "RUNNING" {
@@ -999,7 +1000,7 @@ pub(crate) type TargetRow = (
 pub(crate) fn target_health(s: &State, target_group: &str) -> Vec<TargetRow> {
     let used = s.used_groups();
     let mut out = Vec::new();
-    for t in s.tasks.values() {
+    for t in s.all_tasks() {
         for r in t
             .registrations
             .iter()
@@ -1047,4 +1048,95 @@ pub(crate) fn debug(s: &State, cluster: &str, service: &str) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Behavior, ContainerDef};
+    use crate::{ModelConfig, Timing};
+
+    /// A model state at `t = 0` with one crash-looping task definition.
+    fn crash_loop_state() -> (State, String) {
+        let mut config = ModelConfig::new("http://127.0.0.1:1");
+        config.throttle = false;
+        config.timing = Timing::default();
+        let mut s = State::new(&config, 0.0);
+        let td = "arn:aws:ecs:us-east-1:123456789012:task-definition/web:1".to_owned();
+        s.task_defs.insert(
+            td.clone(),
+            TaskDef {
+                arn: td.clone(),
+                containers: vec![ContainerDef {
+                    name: "web".into(),
+                    image: "repo/web:crash".into(),
+                    essential: true,
+                    health_check: false,
+                    awslogs: None,
+                }],
+                cpu: None,
+                memory: None,
+            },
+        );
+        s.scripts.push(("crash".into(), Behavior::CrashLoop));
+        (s, td)
+    }
+
+    #[test]
+    fn steps_visit_live_tasks_only_and_stopped_ones_stay_listed_for_an_hour() {
+        let (mut s, td) = crash_loop_state();
+        create_service(
+            &mut s,
+            &json!({"cluster": "c", "serviceName": "web", "desiredCount": 4}),
+            Some(td),
+        )
+        .unwrap();
+        // Each task lives ~20 s (10 s start, 5 s up, 5 s stop): 30 model minutes leave
+        // hundreds of stopped tasks behind.
+        s.advance_to(1800.0);
+        let stopped = list(&s, "STOPPED");
+        assert!(stopped.len() > 200, "{} stopped", stopped.len());
+        assert!(list(&s, "RUNNING").len() <= 4);
+        // The next minute costs what the live tasks cost, not the stopped pile: at most
+        // the desired tasks plus those stopping, per step.
+        let before = s.task_visits;
+        s.advance_to(1860.0);
+        let per_step = (s.task_visits - before) as f64 / 60.0;
+        assert!(per_step <= 8.0, "a step visited {per_step} tasks");
+        // Stopped tasks are still described and listed, in creation order across pages.
+        let first = stopped[0].clone();
+        let out = describe_tasks(&s, &json!({"cluster": "c", "tasks": [first]})).unwrap();
+        assert_eq!(out["tasks"][0]["lastStatus"], "STOPPED", "{out}");
+        assert_eq!(out["tasks"][0]["stopCode"], "EssentialContainerExited");
+        let mut sorted = stopped.clone();
+        sorted.sort();
+        assert_eq!(stopped, sorted);
+        // An hour after they stopped, ECS forgets them.
+        s.advance_to(1800.0 + 3600.0 + 60.0);
+        let later = list(&s, "STOPPED");
+        assert!(!later.contains(&first), "{first} still listed");
+        assert!(!later.is_empty());
+        let out = describe_tasks(&s, &json!({"cluster": "c", "tasks": [first]})).unwrap();
+        assert_eq!(out["failures"][0]["reason"], "MISSING", "{out}");
+    }
+
+    /// Every task ARN ListTasks gives for the service and desired status, page by page.
+    fn list(s: &State, status: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut input = json!({"cluster": "c", "serviceName": "web", "desiredStatus": status});
+            if let Some(t) = &token {
+                input["nextToken"] = json!(t);
+            }
+            let page = list_tasks(s, &input).unwrap();
+            for a in page["taskArns"].as_array().unwrap() {
+                out.push(a.as_str().unwrap().to_owned());
+            }
+            match page["nextToken"].as_str() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return out,
+            }
+        }
+    }
 }
