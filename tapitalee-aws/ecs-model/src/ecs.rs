@@ -1120,6 +1120,36 @@ mod tests {
         assert_eq!(out["failures"][0]["reason"], "MISSING", "{out}");
     }
 
+    /// A linear deployment waits its step bake between shifts, not after the last one
+    /// (ECS's `LinearConfiguration`: "not applied after reaching 100 percent traffic"),
+    /// then the deployment bake: 25 % steps are 4 shifts, 3 step waits.
+    #[test]
+    fn a_linear_deployment_waits_between_steps_only() {
+        let (mut s, td) = crash_loop_state();
+        let shift_and_bake = |s: &mut State, name: &str, config: Value| {
+            create_service(
+                s,
+                &json!({"cluster": "c", "serviceName": name, "desiredCount": 1,
+                        "deploymentConfiguration": config}),
+                Some(td.clone()),
+            )
+            .unwrap();
+            s.services[&("c".to_owned(), name.to_owned())].deployments[0].shift_and_bake
+        };
+        let linear = |step: f64| {
+            json!({"strategy": "LINEAR", "bakeTimeInMinutes": 5,
+                   "linearConfiguration": {"stepPercent": step, "stepBakeTimeInMinutes": 2}})
+        };
+        assert_eq!(shift_and_bake(&mut s, "l25", linear(25.0)), 11.0 * 60.0);
+        // 30 % steps: 30, 60, 90, 100: still 3 waits.
+        assert_eq!(shift_and_bake(&mut s, "l30", linear(30.0)), 11.0 * 60.0);
+        // One step of 100 %: no step wait at all.
+        assert_eq!(shift_and_bake(&mut s, "l100", linear(100.0)), 5.0 * 60.0);
+        let canary = json!({"strategy": "CANARY", "bakeTimeInMinutes": 1,
+            "canaryConfiguration": {"canaryPercent": 10, "canaryBakeTimeInMinutes": 10}});
+        assert_eq!(shift_and_bake(&mut s, "c", canary), 11.0 * 60.0);
+    }
+
     /// Every task ARN ListTasks gives for the service and desired status, page by page.
     fn list(s: &State, status: &str) -> Vec<String> {
         let mut out = Vec::new();

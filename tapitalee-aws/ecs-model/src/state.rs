@@ -1112,7 +1112,9 @@ impl State {
                     .as_f64()
                     .unwrap_or(10.0)
                     .max(0.1);
-                (100.0 / step).ceil()
+                // ceil(100 / step) shifts; ECS waits the step bake between them, "not
+                // applied after reaching 100 percent traffic" (LinearConfiguration).
+                ((100.0 / step).ceil() - 1.0).max(0.0)
                     * minutes(&config["linearConfiguration"]["stepBakeTimeInMinutes"])
             }
             "CANARY" => minutes(&config["canaryConfiguration"]["canaryBakeTimeInMinutes"]),
