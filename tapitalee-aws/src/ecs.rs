@@ -453,23 +453,34 @@ impl EcsDeployer {
                     format!("service {} has no such task set (retired?)", p.service),
                 )
             })?;
-        let tasks = self
-            .shared
-            .poller
-            .tasks(ServiceKey::new(&p.cluster, &p.service))
-            .await?;
-        let mine: Vec<TaskInfo> = tasks
-            .into_iter()
-            .filter(|t| t.started_by.as_deref() == Some(ts.id.as_str()))
-            .collect();
         let def = self
             .shared
             .task_def(&ts.task_definition, Some(ctx.deployment))
             .await?;
+        let containers = def.containers();
+        let key = ServiceKey::new(&p.cluster, &p.service);
+        // A task set ECS calls STEADY_STATE (its tasks all running and passing their checks)
+        // that the last listing already shows so needs no ListTasks / DescribeTasks this
+        // round (a few rounds at most: see `reuse_listing`).
+        let reused = if ts.steady() {
+            self.shared.poller.reuse_listing(&key, |tasks| {
+                shows_whole_and_healthy(tasks, ts, containers.health_check)
+            })
+        } else {
+            None
+        };
+        let tasks = match reused {
+            Some(tasks) => tasks,
+            None => self.shared.poller.tasks(key).await?,
+        };
+        let mine: Vec<TaskInfo> = tasks
+            .into_iter()
+            .filter(|t| t.started_by.as_deref() == Some(ts.id.as_str()))
+            .collect();
         Ok(FleetStatus {
             fleet: fleet.id.clone(),
             desired: u32::try_from(ts.computed_desired).unwrap_or(0),
-            instances: Self::instances(&mine, &def.containers()),
+            instances: Self::instances(&mine, &containers),
         })
     }
 
@@ -599,6 +610,21 @@ pub(crate) fn client_token(ctx: &DeployContext) -> String {
     let id = ctx.deployment.to_string();
     let ulid = id.strip_prefix("dep-").unwrap_or(&id);
     format!("{ulid}-{hash:08x}")
+}
+
+/// Whether a listing shows the task set as ECS's `STEADY_STATE` says it is: its computed
+/// count of tasks desired RUNNING, all RUNNING, and HEALTHY where the task definition has a
+/// container health check.
+fn shows_whole_and_healthy(tasks: &[TaskInfo], ts: &TaskSetInfo, health_check: bool) -> bool {
+    let live: Vec<&TaskInfo> = tasks
+        .iter()
+        .filter(|t| t.started_by.as_deref() == Some(ts.id.as_str()))
+        .filter(|t| t.desired_status == "RUNNING")
+        .collect();
+    i32::try_from(live.len()).is_ok_and(|n| n == ts.computed_desired)
+        && live.iter().all(|t| {
+            t.last_status == "RUNNING" && (!health_check || t.health.as_deref() == Some("HEALTHY"))
+        })
 }
 
 fn check_count(target: &Target, service: &str, count: u32, desired: u32) -> Result<()> {

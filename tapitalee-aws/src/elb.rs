@@ -281,11 +281,12 @@ impl HealthProbe for TargetHealth {
         let Some(lb) = &p.load_balancer else {
             return Ok(pass_through(status));
         };
-        let Some(tg) = info
+        let task_set = info
             .task_sets
             .iter()
-            .find(|t| t.arn == fleet.id.0 || t.id == fleet.id.0)
-            .and_then(|t| t.target_group_of(&lb.target_groups).map(str::to_owned))
+            .find(|t| t.arn == fleet.id.0 || t.id == fleet.id.0);
+        let Some(tg) =
+            task_set.and_then(|t| t.target_group_of(&lb.target_groups).map(str::to_owned))
         else {
             return Ok(HealthReport {
                 healthy: 0,
@@ -317,6 +318,23 @@ impl HealthProbe for TargetHealth {
                     i.id
                 )),
             }
+        }
+        // ECS has the last word on a task set: until it calls it STEADY_STATE (every task
+        // running and passing its container and load balancer checks), it is not done,
+        // whatever one read of the target group showed.
+        if let Some(ts) = task_set
+            && ts.stabilizing()
+            && report.healthy >= status.desired
+        {
+            report.healthy = status.desired.saturating_sub(1);
+            report.problems.push(format!(
+                "task set {} is {} in ECS ({} of {} tasks running, {} pending)",
+                ts.id,
+                ts.stability.as_deref().unwrap_or_default(),
+                ts.running,
+                ts.computed_desired,
+                ts.pending
+            ));
         }
         Ok(report)
     }

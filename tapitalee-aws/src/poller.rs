@@ -126,8 +126,9 @@ struct Inner {
     window: Duration,
     pending: Mutex<Option<Round>>,
     /// The tasks each service had at its last listing, for probes that need task details
-    /// (IPs) of instances the engine already polled.
-    recent: Mutex<HashMap<ServiceKey, Vec<TaskInfo>>>,
+    /// (IPs) of instances the engine already polled, and how many times the listing has
+    /// stood in for a new one ([`Poller::reuse_listing`]).
+    recent: Mutex<HashMap<ServiceKey, (Vec<TaskInfo>, u32)>>,
     /// Tasks seen STOPPED, by ARN. A stopped task never changes and ECS keeps listing it for
     /// about an hour: it is described once, not at every poll. Bounded by
     /// [`STOPPED_TASKS_KEPT`].
@@ -137,6 +138,10 @@ struct Inner {
     /// Each service's last description (bounded by the services configured).
     described: Mutex<HashMap<ServiceKey, ServiceInfo>>,
 }
+
+/// How many times in a row a listing may stand in for a new one
+/// ([`Poller::reuse_listing`]).
+pub(crate) const LISTING_REUSES: u32 = 5;
 
 /// The most stopped tasks remembered; past it the memory starts over (they are described
 /// again once, which costs calls, never correctness).
@@ -205,11 +210,29 @@ impl Poller {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .cloned();
+            .map(|(tasks, _)| tasks.clone());
         match cached {
             Some(tasks) => Ok(tasks),
             None => self.tasks(key.clone()).await,
         }
+    }
+
+    /// The service's last listing instead of a new one, when `still_true` accepts it (a
+    /// caller that knows from `DescribeServices` that nothing changed: a task set in
+    /// `STEADY_STATE` the listing already shows whole and healthy). At most
+    /// [`LISTING_REUSES`] times in a row: then a new listing is made, whatever ECS says.
+    pub(crate) fn reuse_listing(
+        &self,
+        key: &ServiceKey,
+        still_true: impl FnOnce(&[TaskInfo]) -> bool,
+    ) -> Option<Vec<TaskInfo>> {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let (tasks, reuses) = recent.get_mut(key)?;
+        if *reuses >= LISTING_REUSES || !still_true(tasks) {
+            return None;
+        }
+        *reuses += 1;
+        Some(tasks.clone())
     }
 
     async fn wait<T>(rx: oneshot::Receiver<Result<T, AwsError>>) -> Result<T> {
@@ -450,7 +473,7 @@ impl Inner {
                 self.recent
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(key.clone(), tasks.clone());
+                    .insert(key.clone(), (tasks.clone(), 0));
             }
             send_all(replies, &answer);
         }

@@ -269,6 +269,16 @@ fn update_service(s: &mut State, input: &Value, td: Option<String>) -> Reply {
         for d in svc.deployments.iter_mut().filter(|d| d.status == "PRIMARY") {
             d.desired = n;
         }
+        // A task set whose computed count changes is not steady until it has it.
+        let now = s.now;
+        for ts in &mut svc.task_sets {
+            let computed = (n as f64 * ts.scale / 100.0).ceil() as i64;
+            if ts.status != "DRAINING" && computed != ts.computed {
+                ts.computed = computed;
+                ts.stability = "STABILIZING";
+                ts.stability_at = now;
+            }
+        }
     }
     merge(&mut svc.config, &input["deploymentConfiguration"]);
     let force = input["forceNewDeployment"].as_bool().unwrap_or(false);
