@@ -79,7 +79,7 @@ impl EcsDeployer {
         let p = self.process(target)?;
         let info = self
             .shared
-            .poller
+            .poller(&target.app)
             .service(ServiceKey::new(&p.cluster, &p.service))
             .await?;
         if info.controller == Controller::CodeDeploy {
@@ -102,7 +102,10 @@ impl EcsDeployer {
         td: &str,
         p: &ProcessConfig,
     ) -> Result<Revision> {
-        let def = self.shared.task_def(td, Some(ctx.deployment)).await?;
+        let def = self
+            .shared
+            .task_def(&ctx.target.app, td, Some(ctx.deployment))
+            .await?;
         Ok(Revision {
             id: td.to_owned(),
             image: def.image(p.container.as_deref())?,
@@ -215,10 +218,10 @@ impl EcsDeployer {
         let deployment = Some(ctx.deployment);
         if let Some(lb) = &p.load_balancer {
             // Targets in a group that no listener forwards to are never health-checked.
-            crate::elb::ensure_target_groups(&self.shared, deployment, lb).await?;
+            crate::elb::ensure_target_groups(&self.shared, &ctx.target.app, deployment, lb).await?;
         }
         let token = client_token(ctx);
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&ctx.target.app).ecs;
         let percent = scale_percent(count, desired);
         // Like the live task set: its capacity providers (FARGATE_SPOT stays Spot), else its
         // launch type, else the service's, else Fargate.
@@ -341,7 +344,7 @@ impl EcsDeployer {
             None => {
                 let def = self
                     .shared
-                    .task_def(&revision.id, Some(ctx.deployment))
+                    .task_def(&ctx.target.app, &revision.id, Some(ctx.deployment))
                     .await?;
                 def.main_container(p.container.as_deref())?
                     .name()
@@ -369,7 +372,7 @@ impl EcsDeployer {
         let desired = u32::try_from(info.desired).unwrap_or(0);
         check_count(&fleet.target, &p.service, count, desired)?;
         let percent = scale_percent(count, desired);
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&fleet.target.app).ecs;
         self.shared
             .layer
             .call("UpdateTaskSet", Some(ctx.deployment), || {
@@ -396,7 +399,7 @@ impl EcsDeployer {
         fleet: &Fleet,
         p: &ProcessConfig,
     ) -> Result<()> {
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&fleet.target.app).ecs;
         self.shared
             .layer
             .call("UpdateServicePrimaryTaskSet", Some(ctx.deployment), || {
@@ -412,7 +415,7 @@ impl EcsDeployer {
     }
 
     async fn ts_retire(&self, ctx: &DeployContext, fleet: &Fleet, p: &ProcessConfig) -> Result<()> {
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&fleet.target.app).ecs;
         let result = self
             .shared
             .layer
@@ -455,7 +458,7 @@ impl EcsDeployer {
             })?;
         let def = self
             .shared
-            .task_def(&ts.task_definition, Some(ctx.deployment))
+            .task_def(&ctx.target.app, &ts.task_definition, Some(ctx.deployment))
             .await?;
         let containers = def.containers();
         let key = ServiceKey::new(&p.cluster, &p.service);
@@ -463,15 +466,17 @@ impl EcsDeployer {
         // that the last listing already shows so needs no ListTasks / DescribeTasks this
         // round (a few rounds at most: see `reuse_listing`).
         let reused = if ts.steady() {
-            self.shared.poller.reuse_listing(&key, |tasks| {
-                shows_whole_and_healthy(tasks, ts, containers.health_check)
-            })
+            self.shared
+                .poller(&fleet.target.app)
+                .reuse_listing(&key, |tasks| {
+                    shows_whole_and_healthy(tasks, ts, containers.health_check)
+                })
         } else {
             None
         };
         let tasks = match reused {
             Some(tasks) => tasks,
-            None => self.shared.poller.tasks(key).await?,
+            None => self.shared.poller(&fleet.target.app).tasks(key).await?,
         };
         let mine: Vec<TaskInfo> = tasks
             .into_iter()
@@ -525,7 +530,14 @@ impl EcsDeployer {
             })?;
             split[i] = split[i].saturating_add(w.percent);
         }
-        crate::elb::set_weights(&self.shared, Some(ctx.deployment), lb, split).await
+        crate::elb::set_weights(
+            &self.shared,
+            &ctx.target.app,
+            Some(ctx.deployment),
+            lb,
+            split,
+        )
+        .await
     }
 }
 
@@ -552,7 +564,10 @@ impl EcsDeployer {
         if elsewhere {
             return Ok(());
         }
-        let def = self.shared.task_def(revision, Some(ctx.deployment)).await?;
+        let def = self
+            .shared
+            .task_def(&ctx.target.app, revision, Some(ctx.deployment))
+            .await?;
         let ours = ctx.deployment.to_string();
         let registered_here = def.tags.iter().any(|t| {
             t.key() == Some(crate::taskdef::TAG_DEPLOYMENT) && t.value() == Some(ours.as_str())
@@ -560,7 +575,7 @@ impl EcsDeployer {
         if !registered_here {
             return Ok(());
         }
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&fleet.target.app).ecs;
         self.shared
             .layer
             .call("DeregisterTaskDefinition", Some(ctx.deployment), || {
@@ -707,7 +722,7 @@ impl Deployer for EcsDeployer {
             .iter()
             .map(|p| ServiceKey::new(&p.cluster, &p.service))
             .collect();
-        let infos = self.shared.poller.services(&keys).await?;
+        let infos = self.shared.poller(app).services(&keys).await?;
         Ok(cfg
             .processes
             .iter()
@@ -782,7 +797,10 @@ impl Deployer for EcsDeployer {
                     ),
                 )
             })?;
-        let def = self.shared.task_def(&base, Some(ctx.deployment)).await?;
+        let def = self
+            .shared
+            .task_def(&ctx.target.app, &base, Some(ctx.deployment))
+            .await?;
         self.shared
             .register_copy(&def, p.container.as_deref(), image, ctx)
             .await
