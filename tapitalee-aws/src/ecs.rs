@@ -464,19 +464,20 @@ impl EcsDeployer {
         let key = ServiceKey::new(&p.cluster, &p.service);
         // A task set ECS calls STEADY_STATE (its tasks all running and passing their checks)
         // that the last listing already shows so needs no ListTasks / DescribeTasks this
-        // round (a few rounds at most: see `reuse_listing`).
-        let reused = if ts.steady() {
-            self.shared
-                .poller(&fleet.target.app)
-                .reuse_listing(&key, |tasks| {
-                    shows_whole_and_healthy(tasks, ts, containers.health_check)
-                })
+        // round (a few rounds at most: see `tasks_unless`).
+        let poller = self.shared.poller(&fleet.target.app);
+        let tasks = if ts.steady() {
+            let (ts, health_check) = (ts.clone(), containers.health_check);
+            poller
+                .tasks_unless(
+                    key,
+                    crate::poller::StillTrue(Box::new(move |tasks| {
+                        shows_whole_and_healthy(tasks, &ts, health_check)
+                    })),
+                )
+                .await?
         } else {
-            None
-        };
-        let tasks = match reused {
-            Some(tasks) => tasks,
-            None => self.shared.poller(&fleet.target.app).tasks(key).await?,
+            poller.tasks(key).await?
         };
         let mine: Vec<TaskInfo> = tasks
             .into_iter()

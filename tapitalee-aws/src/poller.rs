@@ -61,7 +61,18 @@ pub(crate) type Targets = Arc<HashMap<String, (String, Option<String>)>>;
 struct Round {
     services: BTreeMap<ServiceKey, Vec<Reply<ServiceInfo>>>,
     tasks: BTreeMap<ServiceKey, Vec<Reply<Vec<TaskInfo>>>>,
+    /// Task requests that the last listing may answer ([`Poller::tasks_unless`]).
+    maybe_tasks: BTreeMap<ServiceKey, Vec<(StillTrue, Reply<Vec<TaskInfo>>)>>,
     targets: BTreeMap<String, Vec<Reply<Targets>>>,
+}
+
+/// Whether a listing still shows what its caller knows from elsewhere.
+pub(crate) struct StillTrue(pub(crate) Box<dyn Fn(&[TaskInfo]) -> bool + Send>);
+
+impl std::fmt::Debug for StillTrue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StillTrue")
+    }
 }
 
 /// The stopped listing is made at least every this many rounds of a service, whatever the
@@ -217,22 +228,27 @@ impl Poller {
         }
     }
 
-    /// The service's last listing instead of a new one, when `still_true` accepts it (a
-    /// caller that knows from `DescribeServices` that nothing changed: a task set in
-    /// `STEADY_STATE` the listing already shows whole and healthy). At most
-    /// [`LISTING_REUSES`] times in a row: then a new listing is made, whatever ECS says.
-    pub(crate) fn reuse_listing(
+    /// A service's tasks, answered in the next round from the service's last listing when
+    /// `still_true` accepts it (a caller that knows from `DescribeServices` that nothing
+    /// changed: a task set in `STEADY_STATE` that the listing already shows whole and
+    /// healthy), else listed. A listing stands in at most [`LISTING_REUSES`] rounds in a
+    /// row; when someone else asks for a new listing of the service in the same round, that
+    /// one answers. The answer comes with the round (not at once), so the callers polling in
+    /// step stay in step and keep sharing rounds.
+    pub(crate) async fn tasks_unless(
         &self,
-        key: &ServiceKey,
-        still_true: impl FnOnce(&[TaskInfo]) -> bool,
-    ) -> Option<Vec<TaskInfo>> {
-        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let (tasks, reuses) = recent.get_mut(key)?;
-        if *reuses >= LISTING_REUSES || !still_true(tasks) {
-            return None;
-        }
-        *reuses += 1;
-        Some(tasks.clone())
+        key: ServiceKey,
+        still_true: StillTrue,
+    ) -> Result<Vec<TaskInfo>> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(|round| {
+            round
+                .maybe_tasks
+                .entry(key)
+                .or_default()
+                .push((still_true, tx))
+        });
+        Self::wait(rx).await
     }
 
     async fn wait<T>(rx: oneshot::Receiver<Result<T, AwsError>>) -> Result<T> {
@@ -270,9 +286,22 @@ impl Inner {
     async fn run(&self, round: Round) {
         let Round {
             services,
-            tasks,
+            mut tasks,
+            maybe_tasks,
             targets,
         } = round;
+        for (key, asks) in maybe_tasks {
+            let asks = match tasks.get_mut(&key) {
+                Some(replies) => {
+                    replies.extend(asks.into_iter().map(|(_, r)| r));
+                    continue;
+                }
+                None => self.from_last_listing(&key, asks),
+            };
+            if !asks.is_empty() {
+                tasks.entry(key).or_default().extend(asks);
+            }
+        }
         tracing::trace!(
             services = services.len(),
             task_lists = tasks.len(),
@@ -288,6 +317,35 @@ impl Inner {
         for (target_group, replies) in targets {
             let answer = self.target_health(&target_group).await;
             send_all(replies, &answer);
+        }
+    }
+
+    /// Answers `asks` from the service's last listing if every one of them accepts it and it
+    /// has not stood in too often; returns the replies still to answer (all or none).
+    fn from_last_listing(
+        &self,
+        key: &ServiceKey,
+        asks: Vec<(StillTrue, Reply<Vec<TaskInfo>>)>,
+    ) -> Vec<Reply<Vec<TaskInfo>>> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let reusable = match recent.get_mut(key) {
+            Some((tasks, reuses)) if *reuses < LISTING_REUSES => {
+                if asks.iter().all(|(still_true, _)| (still_true.0)(tasks)) {
+                    *reuses += 1;
+                    Some(tasks.clone())
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        drop(recent);
+        match reusable {
+            Some(tasks) => {
+                send_all(asks.into_iter().map(|(_, r)| r).collect(), &Ok(tasks));
+                Vec::new()
+            }
+            None => asks.into_iter().map(|(_, r)| r).collect(),
         }
     }
 
