@@ -38,6 +38,11 @@ pub(crate) async fn load_sdk(config: &AwsConfig) -> Result<aws_config::SdkConfig
 async fn load_base_sdk(config: &AwsConfig) -> Result<aws_config::SdkConfig> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(config.call_timeout)
+                .build(),
+        )
         .app_name(
             aws_config::AppName::new("tapitalee")
                 .map_err(|e| Error::platform("configure the AWS SDK", e.to_string()))?,

@@ -382,6 +382,7 @@ pub struct AwsConfig {
     pub(crate) retry: RetryPolicy,
     pub(crate) rates: RateLimits,
     pub(crate) poll_window: Duration,
+    pub(crate) call_timeout: Duration,
 }
 
 impl AwsConfig {
@@ -446,7 +447,11 @@ pub struct AwsConfigBuilder {
     retry: RetryPolicy,
     rates: RateLimits,
     poll_window: Duration,
+    call_timeout: Duration,
 }
+
+/// How long one attempt of an API call may take by default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for AwsConfigBuilder {
     fn default() -> Self {
@@ -459,6 +464,7 @@ impl Default for AwsConfigBuilder {
             retry: RetryPolicy::default(),
             rates: RateLimits::ecs_defaults(),
             poll_window: Duration::from_millis(50),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 }
@@ -516,8 +522,24 @@ impl AwsConfigBuilder {
         self
     }
 
+    /// How long one attempt of an API call may take before it is abandoned and, like any
+    /// transient failure, retried (default 30 s). Without it, an answer lost on the way
+    /// would keep the call, and every deployment waiting on the same poll round, waiting for
+    /// ever.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
     /// The configuration, or [`Error::InvalidInput`] naming the bad value.
     pub fn build(self) -> Result<AwsConfig> {
+        if self.call_timeout.is_zero() {
+            return Err(Error::invalid(
+                "call timeout",
+                format!("{:?}", self.call_timeout),
+                "must be more than zero, e.g. AwsConfigBuilder::call_timeout(Duration::from_secs(30))",
+            ));
+        }
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -560,6 +582,7 @@ impl AwsConfigBuilder {
             retry: self.retry,
             rates: self.rates,
             poll_window: self.poll_window,
+            call_timeout: self.call_timeout,
         })
     }
 }
