@@ -62,12 +62,17 @@ struct Round {
     services: BTreeMap<ServiceKey, Vec<Reply<ServiceInfo>>>,
     tasks: BTreeMap<ServiceKey, Vec<Reply<Vec<TaskInfo>>>>,
     /// Task requests that the last listing may answer ([`Poller::tasks_unless`]).
-    maybe_tasks: BTreeMap<ServiceKey, Vec<(StillTrue, Reply<Vec<TaskInfo>>)>>,
+    maybe_tasks: BTreeMap<ServiceKey, Vec<MaybeAsk>>,
     targets: BTreeMap<String, Vec<Reply<Targets>>>,
 }
 
 /// Whether a listing still shows what its caller knows from elsewhere.
-pub(crate) struct StillTrue(pub(crate) Box<dyn Fn(&[TaskInfo]) -> bool + Send>);
+pub(crate) struct StillTrue(pub(crate) Box<Check>);
+
+type Check = dyn Fn(&[TaskInfo]) -> bool + Send;
+
+/// A task request the last listing may answer, and where the answer goes.
+type MaybeAsk = (StillTrue, Reply<Vec<TaskInfo>>);
 
 impl std::fmt::Debug for StillTrue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -296,7 +301,7 @@ impl Inner {
                     replies.extend(asks.into_iter().map(|(_, r)| r));
                     continue;
                 }
-                None => self.from_last_listing(&key, asks),
+                None => self.answer_from_last_listing(&key, asks),
             };
             if !asks.is_empty() {
                 tasks.entry(key).or_default().extend(asks);
@@ -322,10 +327,10 @@ impl Inner {
 
     /// Answers `asks` from the service's last listing if every one of them accepts it and it
     /// has not stood in too often; returns the replies still to answer (all or none).
-    fn from_last_listing(
+    fn answer_from_last_listing(
         &self,
         key: &ServiceKey,
-        asks: Vec<(StillTrue, Reply<Vec<TaskInfo>>)>,
+        asks: Vec<MaybeAsk>,
     ) -> Vec<Reply<Vec<TaskInfo>>> {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let reusable = match recent.get_mut(key) {
