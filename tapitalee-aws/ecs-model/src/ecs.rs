@@ -1160,6 +1160,59 @@ mod tests {
         assert_eq!(shift_and_bake(&mut s, "c", canary), 11.0 * 60.0);
     }
 
+    /// A task set is STABILIZING until its computed count of tasks runs and passes its
+    /// checks, then STEADY_STATE; a change of the service's desired count that moves its
+    /// computed count makes it STABILIZING again at once (ECS's `stabilityStatus`).
+    #[test]
+    fn task_set_stability_follows_its_tasks_and_its_computed_count() {
+        let (mut s, td) = crash_loop_state();
+        s.scripts.clear(); // good tasks
+        create_service(
+            &mut s,
+            &json!({"cluster": "c", "serviceName": "x", "desiredCount": 2,
+                    "deploymentController": {"type": "EXTERNAL"}}),
+            None,
+        )
+        .unwrap();
+        let ts = create_task_set(
+            &mut s,
+            &json!({"cluster": "c", "service": "x", "scale": {"value": 50, "unit": "PERCENT"}}),
+            Some(td),
+        )
+        .unwrap();
+        let id = ts["taskSet"]["id"].as_str().unwrap().to_owned();
+        let read = |s: &State| {
+            let v = describe_task_sets(s, &json!({"cluster": "c", "service": "x"})).unwrap();
+            let t = v["taskSets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["id"] == json!(id))
+                .unwrap()
+                .clone();
+            (
+                t["stabilityStatus"].as_str().unwrap().to_owned(),
+                t["computedDesiredCount"].as_i64().unwrap(),
+                t["runningCount"].as_i64().unwrap(),
+            )
+        };
+        assert_eq!(read(&s).0, "STABILIZING");
+        // 10 s to start, no health check: steady once its one task runs.
+        s.advance_to(5.0);
+        assert_eq!(read(&s), ("STABILIZING".into(), 1, 0));
+        s.advance_to(15.0);
+        assert_eq!(read(&s), ("STEADY_STATE".into(), 1, 1));
+        update_service(
+            &mut s,
+            &json!({"cluster": "c", "service": "x", "desiredCount": 4}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(read(&s), ("STABILIZING".into(), 2, 1));
+        s.advance_to(30.0);
+        assert_eq!(read(&s), ("STEADY_STATE".into(), 2, 2));
+    }
+
     /// Every task ARN ListTasks gives for the service and desired status, page by page.
     fn list(s: &State, status: &str) -> Vec<String> {
         let mut out = Vec::new();
