@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::http::{Answer, forward};
-use crate::state::{Controller, Deployment, Service, State, Task, TaskDef, TaskSet, target_state};
+use crate::state::{
+    Controller, Deployment, Service, State, Task, TaskDef, TaskSet, stop, target_state,
+};
 
 type Reply = Result<Value, (&'static str, String)>;
 
@@ -312,12 +314,16 @@ fn delete_service(s: &mut State, input: &Value) -> Reply {
     for t in s
         .tasks
         .values_mut()
-        .filter(|t| t.cluster == k.0 && t.service == k.1 && t.live())
+        .filter(|t| t.cluster == k.0 && t.service == k.1)
     {
-        t.desired_status = "STOPPED";
-        t.stopping_at = Some(now);
-        t.stop_code = Some("ServiceSchedulerInitiated");
-        t.stopped_reason = Some("Service deleted".into());
+        stop(
+            t,
+            now,
+            "ServiceSchedulerInitiated",
+            "Service deleted".into(),
+            None,
+            false,
+        );
     }
     let out = json!({"service": service_json(s, &svc)});
     s.services.remove(&k);
@@ -599,12 +605,7 @@ fn stop_task(s: &mut State, input: &Value) -> Reply {
             "The referenced task was not found.",
         );
     };
-    if t.live() {
-        t.desired_status = "STOPPED";
-        t.stopping_at = Some(now);
-        t.stop_code = Some("UserInitiated");
-        t.stopped_reason = Some(reason);
-    }
+    stop(t, now, "UserInitiated", reason, None, false);
     let t = t.clone();
     Ok(json!({"task": task_json(s, &t)}))
 }

@@ -1265,8 +1265,8 @@ impl State {
     }
 }
 
-/// Marks a task to stop.
-fn stop(
+/// Marks a task to stop (nothing if it is already stopping).
+pub(crate) fn stop(
     task: &mut Task,
     now: f64,
     code: &'static str,
