@@ -59,7 +59,7 @@ impl Analysis for AlarmAnalysis {
     }
 
     async fn measure(&self, target: &AnalysisTarget) -> Result<Measurement> {
-        let cw = &self.shared.clients.cloudwatch;
+        let cw = &self.shared.clients(&target.context.target.app).cloudwatch;
         let mut states: Vec<(String, StateValue, String)> = Vec::new();
         // DescribeAlarms takes at most 100 names a call, returns only metric alarms unless
         // asked for composite ones too, and pages its answer.
@@ -251,7 +251,7 @@ impl MetricAnalysis {
             .clone();
         let info = self
             .shared
-            .poller
+            .poller(&target.context.target.app)
             .service(ServiceKey::new(&p.cluster, &p.service))
             .await?;
         let id = &target.candidate.id.0;
@@ -311,7 +311,7 @@ impl Analysis for MetricAnalysis {
         let now = SystemTime::now();
         let start = DateTime::from(now - q.window);
         let end = DateTime::from(now);
-        let cw = &self.shared.clients.cloudwatch;
+        let cw = &self.shared.clients(&target.context.target.app).cloudwatch;
         let out = self
             .shared
             .layer

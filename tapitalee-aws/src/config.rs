@@ -21,9 +21,11 @@ pub struct StaticCredentials {
     pub session_token: Option<Secret>,
 }
 
-/// An IAM role every call is made as: the backend assumes it (STS `AssumeRole`) with the
-/// credentials the configuration otherwise gives, and renews it before it expires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An IAM role calls are made as: the backend assumes it (STS `AssumeRole`) with the
+/// credentials the configuration otherwise gives, and renews it before it expires. For the
+/// whole backend ([`AwsConfigBuilder::assume_role`]) or for one app
+/// ([`AppConfig::assume_role`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AssumeRole {
     /// The role's ARN, e.g. `arn:aws:iam::123456789012:role/deployer`.
     pub arn: String,
@@ -57,7 +59,7 @@ impl AssumeRole {
         self
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let parts: Vec<&str> = self.arn.split(':').collect();
         let valid = parts.len() == 6
             && parts[0] == "arn"
@@ -291,6 +293,10 @@ pub struct AppConfig {
     /// then `INACTIVE`: kept by ECS for the record, offered to no new service or task set).
     /// Off by default.
     pub deregister_rolled_back: bool,
+    /// The IAM role this app's calls (ECS, ELBv2, ECR, CloudWatch) are made as, assumed with
+    /// the backend's base credentials (not through the backend's own role). `None`: the
+    /// backend's credentials (and its role, if it has one).
+    pub role: Option<AssumeRole>,
     /// Its processes.
     pub processes: Vec<ProcessConfig>,
 }
@@ -303,6 +309,7 @@ impl AppConfig {
             repository: repository.into(),
             registry_id: None,
             deregister_rolled_back: false,
+            role: None,
             processes: Vec::new(),
         }
     }
@@ -321,6 +328,15 @@ impl AppConfig {
     #[must_use]
     pub fn registry_id(mut self, account_id: impl Into<String>) -> Self {
         self.registry_id = Some(account_id.into());
+        self
+    }
+
+    /// Makes this app's calls as the IAM role `role` (an app in another account, or with its
+    /// own deploy role), assumed with the backend's base credentials. Apps on the same role
+    /// share its credentials, assumed once and renewed before they expire.
+    #[must_use]
+    pub fn assume_role(mut self, role: AssumeRole) -> Self {
+        self.role = Some(role);
         self
     }
 
@@ -366,6 +382,7 @@ pub struct AwsConfig {
     pub(crate) retry: RetryPolicy,
     pub(crate) rates: RateLimits,
     pub(crate) poll_window: Duration,
+    pub(crate) call_timeout: Duration,
 }
 
 impl AwsConfig {
@@ -430,7 +447,11 @@ pub struct AwsConfigBuilder {
     retry: RetryPolicy,
     rates: RateLimits,
     poll_window: Duration,
+    call_timeout: Duration,
 }
+
+/// How long one attempt of an API call may take by default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for AwsConfigBuilder {
     fn default() -> Self {
@@ -443,6 +464,7 @@ impl Default for AwsConfigBuilder {
             retry: RetryPolicy::default(),
             rates: RateLimits::ecs_defaults(),
             poll_window: Duration::from_millis(50),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 }
@@ -468,8 +490,8 @@ impl AwsConfigBuilder {
     }
 
     /// Makes every call as the IAM role `role`, assumed with the credentials otherwise in
-    /// force (a deploy role per environment or account). One backend, one role: give each
-    /// role its own backend.
+    /// force (a deploy role per environment or account). An app with a role of its own
+    /// ([`AppConfig::assume_role`]) uses that one instead.
     pub fn assume_role(mut self, role: AssumeRole) -> Self {
         self.role = Some(role);
         self
@@ -500,8 +522,24 @@ impl AwsConfigBuilder {
         self
     }
 
+    /// How long one attempt of an API call may take before it is abandoned and, like any
+    /// transient failure, retried (default 30 s). Without it, an answer lost on the way
+    /// would keep the call, and every deployment waiting on the same poll round, waiting for
+    /// ever.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
     /// The configuration, or [`Error::InvalidInput`] naming the bad value.
     pub fn build(self) -> Result<AwsConfig> {
+        if self.call_timeout.is_zero() {
+            return Err(Error::invalid(
+                "call timeout",
+                format!("{:?}", self.call_timeout),
+                "must be more than zero, e.g. AwsConfigBuilder::call_timeout(Duration::from_secs(30))",
+            ));
+        }
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -544,6 +582,7 @@ impl AwsConfigBuilder {
             retry: self.retry,
             rates: self.rates,
             poll_window: self.poll_window,
+            call_timeout: self.call_timeout,
         })
     }
 }
@@ -554,6 +593,9 @@ pub(crate) fn is_account_id(s: &str) -> bool {
 }
 
 fn validate_app(app: &AppConfig) -> Result<()> {
+    if let Some(role) = &app.role {
+        role.validate()?;
+    }
     if app.repository.is_empty() || app.repository.contains(char::is_whitespace) {
         return Err(Error::invalid(
             "ECR repository",

@@ -48,8 +48,9 @@ impl EcrRegistry {
     }
 
     /// The repository URI (`<registry>/<name>`), asked once per repository.
-    async fn uri(&self, repo: &str, registry: Option<&str>) -> Result<String> {
-        let key = format!("{}/{repo}", registry.unwrap_or_default());
+    async fn uri(&self, app: &AppName, repo: &str, registry: Option<&str>) -> Result<String> {
+        // Per app: apps on different roles can reach different accounts' registries.
+        let key = format!("{app}/{}/{repo}", registry.unwrap_or_default());
         if let Some(uri) = self
             .uris
             .lock()
@@ -58,7 +59,7 @@ impl EcrRegistry {
         {
             return Ok(uri.clone());
         }
-        let ecr = &self.shared.clients.ecr;
+        let ecr = &self.shared.clients(app).ecr;
         let out = self
             .shared
             .layer
@@ -105,7 +106,7 @@ impl EcrRegistry {
     ) -> Result<(String, Option<String>, ImageDetail)> {
         let repo = self.repository(app)?;
         let registry = self.registry_id(app)?;
-        let ecr = &self.shared.clients.ecr;
+        let ecr = &self.shared.clients(app).ecr;
         let out = self
             .shared
             .layer
@@ -141,6 +142,7 @@ impl EcrRegistry {
     /// An image as ECR describes it; an untagged one has no tags (never a made-up one).
     async fn info(
         &self,
+        app: &AppName,
         repo: &str,
         registry: Option<&str>,
         detail: &ImageDetail,
@@ -151,7 +153,7 @@ impl EcrRegistry {
             .filter_map(|t| DockerTag::new(t).ok())
             .collect();
         Ok(ImageInfo {
-            repository: self.uri(repo, registry).await?,
+            repository: self.uri(app, repo, registry).await?,
             digest: detail.image_digest().map(Digest::new).transpose()?,
             tags,
             size_bytes: detail
@@ -166,7 +168,7 @@ impl EcrRegistry {
 impl ImageRegistry for EcrRegistry {
     async fn resolve(&self, app: &AppName, tag: &DockerTag) -> Result<ImageRef> {
         let (repo, registry, detail) = self.describe_tag(app, tag).await?;
-        let info = self.info(&repo, registry.as_deref(), &detail).await?;
+        let info = self.info(app, &repo, registry.as_deref(), &detail).await?;
         let Some(digest) = info.digest else {
             return Err(unexpected(
                 "DescribeImages",
@@ -181,7 +183,7 @@ impl ImageRegistry for EcrRegistry {
     async fn list(&self, app: &AppName) -> Result<Vec<ImageInfo>> {
         let repo = self.repository(app)?;
         let registry = self.registry_id(app)?;
-        let ecr = &self.shared.clients.ecr;
+        let ecr = &self.shared.clients(app).ecr;
         let mut details = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -213,7 +215,7 @@ impl ImageRegistry for EcrRegistry {
         }
         let mut infos = Vec::with_capacity(details.len());
         for d in &details {
-            infos.push(self.info(&repo, registry.as_deref(), d).await?);
+            infos.push(self.info(app, &repo, registry.as_deref(), d).await?);
         }
         infos.sort_by_key(|i| std::cmp::Reverse(i.pushed_at));
         Ok(infos)
@@ -221,13 +223,13 @@ impl ImageRegistry for EcrRegistry {
 
     async fn describe(&self, app: &AppName, tag: &DockerTag) -> Result<ImageInfo> {
         let (repo, registry, detail) = self.describe_tag(app, tag).await?;
-        self.info(&repo, registry.as_deref(), &detail).await
+        self.info(app, &repo, registry.as_deref(), &detail).await
     }
 
     async fn login(&self, app: &AppName) -> Result<RegistryCredentials> {
         let repo = self.repository(app)?;
         let registry = self.registry_id(app)?;
-        let ecr = &self.shared.clients.ecr;
+        let ecr = &self.shared.clients(app).ecr;
         let out = self
             .shared
             .layer
@@ -263,7 +265,7 @@ impl ImageRegistry for EcrRegistry {
             (Some(e), None) => e.to_owned(),
             _ => format!(
                 "https://{}",
-                self.uri(&repo, registry.as_deref())
+                self.uri(app, &repo, registry.as_deref())
                     .await?
                     .split('/')
                     .next()

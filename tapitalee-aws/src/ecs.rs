@@ -79,7 +79,7 @@ impl EcsDeployer {
         let p = self.process(target)?;
         let info = self
             .shared
-            .poller
+            .poller(&target.app)
             .service(ServiceKey::new(&p.cluster, &p.service))
             .await?;
         if info.controller == Controller::CodeDeploy {
@@ -102,7 +102,10 @@ impl EcsDeployer {
         td: &str,
         p: &ProcessConfig,
     ) -> Result<Revision> {
-        let def = self.shared.task_def(td, Some(ctx.deployment)).await?;
+        let def = self
+            .shared
+            .task_def(&ctx.target.app, td, Some(ctx.deployment))
+            .await?;
         Ok(Revision {
             id: td.to_owned(),
             image: def.image(p.container.as_deref())?,
@@ -215,10 +218,10 @@ impl EcsDeployer {
         let deployment = Some(ctx.deployment);
         if let Some(lb) = &p.load_balancer {
             // Targets in a group that no listener forwards to are never health-checked.
-            crate::elb::ensure_target_groups(&self.shared, deployment, lb).await?;
+            crate::elb::ensure_target_groups(&self.shared, &ctx.target.app, deployment, lb).await?;
         }
         let token = client_token(ctx);
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&ctx.target.app).ecs;
         let percent = scale_percent(count, desired);
         // Like the live task set: its capacity providers (FARGATE_SPOT stays Spot), else its
         // launch type, else the service's, else Fargate.
@@ -341,7 +344,7 @@ impl EcsDeployer {
             None => {
                 let def = self
                     .shared
-                    .task_def(&revision.id, Some(ctx.deployment))
+                    .task_def(&ctx.target.app, &revision.id, Some(ctx.deployment))
                     .await?;
                 def.main_container(p.container.as_deref())?
                     .name()
@@ -369,7 +372,7 @@ impl EcsDeployer {
         let desired = u32::try_from(info.desired).unwrap_or(0);
         check_count(&fleet.target, &p.service, count, desired)?;
         let percent = scale_percent(count, desired);
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&fleet.target.app).ecs;
         self.shared
             .layer
             .call("UpdateTaskSet", Some(ctx.deployment), || {
@@ -396,7 +399,7 @@ impl EcsDeployer {
         fleet: &Fleet,
         p: &ProcessConfig,
     ) -> Result<()> {
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&fleet.target.app).ecs;
         self.shared
             .layer
             .call("UpdateServicePrimaryTaskSet", Some(ctx.deployment), || {
@@ -412,7 +415,7 @@ impl EcsDeployer {
     }
 
     async fn ts_retire(&self, ctx: &DeployContext, fleet: &Fleet, p: &ProcessConfig) -> Result<()> {
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&fleet.target.app).ecs;
         let result = self
             .shared
             .layer
@@ -453,23 +456,37 @@ impl EcsDeployer {
                     format!("service {} has no such task set (retired?)", p.service),
                 )
             })?;
-        let tasks = self
+        let def = self
             .shared
-            .poller
-            .tasks(ServiceKey::new(&p.cluster, &p.service))
+            .task_def(&ctx.target.app, &ts.task_definition, Some(ctx.deployment))
             .await?;
+        let containers = def.containers();
+        let key = ServiceKey::new(&p.cluster, &p.service);
+        // A task set ECS calls STEADY_STATE (its tasks all running and passing their checks)
+        // that the last listing already shows so needs no ListTasks / DescribeTasks this
+        // round (a few rounds at most: see `tasks_unless`).
+        let poller = self.shared.poller(&fleet.target.app);
+        let tasks = if ts.steady() {
+            let (ts, health_check) = (ts.clone(), containers.health_check);
+            poller
+                .tasks_unless(
+                    key,
+                    crate::poller::StillTrue(Box::new(move |tasks| {
+                        shows_whole_and_healthy(tasks, &ts, health_check)
+                    })),
+                )
+                .await?
+        } else {
+            poller.tasks(key).await?
+        };
         let mine: Vec<TaskInfo> = tasks
             .into_iter()
             .filter(|t| t.started_by.as_deref() == Some(ts.id.as_str()))
             .collect();
-        let def = self
-            .shared
-            .task_def(&ts.task_definition, Some(ctx.deployment))
-            .await?;
         Ok(FleetStatus {
             fleet: fleet.id.clone(),
             desired: u32::try_from(ts.computed_desired).unwrap_or(0),
-            instances: Self::instances(&mine, &def.containers()),
+            instances: Self::instances(&mine, &containers),
         })
     }
 
@@ -514,7 +531,14 @@ impl EcsDeployer {
             })?;
             split[i] = split[i].saturating_add(w.percent);
         }
-        crate::elb::set_weights(&self.shared, Some(ctx.deployment), lb, split).await
+        crate::elb::set_weights(
+            &self.shared,
+            &ctx.target.app,
+            Some(ctx.deployment),
+            lb,
+            split,
+        )
+        .await
     }
 }
 
@@ -541,7 +565,10 @@ impl EcsDeployer {
         if elsewhere {
             return Ok(());
         }
-        let def = self.shared.task_def(revision, Some(ctx.deployment)).await?;
+        let def = self
+            .shared
+            .task_def(&ctx.target.app, revision, Some(ctx.deployment))
+            .await?;
         let ours = ctx.deployment.to_string();
         let registered_here = def.tags.iter().any(|t| {
             t.key() == Some(crate::taskdef::TAG_DEPLOYMENT) && t.value() == Some(ours.as_str())
@@ -549,7 +576,7 @@ impl EcsDeployer {
         if !registered_here {
             return Ok(());
         }
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&fleet.target.app).ecs;
         self.shared
             .layer
             .call("DeregisterTaskDefinition", Some(ctx.deployment), || {
@@ -599,6 +626,21 @@ pub(crate) fn client_token(ctx: &DeployContext) -> String {
     let id = ctx.deployment.to_string();
     let ulid = id.strip_prefix("dep-").unwrap_or(&id);
     format!("{ulid}-{hash:08x}")
+}
+
+/// Whether a listing shows the task set as ECS's `STEADY_STATE` says it is: its computed
+/// count of tasks desired RUNNING, all RUNNING, and HEALTHY where the task definition has a
+/// container health check.
+fn shows_whole_and_healthy(tasks: &[TaskInfo], ts: &TaskSetInfo, health_check: bool) -> bool {
+    let live: Vec<&TaskInfo> = tasks
+        .iter()
+        .filter(|t| t.started_by.as_deref() == Some(ts.id.as_str()))
+        .filter(|t| t.desired_status == "RUNNING")
+        .collect();
+    i32::try_from(live.len()).is_ok_and(|n| n == ts.computed_desired)
+        && live.iter().all(|t| {
+            t.last_status == "RUNNING" && (!health_check || t.health.as_deref() == Some("HEALTHY"))
+        })
 }
 
 fn check_count(target: &Target, service: &str, count: u32, desired: u32) -> Result<()> {
@@ -681,7 +723,7 @@ impl Deployer for EcsDeployer {
             .iter()
             .map(|p| ServiceKey::new(&p.cluster, &p.service))
             .collect();
-        let infos = self.shared.poller.services(&keys).await?;
+        let infos = self.shared.poller(app).services(&keys).await?;
         Ok(cfg
             .processes
             .iter()
@@ -756,7 +798,10 @@ impl Deployer for EcsDeployer {
                     ),
                 )
             })?;
-        let def = self.shared.task_def(&base, Some(ctx.deployment)).await?;
+        let def = self
+            .shared
+            .task_def(&ctx.target.app, &base, Some(ctx.deployment))
+            .await?;
         self.shared
             .register_copy(&def, p.container.as_deref(), image, ctx)
             .await

@@ -478,7 +478,7 @@ impl EcsDeployer {
     ) -> Result<FleetStatus> {
         let tasks = self
             .shared
-            .poller
+            .poller(&fleet.target.app)
             .tasks(ServiceKey::new(&p.cluster, &p.service))
             .await?;
         let mine: Vec<_> = tasks
@@ -487,7 +487,7 @@ impl EcsDeployer {
             .collect();
         let def = self
             .shared
-            .task_def(&fleet.revision.id, Some(ctx.deployment))
+            .task_def(&ctx.target.app, &fleet.revision.id, Some(ctx.deployment))
             .await?;
         let mut instances = Self::instances(&mine, &def.containers());
         let process = fleet.target.process.to_string();
@@ -614,7 +614,7 @@ impl EcsDeployer {
         }
         let tasks = self
             .shared
-            .poller
+            .poller(&fleet.target.app)
             .tasks(ServiceKey::new(&p.cluster, &p.service))
             .await?;
         let mine: Vec<_> = tasks
@@ -626,7 +626,7 @@ impl EcsDeployer {
             .collect();
         let def = self
             .shared
-            .task_def(&fleet.revision.id, Some(ctx.deployment))
+            .task_def(&ctx.target.app, &fleet.revision.id, Some(ctx.deployment))
             .await?;
         let mut instances = Self::instances(&mine, &def.containers());
         // The stable revision out of sight: the service is on its way back to it (a read
@@ -652,7 +652,7 @@ impl EcsDeployer {
         deployment_configuration: Option<DeploymentConfiguration>,
     ) -> Result<Option<ServiceInfo>> {
         let target = &ctx.target;
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&ctx.target.app).ecs;
         let strategy = deployment_configuration
             .as_ref()
             .and_then(|c| c.strategy())
@@ -720,7 +720,7 @@ impl EcsDeployer {
 
     /// `StopServiceDeployment(ROLLBACK)` of one service deployment.
     async fn stop_deployment(&self, ctx: &DeployContext, arn: &str) -> Result<()> {
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&ctx.target.app).ecs;
         self.shared
             .layer
             .call("StopServiceDeployment", Some(ctx.deployment), || {
@@ -740,7 +740,7 @@ impl EcsDeployer {
         ctx: &DeployContext,
         arn: &str,
     ) -> Result<ServiceDeployment> {
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&ctx.target.app).ecs;
         let out = self
             .shared
             .layer
@@ -790,7 +790,7 @@ impl EcsDeployer {
         p: &ProcessConfig,
         statuses: &[aws_sdk_ecs::types::ServiceDeploymentStatus],
     ) -> Result<Vec<ServiceDeploymentBrief>> {
-        let ecs = &self.shared.clients.ecs;
+        let ecs = &self.shared.clients(&ctx.target.app).ecs;
         let out = self
             .shared
             .layer

@@ -97,7 +97,9 @@ impl EcsStrategy {
                 step_bake_time,
                 bake_time,
             } => {
-                // Steps of `step_percent` up to 100%; no wait after the last.
+                // Steps of `step_percent` up to 100%; no wait after the last (ECS's
+                // LinearConfiguration: the step bake "is not applied after reaching 100
+                // percent traffic").
                 let steps = if step_percent > 0.0 {
                     (100.0 / step_percent).ceil() as u32
                 } else {

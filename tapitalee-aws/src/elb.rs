@@ -9,7 +9,8 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, ForwardActionConfig, TargetGroupTuple,
 };
 use tapitalee_core::{
-    DeploymentId, Error, Fleet, FleetStatus, HealthProbe, HealthReport, InstanceStatus, Result,
+    AppName, DeploymentId, Error, Fleet, FleetStatus, HealthProbe, HealthReport, InstanceStatus,
+    Result,
 };
 
 use crate::backend::Shared;
@@ -23,12 +24,13 @@ use crate::poller::ServiceKey;
 /// group stay as they are.
 pub(crate) async fn set_weights(
     shared: &Shared,
+    app: &AppName,
     deployment: Option<DeploymentId>,
     lb: &LoadBalancerConfig,
     split: [u8; 2],
 ) -> Result<()> {
     for route in lb.routes() {
-        patch_route(shared, deployment, lb, &route, Some(split)).await?;
+        patch_route(shared, app, deployment, lb, &route, Some(split)).await?;
     }
     tracing::info!(
         listener = %lb.listener_arn,
@@ -46,11 +48,12 @@ pub(crate) async fn set_weights(
 /// targets in it.
 pub(crate) async fn ensure_target_groups(
     shared: &Shared,
+    app: &AppName,
     deployment: Option<DeploymentId>,
     lb: &LoadBalancerConfig,
 ) -> Result<()> {
     for route in lb.routes() {
-        patch_route(shared, deployment, lb, &route, None).await?;
+        patch_route(shared, app, deployment, lb, &route, None).await?;
     }
     Ok(())
 }
@@ -58,12 +61,13 @@ pub(crate) async fn ensure_target_groups(
 /// Reads a route's actions, patches its forward action, and writes them back if they changed.
 async fn patch_route(
     shared: &Shared,
+    app: &AppName,
     deployment: Option<DeploymentId>,
     lb: &LoadBalancerConfig,
     route: &Route,
     split: Option<[u8; 2]>,
 ) -> Result<()> {
-    let elb = &shared.clients.elb;
+    let elb = &shared.clients(app).elb;
     let not_found = |arn: &str, what: &str| {
         let (arn, what) = (arn.to_owned(), what.to_owned());
         move |e: crate::error::AwsError| {
@@ -229,8 +233,8 @@ impl TargetHealth {
     /// The health of every target of a target group: target id (IP) → state and reason.
     /// Read by the shared poller: one `DescribeTargetHealth` per group per round, whoever
     /// asks.
-    async fn targets(&self, target_group: &str) -> Result<crate::poller::Targets> {
-        self.shared.poller.targets(target_group).await
+    async fn targets(&self, app: &AppName, target_group: &str) -> Result<crate::poller::Targets> {
+        self.shared.poller(app).targets(target_group).await
     }
 }
 
@@ -270,7 +274,8 @@ impl HealthProbe for TargetHealth {
             return Ok(pass_through(status));
         }
         let key = ServiceKey::new(&p.cluster, &p.service);
-        let info = self.shared.poller.service(key.clone()).await?;
+        let app = &fleet.target.app;
+        let info = self.shared.poller(app).service(key.clone()).await?;
         if info.controller != Controller::External {
             let mut report = pass_through(status);
             if short {
@@ -281,11 +286,12 @@ impl HealthProbe for TargetHealth {
         let Some(lb) = &p.load_balancer else {
             return Ok(pass_through(status));
         };
-        let Some(tg) = info
+        let task_set = info
             .task_sets
             .iter()
-            .find(|t| t.arn == fleet.id.0 || t.id == fleet.id.0)
-            .and_then(|t| t.target_group_of(&lb.target_groups).map(str::to_owned))
+            .find(|t| t.arn == fleet.id.0 || t.id == fleet.id.0);
+        let Some(tg) =
+            task_set.and_then(|t| t.target_group_of(&lb.target_groups).map(str::to_owned))
         else {
             return Ok(HealthReport {
                 healthy: 0,
@@ -295,8 +301,8 @@ impl HealthProbe for TargetHealth {
                 )],
             });
         };
-        let targets = self.targets(&tg).await?;
-        let recent = self.shared.poller.recent_tasks(&key).await?;
+        let targets = self.targets(app, &tg).await?;
+        let recent = self.shared.poller(app).recent_tasks(&key).await?;
         let ips: HashMap<String, Option<String>> =
             recent.into_iter().map(|t| (t.arn, t.ip)).collect();
         let mut report = HealthReport::default();
@@ -317,6 +323,23 @@ impl HealthProbe for TargetHealth {
                     i.id
                 )),
             }
+        }
+        // ECS has the last word on a task set: until it calls it STEADY_STATE (every task
+        // running and passing its container and load balancer checks), it is not done,
+        // whatever one read of the target group showed.
+        if let Some(ts) = task_set
+            && ts.stabilizing()
+            && report.healthy >= status.desired
+        {
+            report.healthy = status.desired.saturating_sub(1);
+            report.problems.push(format!(
+                "task set {} is {} in ECS ({} of {} tasks running, {} pending)",
+                ts.id,
+                ts.stability.as_deref().unwrap_or_default(),
+                ts.running,
+                ts.computed_desired,
+                ts.pending
+            ));
         }
         Ok(report)
     }

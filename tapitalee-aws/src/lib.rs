@@ -72,8 +72,8 @@ pub use cloudwatch::{
     AlarmAnalysis, CANDIDATE_TARGET_GROUP, FailWhen, MetricAnalysis, MetricQuery,
 };
 pub use config::{
-    AppConfig, AssumeRole, AwsConfig, AwsConfigBuilder, LoadBalancerConfig, NetworkConfig,
-    ProcessConfig, Route, StaticCredentials,
+    AppConfig, AssumeRole, AwsConfig, AwsConfigBuilder, DEFAULT_CALL_TIMEOUT, LoadBalancerConfig,
+    NetworkConfig, ProcessConfig, Route, StaticCredentials,
 };
 pub use dynamo::{ControlMessage, DynamoStore, DynamoStoreBuilder};
 pub use ecr::EcrRegistry;

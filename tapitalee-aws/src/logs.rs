@@ -86,11 +86,14 @@ impl CloudWatchLogs {
                 format!("{target} runs nothing yet, so it has no logs; deploy it first"),
             )
         })?;
-        let def = self.shared.task_def(&revision.id, None).await?;
+        let def = self
+            .shared
+            .task_def(&target.app, &revision.id, None)
+            .await?;
         let (group, prefix, container) = def.awslogs(p.container.as_deref())?;
         // awslogs names streams prefix/container/task-id.
         let stream_prefix = prefix.map(|pre| format!("{pre}/{container}/"));
-        let logs = &self.shared.clients.logs;
+        let logs = &self.shared.clients(&target.app).logs;
         let mut lines = Vec::new();
         let mut token: Option<String> = None;
         loop {

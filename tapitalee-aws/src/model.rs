@@ -45,6 +45,13 @@ pub(crate) struct TaskSetInfo {
     pub(crate) status: String,
     pub(crate) task_definition: String,
     pub(crate) computed_desired: i32,
+    /// Its tasks RUNNING and starting, as ECS counts them.
+    pub(crate) running: i32,
+    pub(crate) pending: i32,
+    /// `STEADY_STATE` or `STABILIZING` (ECS: steady once `runningCount` equals
+    /// `computedDesiredCount`, nothing pending, and every task passes its container and
+    /// load balancer health checks).
+    pub(crate) stability: Option<String>,
     pub(crate) load_balancers: Vec<ecs::LoadBalancer>,
     pub(crate) network: Option<ecs::NetworkConfiguration>,
     pub(crate) launch_type: Option<ecs::LaunchType>,
@@ -54,6 +61,22 @@ pub(crate) struct TaskSetInfo {
 }
 
 impl TaskSetInfo {
+    /// Whether ECS says the task set is whole and healthy: `STEADY_STATE` with its running
+    /// count at `computedDesiredCount` and nothing pending.
+    pub(crate) fn steady(&self) -> bool {
+        self.stability.as_deref() == Some("STEADY_STATE")
+            && self.running == self.computed_desired
+            && self.pending == 0
+    }
+
+    /// Whether ECS says the task set is not steady yet (`STABILIZING`). An answer without a
+    /// stability status says nothing.
+    pub(crate) fn stabilizing(&self) -> bool {
+        self.stability
+            .as_deref()
+            .is_some_and(|s| s != "STEADY_STATE")
+    }
+
     /// The first of `pair` this task set is attached to.
     pub(crate) fn target_group_of<'a>(&'a self, pair: &[String; 2]) -> Option<&'a str> {
         self.load_balancers
@@ -135,6 +158,9 @@ impl From<&ecs::TaskSet> for TaskSetInfo {
             status: t.status().unwrap_or_default().to_owned(),
             task_definition: t.task_definition().unwrap_or_default().to_owned(),
             computed_desired: t.computed_desired_count(),
+            running: t.running_count(),
+            pending: t.pending_count(),
+            stability: t.stability_status().map(|s| s.as_str().to_owned()),
             load_balancers: t.load_balancers().to_vec(),
             network: t.network_configuration().cloned(),
             launch_type: t.launch_type().cloned(),

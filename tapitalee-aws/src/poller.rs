@@ -61,7 +61,23 @@ pub(crate) type Targets = Arc<HashMap<String, (String, Option<String>)>>;
 struct Round {
     services: BTreeMap<ServiceKey, Vec<Reply<ServiceInfo>>>,
     tasks: BTreeMap<ServiceKey, Vec<Reply<Vec<TaskInfo>>>>,
+    /// Task requests that the last listing may answer ([`Poller::tasks_unless`]).
+    maybe_tasks: BTreeMap<ServiceKey, Vec<MaybeAsk>>,
     targets: BTreeMap<String, Vec<Reply<Targets>>>,
+}
+
+/// Whether a listing still shows what its caller knows from elsewhere.
+pub(crate) struct StillTrue(pub(crate) Box<Check>);
+
+type Check = dyn Fn(&[TaskInfo]) -> bool + Send;
+
+/// A task request the last listing may answer, and where the answer goes.
+type MaybeAsk = (StillTrue, Reply<Vec<TaskInfo>>);
+
+impl std::fmt::Debug for StillTrue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StillTrue")
+    }
 }
 
 /// The stopped listing is made at least every this many rounds of a service, whatever the
@@ -126,8 +142,9 @@ struct Inner {
     window: Duration,
     pending: Mutex<Option<Round>>,
     /// The tasks each service had at its last listing, for probes that need task details
-    /// (IPs) of instances the engine already polled.
-    recent: Mutex<HashMap<ServiceKey, Vec<TaskInfo>>>,
+    /// (IPs) of instances the engine already polled, and how many times the listing has
+    /// stood in for a new one ([`Poller::reuse_listing`]).
+    recent: Mutex<HashMap<ServiceKey, (Vec<TaskInfo>, u32)>>,
     /// Tasks seen STOPPED, by ARN. A stopped task never changes and ECS keeps listing it for
     /// about an hour: it is described once, not at every poll. Bounded by
     /// [`STOPPED_TASKS_KEPT`].
@@ -137,6 +154,10 @@ struct Inner {
     /// Each service's last description (bounded by the services configured).
     described: Mutex<HashMap<ServiceKey, ServiceInfo>>,
 }
+
+/// How many times in a row a listing may stand in for a new one
+/// ([`Poller::reuse_listing`]).
+pub(crate) const LISTING_REUSES: u32 = 5;
 
 /// The most stopped tasks remembered; past it the memory starts over (they are described
 /// again once, which costs calls, never correctness).
@@ -205,11 +226,34 @@ impl Poller {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .cloned();
+            .map(|(tasks, _)| tasks.clone());
         match cached {
             Some(tasks) => Ok(tasks),
             None => self.tasks(key.clone()).await,
         }
+    }
+
+    /// A service's tasks, answered in the next round from the service's last listing when
+    /// `still_true` accepts it (a caller that knows from `DescribeServices` that nothing
+    /// changed: a task set in `STEADY_STATE` that the listing already shows whole and
+    /// healthy), else listed. A listing stands in at most [`LISTING_REUSES`] rounds in a
+    /// row; when someone else asks for a new listing of the service in the same round, that
+    /// one answers. The answer comes with the round (not at once), so the callers polling in
+    /// step stay in step and keep sharing rounds.
+    pub(crate) async fn tasks_unless(
+        &self,
+        key: ServiceKey,
+        still_true: StillTrue,
+    ) -> Result<Vec<TaskInfo>> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(|round| {
+            round
+                .maybe_tasks
+                .entry(key)
+                .or_default()
+                .push((still_true, tx))
+        });
+        Self::wait(rx).await
     }
 
     async fn wait<T>(rx: oneshot::Receiver<Result<T, AwsError>>) -> Result<T> {
@@ -247,9 +291,22 @@ impl Inner {
     async fn run(&self, round: Round) {
         let Round {
             services,
-            tasks,
+            mut tasks,
+            maybe_tasks,
             targets,
         } = round;
+        for (key, asks) in maybe_tasks {
+            let asks = match tasks.get_mut(&key) {
+                Some(replies) => {
+                    replies.extend(asks.into_iter().map(|(_, r)| r));
+                    continue;
+                }
+                None => self.answer_from_last_listing(&key, asks),
+            };
+            if !asks.is_empty() {
+                tasks.entry(key).or_default().extend(asks);
+            }
+        }
         tracing::trace!(
             services = services.len(),
             task_lists = tasks.len(),
@@ -265,6 +322,35 @@ impl Inner {
         for (target_group, replies) in targets {
             let answer = self.target_health(&target_group).await;
             send_all(replies, &answer);
+        }
+    }
+
+    /// Answers `asks` from the service's last listing if every one of them accepts it and it
+    /// has not stood in too often; returns the replies still to answer (all or none).
+    fn answer_from_last_listing(
+        &self,
+        key: &ServiceKey,
+        asks: Vec<MaybeAsk>,
+    ) -> Vec<Reply<Vec<TaskInfo>>> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let reusable = match recent.get_mut(key) {
+            Some((tasks, reuses)) if *reuses < LISTING_REUSES => {
+                if asks.iter().all(|(still_true, _)| (still_true.0)(tasks)) {
+                    *reuses += 1;
+                    Some(tasks.clone())
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        drop(recent);
+        match reusable {
+            Some(tasks) => {
+                send_all(asks.into_iter().map(|(_, r)| r).collect(), &Ok(tasks));
+                Vec::new()
+            }
+            None => asks.into_iter().map(|(_, r)| r).collect(),
         }
     }
 
@@ -450,7 +536,7 @@ impl Inner {
                 self.recent
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(key.clone(), tasks.clone());
+                    .insert(key.clone(), (tasks.clone(), 0));
             }
             send_all(replies, &answer);
         }

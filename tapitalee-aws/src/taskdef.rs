@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_ecs::types::{
     ContainerDefinition, LogDriver, Tag, TaskDefinition, TaskDefinitionField,
 };
-use tapitalee_core::{DeployContext, DeploymentId, Error, ImageRef, Resource, Result, Revision};
+use tapitalee_core::{
+    AppName, DeployContext, DeploymentId, Error, ImageRef, Resource, Result, Revision,
+};
 
 use crate::backend::Shared;
 use crate::error::unexpected;
@@ -165,6 +167,7 @@ impl Shared {
     /// A task definition (ARN, or family for its latest revision), cached by ARN.
     pub(crate) async fn task_def(
         &self,
+        app: &AppName,
         name: &str,
         deployment: Option<DeploymentId>,
     ) -> Result<Arc<TaskDef>> {
@@ -185,7 +188,7 @@ impl Shared {
         if let Some(td) = self.task_defs.get(name) {
             return Ok(td);
         }
-        let result = self.describe_task_def(name, deployment).await;
+        let result = self.describe_task_def(app, name, deployment).await;
         let mut inflight = self
             .task_defs
             .inflight
@@ -199,10 +202,11 @@ impl Shared {
 
     async fn describe_task_def(
         &self,
+        app: &AppName,
         name: &str,
         deployment: Option<DeploymentId>,
     ) -> Result<Arc<TaskDef>> {
-        let ecs = &self.clients.ecs;
+        let ecs = &self.clients(app).ecs;
         let out = self
             .layer
             .call("DescribeTaskDefinition", deployment, || {
@@ -264,7 +268,7 @@ impl Shared {
                 "the live task definition has no family",
             )
         })?;
-        let ecs = &self.clients.ecs;
+        let ecs = &self.clients(&meta.target.app).ecs;
         let out = self
             .layer
             .call("RegisterTaskDefinition", Some(meta.deployment), || {

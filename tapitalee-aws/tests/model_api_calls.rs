@@ -3,7 +3,9 @@
 //! the default rolling strategy, tasks taking 60 s to become healthy. Prints calls per
 //! operation, their mean rate over the deployment and their peak in one model second beside
 //! ECS's sustained rate; fails if the model (ECS's token buckets) throttled anything or an
-//! operation's mean rate went over its sustained rate.
+//! operation's mean rate went over its sustained rate. Then the same for 10 processes on the
+//! EXTERNAL controller (task sets behind a load balancer) deployed blue-green with a 2-minute
+//! bake and a 30 s scale-down delay, where the polls of whole, STEADY_STATE task sets show.
 //!
 //! `cargo test -p tapitalee-aws --test model_api_calls -- --nocapture`
 
@@ -29,7 +31,12 @@ fn sustained(op: &str) -> Option<f64> {
         | "DescribeTaskDefinition"
         | "ListServiceDeployments"
         | "DescribeServiceDeployments" => Some(20.0),
-        "UpdateService" | "StopServiceDeployment" => Some(5.0),
+        "UpdateService"
+        | "StopServiceDeployment"
+        | "CreateTaskSet"
+        | "UpdateTaskSet"
+        | "DeleteTaskSet"
+        | "UpdateServicePrimaryTaskSet" => Some(5.0),
         "RegisterTaskDefinition" => Some(1.0),
         _ => None,
     }
@@ -52,15 +59,20 @@ fn scaled_limits() -> RateLimits {
     RateLimits::unlimited()
         .default_rate(r(20.0))
         .limit("UpdateService", r(5.0))
+        .limit("CreateTaskSet", r(5.0))
+        .limit("UpdateTaskSet", r(5.0))
+        .limit("DeleteTaskSet", r(5.0))
+        .limit("UpdateServicePrimaryTaskSet", r(5.0))
         .limit("RegisterTaskDefinition", r(1.0))
 }
 
-async fn report(n: usize) -> String {
-    let prefix = format!("api{n}");
+async fn report(n: usize, controller: Ctl) -> String {
+    let external = controller == Ctl::External;
+    let prefix = format!("api{n}{}", if external { "x" } else { "" });
     let services: Vec<Svc> = (0..n)
         .map(|i| Svc {
             app: format!("p{i}"),
-            controller: Ctl::Ecs,
+            controller,
             desired: 2,
         })
         .collect();
@@ -71,14 +83,19 @@ async fn report(n: usize) -> String {
     let app = AppName::new(&prefix).unwrap();
     let mut config = AppConfig::new(app.clone(), env.json["repository"].as_str().unwrap());
     for s in &services {
-        config = config.process(
+        config = config.process(if external {
+            // The model's EXTERNAL service: its listener, target groups and network.
+            let mut p = env.app(&s.app, None).processes.remove(0);
+            p.name = ProcessName::new(&s.app).unwrap();
+            p
+        } else {
             ProcessConfig::new(
                 ProcessName::new(&s.app).unwrap(),
                 env.cluster(),
                 env.service(&s.app),
             )
-            .container("app"),
-        );
+            .container("app")
+        });
     }
     let backend = AwsBackend::connect(env.config_with(vec![config], scaled_limits()))
         .await
@@ -87,7 +104,17 @@ async fn report(n: usize) -> String {
         .deployer(Arc::new(backend.deployer()))
         .registry(Arc::new(backend.registry()))
         .store(Arc::new(MemoryStore::new()))
-        .default_strategy(Arc::new(tapitalee_strategies::Rolling::new()))
+        .default_strategy(if external {
+            Arc::new(
+                tapitalee_strategies::BlueGreen::builder()
+                    .bake_time(env.real(Duration::from_secs(120)))
+                    .scale_down_delay(env.real(Duration::from_secs(30)))
+                    .build()
+                    .unwrap(),
+            )
+        } else {
+            Arc::new(tapitalee_strategies::Rolling::new())
+        })
         .health_gate(env.gate())
         .concurrency(n)
         .build()
@@ -145,7 +172,12 @@ async fn report(n: usize) -> String {
         "one DescribeTaskDefinition per process"
     );
     let mut out = format!(
-        "\n{n} processes, {seconds:.0} s (model time):\n| operation | calls | per process | mean per second | peak in one second | ECS sustained |\n|---|---:|---:|---:|---:|---:|\n"
+        "\n{n} processes{}, {seconds:.0} s (model time):\n| operation | calls | per process | mean per second | peak in one second | ECS sustained |\n|---|---:|---:|---:|---:|---:|\n",
+        if external {
+            " (EXTERNAL, blue-green, 2 min bake, 30 s scale-down delay)"
+        } else {
+            ""
+        }
     );
     for (op, count) in &calls.calls {
         let peak = calls.peak_per_second[op];
@@ -170,7 +202,8 @@ async fn report(n: usize) -> String {
 async fn calls_per_operation_for_1_10_and_100_processes() {
     let mut all = String::new();
     for n in [1, 10, 100] {
-        all.push_str(&report(n).await);
+        all.push_str(&report(n, Ctl::Ecs).await);
     }
+    all.push_str(&report(10, Ctl::External).await);
     println!("{all}");
 }

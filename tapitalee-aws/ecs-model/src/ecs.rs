@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::http::{Answer, forward};
-use crate::state::{Controller, Deployment, Service, State, Task, TaskDef, TaskSet, target_state};
+use crate::state::{
+    Controller, Deployment, Service, State, Task, TaskDef, TaskSet, stop, target_state,
+};
 
 type Reply = Result<Value, (&'static str, String)>;
 
@@ -269,6 +271,16 @@ fn update_service(s: &mut State, input: &Value, td: Option<String>) -> Reply {
         for d in svc.deployments.iter_mut().filter(|d| d.status == "PRIMARY") {
             d.desired = n;
         }
+        // A task set whose computed count changes is not steady until it has it.
+        let now = s.now;
+        for ts in &mut svc.task_sets {
+            let computed = (n as f64 * ts.scale / 100.0).ceil() as i64;
+            if ts.status != "DRAINING" && computed != ts.computed {
+                ts.computed = computed;
+                ts.stability = "STABILIZING";
+                ts.stability_at = now;
+            }
+        }
     }
     merge(&mut svc.config, &input["deploymentConfiguration"]);
     let force = input["forceNewDeployment"].as_bool().unwrap_or(false);
@@ -302,12 +314,16 @@ fn delete_service(s: &mut State, input: &Value) -> Reply {
     for t in s
         .tasks
         .values_mut()
-        .filter(|t| t.cluster == k.0 && t.service == k.1 && t.live())
+        .filter(|t| t.cluster == k.0 && t.service == k.1)
     {
-        t.desired_status = "STOPPED";
-        t.stopping_at = Some(now);
-        t.stop_code = Some("ServiceSchedulerInitiated");
-        t.stopped_reason = Some("Service deleted".into());
+        stop(
+            t,
+            now,
+            "ServiceSchedulerInitiated",
+            "Service deleted".into(),
+            None,
+            false,
+        );
     }
     let out = json!({"service": service_json(s, &svc)});
     s.services.remove(&k);
@@ -520,14 +536,15 @@ fn list_tasks(s: &State, input: &Value) -> Reply {
     {
         return err("ServiceNotFoundException", "Service not found.");
     }
-    let all: Vec<&Task> = s
-        .tasks
-        .values()
+    let mut all: Vec<&Task> = s
+        .all_tasks()
         .filter(|t| t.cluster == cluster)
         .filter(|t| service.as_ref().is_none_or(|n| &t.service == n))
         .filter(|t| started_by.is_none_or(|b| t.started_by == b))
         .filter(|t| t.desired_status == status)
         .collect();
+    // Pages follow one order (creation: task ids grow), whichever list a task is in.
+    all.sort_by(|a, b| a.arn.cmp(&b.arn));
     let start: usize = input["nextToken"]
         .as_str()
         .and_then(|t| t.parse().ok())
@@ -558,9 +575,8 @@ fn describe_tasks(s: &State, input: &Value) -> Reply {
     let mut failures = Vec::new();
     for id in &ids {
         let id = id.as_str().unwrap_or("");
-        let found = s.tasks.get(id).or_else(|| {
-            s.tasks
-                .values()
+        let found = s.task(id).or_else(|| {
+            s.all_tasks()
                 .find(|t| t.arn.ends_with(&format!("/{id}")) && t.cluster == cluster)
         });
         match found {
@@ -581,6 +597,7 @@ fn stop_task(s: &mut State, input: &Value) -> Reply {
     let Some(t) = s
         .tasks
         .values_mut()
+        .chain(s.stopped.values_mut())
         .find(|t| t.arn == id || t.arn.ends_with(&format!("/{id}")))
     else {
         return err(
@@ -588,12 +605,7 @@ fn stop_task(s: &mut State, input: &Value) -> Reply {
             "The referenced task was not found.",
         );
     };
-    if t.live() {
-        t.desired_status = "STOPPED";
-        t.stopping_at = Some(now);
-        t.stop_code = Some("UserInitiated");
-        t.stopped_reason = Some(reason);
-    }
+    stop(t, now, "UserInitiated", reason, None, false);
     let t = t.clone();
     Ok(json!({"task": task_json(s, &t)}))
 }
@@ -789,7 +801,7 @@ fn revision_arn(svc: &Service, d: &Deployment) -> String {
 
 fn counts(s: &State, svc: &Service, started_by: &str) -> (i64, i64) {
     let live: Vec<&Task> = s
-        .service_tasks(&svc.cluster, &svc.name)
+        .current_tasks(&svc.cluster, &svc.name)
         .filter(|t| t.started_by == started_by && t.live())
         .collect();
     let running = live.iter().filter(|t| t.last_status == "RUNNING").count() as i64;
@@ -826,7 +838,7 @@ fn service_json(s: &State, svc: &Service) -> Value {
         .map(|t| task_set_json(s, svc, t))
         .collect();
     let (running, pending): (i64, i64) = s
-        .service_tasks(&svc.cluster, &svc.name)
+        .current_tasks(&svc.cluster, &svc.name)
         .filter(|t| t.live())
         .fold((0, 0), |(r, p), t| {
             if t.last_status == "RUNNING" {
@@ -999,7 +1011,7 @@ pub(crate) type TargetRow = (
 pub(crate) fn target_health(s: &State, target_group: &str) -> Vec<TargetRow> {
     let used = s.used_groups();
     let mut out = Vec::new();
-    for t in s.tasks.values() {
+    for t in s.all_tasks() {
         for r in t
             .registrations
             .iter()
@@ -1047,4 +1059,178 @@ pub(crate) fn debug(s: &State, cluster: &str, service: &str) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Behavior, ContainerDef};
+    use crate::{ModelConfig, Timing};
+
+    /// A model state at `t = 0` with one crash-looping task definition.
+    fn crash_loop_state() -> (State, String) {
+        let mut config = ModelConfig::new("http://127.0.0.1:1");
+        config.throttle = false;
+        config.timing = Timing::default();
+        let mut s = State::new(&config, 0.0);
+        let td = "arn:aws:ecs:us-east-1:123456789012:task-definition/web:1".to_owned();
+        s.task_defs.insert(
+            td.clone(),
+            TaskDef {
+                arn: td.clone(),
+                containers: vec![ContainerDef {
+                    name: "web".into(),
+                    image: "repo/web:crash".into(),
+                    essential: true,
+                    health_check: false,
+                    awslogs: None,
+                }],
+                cpu: None,
+                memory: None,
+            },
+        );
+        s.scripts.push(("crash".into(), Behavior::CrashLoop));
+        (s, td)
+    }
+
+    #[test]
+    fn steps_visit_live_tasks_only_and_stopped_ones_stay_listed_for_an_hour() {
+        let (mut s, td) = crash_loop_state();
+        create_service(
+            &mut s,
+            &json!({"cluster": "c", "serviceName": "web", "desiredCount": 4}),
+            Some(td),
+        )
+        .unwrap();
+        // Each task lives ~20 s (10 s start, 5 s up, 5 s stop): 30 model minutes leave
+        // hundreds of stopped tasks behind.
+        s.advance_to(1800.0);
+        let stopped = list(&s, "STOPPED");
+        assert!(stopped.len() > 200, "{} stopped", stopped.len());
+        assert!(list(&s, "RUNNING").len() <= 4);
+        // The next minute costs what the live tasks cost, not the stopped pile: at most
+        // the desired tasks plus those stopping, per step.
+        let before = s.task_visits;
+        s.advance_to(1860.0);
+        let per_step = (s.task_visits - before) as f64 / 60.0;
+        assert!(per_step <= 8.0, "a step visited {per_step} tasks");
+        // Stopped tasks are still described and listed, in creation order across pages.
+        let first = stopped[0].clone();
+        let out = describe_tasks(&s, &json!({"cluster": "c", "tasks": [first]})).unwrap();
+        assert_eq!(out["tasks"][0]["lastStatus"], "STOPPED", "{out}");
+        assert_eq!(out["tasks"][0]["stopCode"], "EssentialContainerExited");
+        let mut sorted = stopped.clone();
+        sorted.sort();
+        assert_eq!(stopped, sorted);
+        // An hour after they stopped, ECS forgets them.
+        s.advance_to(1800.0 + 3600.0 + 60.0);
+        let later = list(&s, "STOPPED");
+        assert!(!later.contains(&first), "{first} still listed");
+        assert!(!later.is_empty());
+        let out = describe_tasks(&s, &json!({"cluster": "c", "tasks": [first]})).unwrap();
+        assert_eq!(out["failures"][0]["reason"], "MISSING", "{out}");
+    }
+
+    /// A linear deployment waits its step bake between shifts, not after the last one
+    /// (ECS's `LinearConfiguration`: "not applied after reaching 100 percent traffic"),
+    /// then the deployment bake: 25 % steps are 4 shifts, 3 step waits.
+    #[test]
+    fn a_linear_deployment_waits_between_steps_only() {
+        let (mut s, td) = crash_loop_state();
+        let shift_and_bake = |s: &mut State, name: &str, config: Value| {
+            create_service(
+                s,
+                &json!({"cluster": "c", "serviceName": name, "desiredCount": 1,
+                        "deploymentConfiguration": config}),
+                Some(td.clone()),
+            )
+            .unwrap();
+            s.services[&("c".to_owned(), name.to_owned())].deployments[0].shift_and_bake
+        };
+        let linear = |step: f64| {
+            json!({"strategy": "LINEAR", "bakeTimeInMinutes": 5,
+                   "linearConfiguration": {"stepPercent": step, "stepBakeTimeInMinutes": 2}})
+        };
+        assert_eq!(shift_and_bake(&mut s, "l25", linear(25.0)), 11.0 * 60.0);
+        // 30 % steps: 30, 60, 90, 100: still 3 waits.
+        assert_eq!(shift_and_bake(&mut s, "l30", linear(30.0)), 11.0 * 60.0);
+        // One step of 100 %: no step wait at all.
+        assert_eq!(shift_and_bake(&mut s, "l100", linear(100.0)), 5.0 * 60.0);
+        let canary = json!({"strategy": "CANARY", "bakeTimeInMinutes": 1,
+            "canaryConfiguration": {"canaryPercent": 10, "canaryBakeTimeInMinutes": 10}});
+        assert_eq!(shift_and_bake(&mut s, "c", canary), 11.0 * 60.0);
+    }
+
+    /// A task set is STABILIZING until its computed count of tasks runs and passes its
+    /// checks, then STEADY_STATE; a change of the service's desired count that moves its
+    /// computed count makes it STABILIZING again at once (ECS's `stabilityStatus`).
+    #[test]
+    fn task_set_stability_follows_its_tasks_and_its_computed_count() {
+        let (mut s, td) = crash_loop_state();
+        s.scripts.clear(); // good tasks
+        create_service(
+            &mut s,
+            &json!({"cluster": "c", "serviceName": "x", "desiredCount": 2,
+                    "deploymentController": {"type": "EXTERNAL"}}),
+            None,
+        )
+        .unwrap();
+        let ts = create_task_set(
+            &mut s,
+            &json!({"cluster": "c", "service": "x", "scale": {"value": 50, "unit": "PERCENT"}}),
+            Some(td),
+        )
+        .unwrap();
+        let id = ts["taskSet"]["id"].as_str().unwrap().to_owned();
+        let read = |s: &State| {
+            let v = describe_task_sets(s, &json!({"cluster": "c", "service": "x"})).unwrap();
+            let t = v["taskSets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["id"] == json!(id))
+                .unwrap()
+                .clone();
+            (
+                t["stabilityStatus"].as_str().unwrap().to_owned(),
+                t["computedDesiredCount"].as_i64().unwrap(),
+                t["runningCount"].as_i64().unwrap(),
+            )
+        };
+        assert_eq!(read(&s).0, "STABILIZING");
+        // 10 s to start, no health check: steady once its one task runs.
+        s.advance_to(5.0);
+        assert_eq!(read(&s), ("STABILIZING".into(), 1, 0));
+        s.advance_to(15.0);
+        assert_eq!(read(&s), ("STEADY_STATE".into(), 1, 1));
+        update_service(
+            &mut s,
+            &json!({"cluster": "c", "service": "x", "desiredCount": 4}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(read(&s), ("STABILIZING".into(), 2, 1));
+        s.advance_to(30.0);
+        assert_eq!(read(&s), ("STEADY_STATE".into(), 2, 2));
+    }
+
+    /// Every task ARN ListTasks gives for the service and desired status, page by page.
+    fn list(s: &State, status: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut input = json!({"cluster": "c", "serviceName": "web", "desiredStatus": status});
+            if let Some(t) = &token {
+                input["nextToken"] = json!(t);
+            }
+            let page = list_tasks(s, &input).unwrap();
+            for a in page["taskArns"].as_array().unwrap() {
+                out.push(a.as_str().unwrap().to_owned());
+            }
+            match page["nextToken"].as_str() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return out,
+            }
+        }
+    }
 }

@@ -210,13 +210,25 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
     } else {
         forward(shared, &method, &path, &headers, body).await
     };
-    ship_logs(shared).await;
     reply(answer)
 }
 
-/// Sends the lines containers wrote before they exited to moto's CloudWatch Logs, stamped
-/// with the real time (what a log reader compares with its own clock).
-async fn ship_logs(shared: &Shared) {
+/// Ships the lines containers wrote before they exited to moto's CloudWatch Logs, off the
+/// request path: every 20 ms, one call at a time (a stream created once, then one
+/// `PutLogEvents` per stream with its pending lines). Answers never wait for it: under load a
+/// crash loop's lines, shipped in line by the request that happened to take them, held
+/// answers for seconds and slowed every deployment polling the model into a stall.
+pub(crate) async fn ship_logs_forever(shared: Arc<Shared>) {
+    let mut created: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        ship_logs(&shared, &mut created).await;
+    }
+}
+
+/// Sends the pending lines, stamped with the real time (what a log reader compares with its
+/// own clock).
+async fn ship_logs(shared: &Shared, created: &mut std::collections::HashSet<(String, String)>) {
     let events = std::mem::take(
         &mut shared
             .state
@@ -224,24 +236,35 @@ async fn ship_logs(shared: &Shared) {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .logs,
     );
-    let region = &shared.config.region;
+    let mut by_stream: Vec<((String, String), Vec<String>)> = Vec::new();
     for e in events {
+        let key = (e.group, e.stream);
+        match by_stream.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, lines)) => lines.push(e.message),
+            None => by_stream.push((key, vec![e.message])),
+        }
+    }
+    let region = &shared.config.region;
+    for ((group, stream), lines) in by_stream {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let stream = serde_json::json!({ "logGroupName": e.group, "logStreamName": e.stream });
-        // The stream may exist (a task's second line); its creation failing says nothing.
-        let _ = shared
-            .upstream
-            .logs("CreateLogStream", &stream, region)
-            .await;
+        if created.insert((group.clone(), stream.clone())) {
+            // Its creation failing (it exists) says nothing.
+            let s = serde_json::json!({ "logGroupName": group, "logStreamName": stream });
+            let _ = shared.upstream.logs("CreateLogStream", &s, region).await;
+        }
+        let events: Vec<Value> = lines
+            .iter()
+            .map(|m| serde_json::json!({ "timestamp": at, "message": m }))
+            .collect();
         let put = serde_json::json!({
-            "logGroupName": e.group,
-            "logStreamName": e.stream,
-            "logEvents": [{ "timestamp": at, "message": e.message }],
+            "logGroupName": group,
+            "logStreamName": stream,
+            "logEvents": events,
         });
         if let Err(why) = shared.upstream.logs("PutLogEvents", &put, region).await {
-            tracing::warn!(group = %e.group, stream = %e.stream, %why, "could not ship a log line to moto");
+            tracing::warn!(%group, %stream, %why, "could not ship log lines to moto");
         }
     }
 }

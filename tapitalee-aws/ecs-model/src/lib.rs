@@ -110,6 +110,7 @@ pub struct EcsModel {
     addr: SocketAddr,
     shared: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
+    shipper: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug)]
@@ -177,10 +178,12 @@ impl EcsModel {
             config,
         });
         let server = tokio::spawn(http::serve(listener, shared.clone()));
+        let shipper = tokio::spawn(http::ship_logs_forever(shared.clone()));
         Ok(EcsModel {
             addr,
             shared,
             server,
+            shipper,
         })
     }
 
@@ -244,5 +247,97 @@ impl EcsModel {
 impl Drop for EcsModel {
     fn drop(&mut self) {
         self.server.abort();
+        self.shipper.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ContainerDef, TaskDef};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One ECS call over plain HTTP/1.1; the status line and body.
+    async fn call(endpoint: &std::net::SocketAddr, op: &str, body: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(endpoint).await.unwrap();
+        let req = format!(
+            "POST / HTTP/1.1\r\nhost: model\r\nconnection: close\r\n\
+             x-amz-target: AmazonEC2ContainerServiceV20141113.{op}\r\n\
+             content-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// A moto that never answers must not hold the model's answers: crashed containers' log
+    /// lines are shipped off the request path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_do_not_wait_for_log_shipping() {
+        // Accepts and never answers.
+        let hung = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let upstream = format!("http://{}", hung.local_addr().unwrap());
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = hung.accept().await {
+                held.push(socket);
+            }
+        });
+        let mut config = ModelConfig::new(upstream);
+        config.time_scale = 1000.0;
+        config.throttle = false;
+        let model = EcsModel::start(config).await.unwrap();
+        let td = "arn:aws:ecs:us-east-1:123456789012:task-definition/web:1";
+        {
+            let mut s = model.shared.state();
+            s.task_defs.insert(
+                td.to_owned(),
+                TaskDef {
+                    arn: td.to_owned(),
+                    containers: vec![ContainerDef {
+                        name: "web".into(),
+                        image: "repo/web:crash".into(),
+                        essential: true,
+                        health_check: false,
+                        awslogs: Some(("/ecs/web".into(), "ecs".into())),
+                    }],
+                    cpu: None,
+                    memory: None,
+                },
+            );
+        }
+        model.script("crash", Behavior::CrashLoop);
+        let created = call(
+            &model.addr,
+            "CreateService",
+            &format!(
+                r#"{{"cluster": "c", "serviceName": "web", "desiredCount": 2, "taskDefinition": "{td}"}}"#
+            ),
+        )
+        .await;
+        assert!(created.starts_with("HTTP/1.1 200"), "{created}");
+        // 100 ms real = 100 model seconds: several crashes, each with a log line to ship.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let described = tokio::time::timeout(
+            Duration::from_secs(5),
+            call(
+                &model.addr,
+                "DescribeServices",
+                r#"{"cluster": "c", "services": ["web"]}"#,
+            ),
+        )
+        .await
+        .expect("the answer waited for the log lines to reach an upstream that never answers");
+        assert!(described.starts_with("HTTP/1.1 200"), "{described}");
+        assert!(
+            described.contains("Essential container in task exited")
+                || described.contains("has started"),
+            "{described}"
+        );
+        holder.abort();
     }
 }

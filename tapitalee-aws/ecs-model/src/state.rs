@@ -1,7 +1,7 @@
 //! The model's state and how it moves with time: tasks, the service scheduler, deployments,
 //! task sets and target health.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -347,10 +347,16 @@ pub(crate) struct State {
     pub(crate) task_defs: HashMap<String, TaskDef>,
     /// Services by (cluster, name).
     pub(crate) services: BTreeMap<(String, String), Service>,
-    /// Tasks by ARN.
+    /// Tasks not yet STOPPED, by ARN: the only tasks a step of the clock visits.
     pub(crate) tasks: BTreeMap<String, Task>,
-    /// Task ARNs per (cluster, service), oldest first.
-    pub(crate) by_service: HashMap<(String, String), Vec<String>>,
+    /// STOPPED tasks, by ARN, kept for [`Timing::stopped_kept`] as ECS keeps them. Nothing
+    /// happens to them any more, so steps leave them alone (a crash loop piles up
+    /// hundreds of them in a model hour).
+    pub(crate) stopped: BTreeMap<String, Task>,
+    /// The ARNs in `tasks` per (cluster, service), oldest first.
+    by_service: HashMap<(String, String), Vec<String>>,
+    /// The ARNs in `stopped` per (cluster, service), in the order they stopped.
+    stopped_by_service: HashMap<(String, String), VecDeque<String>>,
     /// Target groups each listener or rule forwards to, by listener or rule ARN.
     pub(crate) routes: BTreeMap<String, BTreeSet<String>>,
     buckets: HashMap<String, Bucket>,
@@ -358,6 +364,8 @@ pub(crate) struct State {
     /// Lines containers wrote before they exited, not yet sent to moto's CloudWatch Logs.
     pub(crate) logs: Vec<LogEvent>,
     per_second: HashMap<String, (i64, u64)>,
+    /// Tasks the clock's steps have looked at so far (what a step costs).
+    pub(crate) task_visits: u64,
 }
 
 /// ECS's sustained rate and burst per operation (requests per second), as documented for
@@ -406,12 +414,15 @@ impl State {
             task_defs: HashMap::new(),
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            stopped: BTreeMap::new(),
             by_service: HashMap::new(),
+            stopped_by_service: HashMap::new(),
             routes: BTreeMap::new(),
             buckets: HashMap::new(),
             calls: CallReport::default(),
             logs: Vec::new(),
             per_second: HashMap::new(),
+            task_visits: 0,
         }
     }
 
@@ -478,7 +489,7 @@ impl State {
     }
 
     fn step(&mut self) {
-        self.step_tasks();
+        let newly_stopped = self.step_tasks();
         let keys: Vec<(String, String)> = self.services.keys().cloned().collect();
         for key in keys {
             let Some(mut svc) = self.services.remove(&key) else {
@@ -490,25 +501,71 @@ impl State {
             }
             self.services.insert(key, svc);
         }
-        if (self.now as i64) % 60 == 0 {
-            let kept = self.timing.stopped_kept.as_secs_f64();
-            let now = self.now;
-            self.tasks
-                .retain(|_, t| t.stopped_at.is_none_or(|at| now < at + kept));
-            let tasks = &self.tasks;
-            for arns in self.by_service.values_mut() {
-                arns.retain(|a| tasks.contains_key(a));
+        // After the schedulers counted this step's failures: the tasks that stopped leave
+        // the live list, and those stopped longer than ECS keeps them are forgotten.
+        self.set_aside(newly_stopped);
+        self.forget_stopped();
+    }
+
+    /// Moves tasks that reached STOPPED from the live list to the stopped one.
+    fn set_aside(&mut self, arns: Vec<String>) {
+        for arn in arns {
+            let Some(task) = self.tasks.remove(&arn) else {
+                continue;
+            };
+            let key = (task.cluster.clone(), task.service.clone());
+            if let Some(live) = self.by_service.get_mut(&key) {
+                live.retain(|a| *a != arn);
+            }
+            self.stopped_by_service
+                .entry(key)
+                .or_default()
+                .push_back(arn.clone());
+            self.stopped.insert(arn, task);
+        }
+    }
+
+    /// Drops stopped tasks older than [`Timing::stopped_kept`] (each list is in stopping
+    /// order, so only its front is looked at).
+    fn forget_stopped(&mut self) {
+        let kept = self.timing.stopped_kept.as_secs_f64();
+        let now = self.now;
+        for arns in self.stopped_by_service.values_mut() {
+            while let Some(arn) = arns.front() {
+                let expired = self
+                    .stopped
+                    .get(arn)
+                    .is_none_or(|t| t.stopped_at.is_none_or(|at| now >= at + kept));
+                if !expired {
+                    break;
+                }
+                self.stopped.remove(arn);
+                arns.pop_front();
             }
         }
     }
 
-    /// Tasks start, pass or fail health checks, crash, and stop.
-    fn step_tasks(&mut self) {
+    /// A task, live or stopped, by ARN.
+    pub(crate) fn task(&self, arn: &str) -> Option<&Task> {
+        self.tasks.get(arn).or_else(|| self.stopped.get(arn))
+    }
+
+    /// Every task the model knows: live ones first, then stopped ones.
+    pub(crate) fn all_tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values().chain(self.stopped.values())
+    }
+
+    /// Tasks start, pass or fail health checks, crash, and stop. Returns the tasks that
+    /// reached STOPPED.
+    fn step_tasks(&mut self) -> Vec<String> {
         let now = self.now;
         let used = self.used_groups();
         let t = self.timing.clone();
+        let mut newly_stopped = Vec::new();
+        self.task_visits += self.tasks.len() as u64;
         for task in self.tasks.values_mut() {
             if task.last_status == "STOPPED" {
+                newly_stopped.push(task.arn.clone());
                 continue;
             }
             if !task.live() {
@@ -521,6 +578,7 @@ impl State {
                     task.stopped_at = Some(now);
                     task.exit_code
                         .get_or_insert(if task.running_at.is_some() { 143 } else { 0 });
+                    newly_stopped.push(task.arn.clone());
                 } else {
                     task.last_status = if task.running_at.is_some() {
                         "DEACTIVATING"
@@ -606,6 +664,7 @@ impl State {
                 );
             }
         }
+        newly_stopped
     }
 
     pub(crate) fn start_task(
@@ -669,8 +728,8 @@ impl State {
         Some(arn)
     }
 
-    /// A service's tasks (running and recently stopped).
-    pub(crate) fn service_tasks<'a>(
+    /// A service's tasks not yet STOPPED (running, starting, or stopping), oldest first.
+    pub(crate) fn current_tasks<'a>(
         &'a self,
         cluster: &str,
         service: &str,
@@ -682,14 +741,30 @@ impl State {
             .filter_map(|a| self.tasks.get(a))
     }
 
+    /// A service's tasks: the current ones, then those stopped within the last hour.
+    pub(crate) fn service_tasks<'a>(
+        &'a self,
+        cluster: &str,
+        service: &str,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        let stopped = self
+            .stopped_by_service
+            .get(&(cluster.to_owned(), service.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter_map(|a| self.stopped.get(a));
+        self.current_tasks(cluster, service).chain(stopped)
+    }
+
     fn live_tasks(&self, cluster: &str, service: &str, started_by: &str) -> Vec<&Task> {
-        self.service_tasks(cluster, service)
+        self.current_tasks(cluster, service)
             .filter(|t| t.started_by == started_by && t.live())
             .collect()
     }
 
-    /// Stops up to `n` of the given live tasks, least healthy and newest first.
-    fn stop_some(&mut self, arns: Vec<String>, n: usize, reason: &str) -> Vec<String> {
+    /// Stops up to `n` of the given live tasks of `svc`, least healthy and newest first,
+    /// and says so in a service event.
+    fn stop_some(&mut self, svc: &mut Service, arns: Vec<String>, n: usize, reason: &str) {
         let used = self.used_groups();
         let now = self.now;
         let mut candidates: Vec<(bool, f64, String)> = arns
@@ -714,7 +789,16 @@ impl State {
                 stopped.push(short(&arn));
             }
         }
-        stopped
+        if !stopped.is_empty() {
+            svc.event(
+                now,
+                format!(
+                    "has stopped {} running tasks: {}.",
+                    stopped.len(),
+                    paren(&stopped)
+                ),
+            );
+        }
     }
 
     fn start_many(&mut self, svc: &mut Service, started_by: &str, td: &str, lbs: &Value, n: i64) {
@@ -903,21 +987,12 @@ impl State {
                 self.start_many(svc, &primary.id, &primary.td, &lbs, room);
             }
         } else if want_new < 0 {
-            let stopped = self.stop_some(
+            self.stop_some(
+                svc,
                 new_live.clone(),
                 (-want_new) as usize,
                 "Scaling activity initiated by (deployment)",
             );
-            if !stopped.is_empty() {
-                svc.event(
-                    now,
-                    format!(
-                        "has stopped {} running tasks: {}.",
-                        stopped.len(),
-                        paren(&stopped)
-                    ),
-                );
-            }
         }
         // Blue-green, linear, canary: the shift and the bake start once the whole new
         // revision is healthy.
@@ -939,21 +1014,12 @@ impl State {
                 (spare.max(0) + unhealthy_old).min(old_live.len() as i64) as usize
             };
             if n > 0 {
-                let stopped = self.stop_some(
+                self.stop_some(
+                    svc,
                     old_live,
                     n,
                     &format!("Scaling activity initiated by (deployment {})", primary.id),
                 );
-                if !stopped.is_empty() {
-                    svc.event(
-                        now,
-                        format!(
-                            "has stopped {} running tasks: {}.",
-                            stopped.len(),
-                            paren(&stopped)
-                        ),
-                    );
-                }
             }
         }
         // Completion: every task of the new revision healthy, nothing else left.
@@ -1020,7 +1086,6 @@ impl State {
         let source = svc
             .deployments
             .iter()
-            .filter(|d| d.status != "INACTIVE" || d.rollout == "COMPLETED")
             .filter(|d| d.rollout == "COMPLETED")
             .max_by(|a, b| {
                 a.finished
@@ -1047,7 +1112,9 @@ impl State {
                     .as_f64()
                     .unwrap_or(10.0)
                     .max(0.1);
-                (100.0 / step).ceil()
+                // ceil(100 / step) shifts; ECS waits the step bake between them, "not
+                // applied after reaching 100 percent traffic" (LinearConfiguration).
+                ((100.0 / step).ceil() - 1.0).max(0.0)
                     * minutes(&config["linearConfiguration"]["stepBakeTimeInMinutes"])
             }
             "CANARY" => minutes(&config["canaryConfiguration"]["canaryBakeTimeInMinutes"]),
@@ -1111,21 +1178,12 @@ impl State {
             if diff > 0 {
                 self.start_many(svc, &ts.id, &ts.td, &ts.load_balancers, diff);
             } else if diff < 0 {
-                let stopped = self.stop_some(
+                self.stop_some(
+                    svc,
                     live,
                     (-diff) as usize,
                     &format!("Scaling activity initiated by (deployment {})", ts.id),
                 );
-                if !stopped.is_empty() {
-                    svc.event(
-                        now,
-                        format!(
-                            "has stopped {} running tasks: {}.",
-                            stopped.len(),
-                            paren(&stopped)
-                        ),
-                    );
-                }
             }
             let live: Vec<&Task> = self.live_tasks(&svc.cluster, &svc.name, &ts.id);
             let healthy = live
@@ -1149,7 +1207,7 @@ impl State {
         svc.task_sets.retain(|ts| {
             ts.status != "DRAINING"
                 || self
-                    .service_tasks(&cluster, &name)
+                    .current_tasks(&cluster, &name)
                     .any(|t| t.started_by == ts.id && t.last_status != "STOPPED")
         });
         let steady = !svc.task_sets.is_empty()
@@ -1163,7 +1221,7 @@ impl State {
     }
 
     pub(crate) fn running_task_definitions(&self, cluster: &str, service: &str) -> Vec<String> {
-        self.service_tasks(cluster, service)
+        self.current_tasks(cluster, service)
             .filter(|t| t.live() && t.last_status == "RUNNING")
             .map(|t| t.td.clone())
             .collect()
@@ -1175,7 +1233,7 @@ impl State {
         };
         let used = self.used_groups();
         let live: Vec<&Task> = self
-            .service_tasks(cluster, service)
+            .current_tasks(cluster, service)
             .filter(|t| t.live())
             .collect();
         let all_healthy = live
@@ -1207,8 +1265,8 @@ impl State {
     }
 }
 
-/// Marks a task to stop.
-fn stop(
+/// Marks a task to stop (nothing if it is already stopping).
+pub(crate) fn stop(
     task: &mut Task,
     now: f64,
     code: &'static str,

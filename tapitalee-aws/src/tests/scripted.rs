@@ -972,8 +972,15 @@ async fn revisions_are_described_once_and_registered_ones_never() {
     });
     let backend = scripted(vec![app(1)], &[&td, &register], &[], &[]);
     let d = backend.deployer();
-    let base = d.shared.task_def(OLD_TD, None).await.unwrap();
-    d.shared.task_def(OLD_TD, None).await.unwrap();
+    let base = d
+        .shared
+        .task_def(&target("p0").app, OLD_TD, None)
+        .await
+        .unwrap();
+    d.shared
+        .task_def(&target("p0").app, OLD_TD, None)
+        .await
+        .unwrap();
     assert_eq!(td.num_calls(), 1);
     let image: ImageRef = format!("repo/app:v2@sha256:{}", "b".repeat(64))
         .parse()
@@ -984,7 +991,11 @@ async fn revisions_are_described_once_and_registered_ones_never() {
         .await
         .unwrap();
     assert_eq!(revision.id, NEW_TD);
-    let new = d.shared.task_def(NEW_TD, None).await.unwrap();
+    let new = d
+        .shared
+        .task_def(&target("p0").app, NEW_TD, None)
+        .await
+        .unwrap();
     assert_eq!(new.image(None).unwrap().digest, image.digest);
     assert_eq!(
         td.num_calls(),

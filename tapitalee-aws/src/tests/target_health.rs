@@ -3,7 +3,8 @@
 //! groups and its DescribeTasks answers do not parse.)
 
 use aws_sdk_ecs::types::{
-    Attachment, DeploymentControllerType, KeyValuePair, LoadBalancer, Task, TaskSet,
+    Attachment, DeploymentControllerType, KeyValuePair, LoadBalancer, StabilityStatus, Task,
+    TaskSet,
 };
 use aws_sdk_elasticloadbalancingv2::Client as Elb;
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
@@ -75,6 +76,16 @@ fn target_health(
 }
 
 fn web_service(with_target_group: bool) -> Rule {
+    web_service_with(with_target_group, |ts| ts)
+}
+
+/// The web service, its task set as `edit` makes it.
+fn web_service_with(
+    with_target_group: bool,
+    edit: impl FnOnce(
+        aws_sdk_ecs::types::builders::TaskSetBuilder,
+    ) -> aws_sdk_ecs::types::builders::TaskSetBuilder,
+) -> Rule {
     let mut ts = TaskSet::builder()
         .id("ecs-svc/9")
         .task_set_arn(TS_ARN)
@@ -91,7 +102,7 @@ fn web_service(with_target_group: bool) -> Rule {
         );
     }
     let mut svc = ecs_service("s0", DeploymentControllerType::External, vec![]);
-    svc.task_sets = Some(vec![ts.build()]);
+    svc.task_sets = Some(vec![edit(ts).build()]);
     services_rule(vec![svc])
 }
 
@@ -315,4 +326,105 @@ async fn target_health_is_read_once_per_group_per_round() {
         assert_eq!(r.unwrap().healthy, 2);
     }
     assert_eq!(health.num_calls(), 1, "4 checks in one round, one read");
+}
+
+/// A task set of 2 (running 2, nothing pending) in `stability`.
+fn two_task_set(stability: StabilityStatus) -> Rule {
+    web_service_with(true, |ts| {
+        ts.computed_desired_count(2)
+            .running_count(2)
+            .pending_count(0)
+            .stability_status(stability)
+    })
+}
+
+/// Until ECS calls a task set STEADY_STATE it is not done, even when one read of its target
+/// group shows every target healthy.
+#[tokio::test]
+async fn a_stabilizing_task_set_is_not_done_whatever_its_targets_say() {
+    for (stability, healthy) in [
+        (StabilityStatus::Stabilizing, 1),
+        (StabilityStatus::SteadyState, 2),
+    ] {
+        let svc = two_task_set(stability.clone());
+        let tasks = tasks_rules(vec![
+            task_with_ip("t1", "10.0.1.1"),
+            task_with_ip("t2", "10.0.1.2"),
+        ]);
+        let health = mock!(Elb::describe_target_health)
+            .match_requests(|r| r.target_group_arn() == Some(GREEN))
+            .then_output(healthy_targets);
+        let td = super::scripted::task_def_rule();
+        let mut ecs = vec![&svc, &td];
+        ecs.extend(refs(&tasks));
+        let backend = scripted(vec![web_app()], &ecs, &[&health], &[]);
+        let fleet = candidate();
+        let status = backend
+            .deployer()
+            .status(&super::scripted::ctx("p0"), &fleet)
+            .await
+            .unwrap();
+        assert_eq!(status.desired, 2);
+        let report = backend
+            .target_health()
+            .check(&fleet, &two_running())
+            .await
+            .unwrap();
+        assert_eq!(report.healthy, healthy, "{stability:?}: {report:?}");
+        if stability == StabilityStatus::Stabilizing {
+            assert!(
+                report.problems.iter().any(|p| p.contains("STABILIZING")),
+                "{report:?}"
+            );
+        }
+        // Target health is judged either way.
+        assert_eq!(health.num_calls(), 1, "{stability:?}");
+    }
+}
+
+/// A task set ECS calls STEADY_STATE, which the last listing shows whole and healthy, is
+/// not listed and described again at every poll; a STABILIZING one is, and a steady one
+/// is listed again after a few rounds all the same.
+#[tokio::test]
+async fn a_steady_task_set_shown_whole_is_not_listed_again_each_poll() {
+    for (stability, polls, listings) in [
+        (StabilityStatus::SteadyState, 4, 1),
+        (StabilityStatus::Stabilizing, 4, 4),
+        (
+            StabilityStatus::SteadyState,
+            crate::poller::LISTING_REUSES + 2,
+            2,
+        ),
+    ] {
+        let svc = two_task_set(stability.clone());
+        let tasks = tasks_rules(vec![
+            task_with_ip("t1", "10.0.1.1"),
+            task_with_ip("t2", "10.0.1.2"),
+        ]);
+        let td = super::scripted::task_def_rule();
+        let mut ecs = vec![&svc, &td];
+        ecs.extend(refs(&tasks));
+        let backend = scripted(vec![web_app()], &ecs, &[], &[]);
+        let fleet = candidate();
+        for _ in 0..polls {
+            let status = backend
+                .deployer()
+                .status(&super::scripted::ctx("p0"), &fleet)
+                .await
+                .unwrap();
+            assert_eq!(status.running(), 2, "{stability:?}: {status:?}");
+        }
+        let calls = backend.api_calls();
+        assert_eq!(
+            tasks[0].num_calls(),
+            listings,
+            "{stability:?}, {polls} polls: running listings"
+        );
+        assert_eq!(
+            calls.count("DescribeTasks"),
+            listings as u64,
+            "{stability:?}, {polls} polls"
+        );
+        assert_eq!(calls.count("DescribeServices"), u64::from(polls));
+    }
 }
