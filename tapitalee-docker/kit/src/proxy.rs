@@ -9,8 +9,10 @@
 //! keep-alive client). A request goes to another backend only when that is safe: when the
 //! backend refused the connection (nothing was sent), for any method; when it dropped the
 //! request unanswered, for idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose
-//! body the proxy held (up to 64 KiB). So an instance dying under load costs no request, and
-//! a POST is never sent twice.
+//! body the proxy held (up to 64 KiB). A response with a `Content-Length` up to 64 KiB is read
+//! whole before any of it reaches the client (as nginx buffers and retries with
+//! `proxy_next_upstream`), so a backend dying halfway through it counts as unanswered too.
+//! So an instance dying under load costs no request, and a POST is never sent twice.
 //! When the weighted fleets have no healthy backend, any healthy backend serves (fail open).
 //!
 //! Admin (`PROXY_ADMIN`, default `0.0.0.0:81`), plain text:
@@ -256,6 +258,9 @@ fn health_loop(proxy: &Arc<Proxy>, path: &str) {
 /// be sent again to another backend; larger ones (and chunked ones) are streamed through.
 const REPLAYABLE_BODY: u64 = 64 * 1024;
 
+/// Responses up to this size (by `Content-Length`) are read whole before they are forwarded.
+const HELD_RESPONSE: u64 = 64 * 1024;
+
 /// Headers that describe one connection, not the message: never forwarded.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -444,6 +449,18 @@ fn forward(
     let Ok(framing) = res.response_body(method) else {
         return Attempt::NoAnswer;
     };
+    // A small response is held whole before the client sees any of it: a backend that dies
+    // halfway through (a crash, an instance stopped) leaves the request unanswered, and it
+    // can go to another backend, rather than reaching the client cut short.
+    let held = match framing {
+        http::Body::Length(n) if n <= HELD_RESPONSE => {
+            match http::read_body(&mut upstream_reader, framing) {
+                Ok(b) => Some(b),
+                Err(_) => return Attempt::NoAnswer,
+            }
+        }
+        _ => None,
+    };
     let mut reply = format!("{}\r\n", res.first);
     for (k, v) in &res.headers {
         if !HOP_BY_HOP.iter().any(|h| k.eq_ignore_ascii_case(h)) {
@@ -465,7 +482,9 @@ fn forward(
     if w.write_all(reply.as_bytes()).is_err() {
         return Attempt::ClientGone;
     }
-    let copied = if rechunk {
+    let copied = if let Some(b) = held {
+        w.write_all(&b).and_then(|()| w.flush())
+    } else if rechunk {
         http::copy_until_close_chunked(&mut upstream_reader, w)
     } else {
         http::copy_body(&mut upstream_reader, w, framing).and_then(|()| w.flush())
@@ -700,6 +719,26 @@ mod tests {
         (addr, count)
     }
 
+    /// A backend that answers every request with a head promising 100 bytes and sends 5,
+    /// then closes (as an instance that crashes mid-response); counts requests.
+    fn cut_short_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                let mut r = BufReader::new(&s);
+                if let Ok(Some(_)) = http::read_message(&mut r) {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let _ = (&s).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello");
+                }
+                drop(s);
+            }
+        });
+        (addr, count)
+    }
+
     /// A loopback port nothing listens on.
     fn refusing() -> SocketAddr {
         TcpListener::bind("127.0.0.1:0")
@@ -906,6 +945,39 @@ mod tests {
             "tried once, then retried elsewhere"
         );
         assert_eq!(served.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_response_cut_short_is_retried_only_when_idempotent() {
+        let (good, served) = echo_backend();
+        let (cut, cut_count) = cut_short_backend();
+        let proxy = running(&[cut, good]);
+        let (status, _) = send(proxy, "POST", "pay 10");
+        assert_eq!(
+            status, 502,
+            "a POST the backend may have acted on is not sent twice"
+        );
+        assert_eq!(
+            (
+                cut_count.load(Ordering::SeqCst),
+                served.load(Ordering::SeqCst)
+            ),
+            (1, 0)
+        );
+        let proxy = running(&[cut, good]);
+        let (status, body) = send(proxy, "GET", "x");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "GET x"),
+            "the client never sees the cut-short answer"
+        );
+        assert_eq!(
+            (
+                cut_count.load(Ordering::SeqCst),
+                served.load(Ordering::SeqCst)
+            ),
+            (2, 1)
+        );
     }
 
     fn proxy(weights: &[(&str, u8)], backends: &[(&str, &str)]) -> Proxy {
