@@ -703,25 +703,17 @@ mod tests {
 
     /// A backend that reads each request's head, then drops the connection unanswered.
     fn dropping_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let count = Arc::new(AtomicUsize::new(0));
-        let c = count.clone();
-        std::thread::spawn(move || {
-            for s in listener.incoming().flatten() {
-                let mut r = BufReader::new(&s);
-                if let Ok(Some(_)) = http::read_message(&mut r) {
-                    c.fetch_add(1, Ordering::SeqCst);
-                }
-                drop(s);
-            }
-        });
-        (addr, count)
+        faulty_backend(b"")
     }
 
     /// A backend that answers every request with a head promising 100 bytes and sends 5,
     /// then closes (as an instance that crashes mid-response); counts requests.
     fn cut_short_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+        faulty_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+    }
+
+    /// A backend that reads each request, counts it, sends `reply` (maybe nothing) and closes.
+    fn faulty_backend(reply: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let count = Arc::new(AtomicUsize::new(0));
@@ -731,7 +723,9 @@ mod tests {
                 let mut r = BufReader::new(&s);
                 if let Ok(Some(_)) = http::read_message(&mut r) {
                     c.fetch_add(1, Ordering::SeqCst);
-                    let _ = (&s).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello");
+                    if !reply.is_empty() {
+                        let _ = (&s).write_all(reply);
+                    }
                 }
                 drop(s);
             }

@@ -535,11 +535,7 @@ pub(super) fn write_process(db: &Db, id: &str, row: &ProcessRow, steps: &str) ->
     {
         return Ok(deployment);
     }
-    let found: Option<i64> = db
-        .prepare_cached("SELECT n FROM processes WHERE deployment_id = ?1 AND process = ?2")
-        .and_then(|mut s| s.query_row([id, &row.process], |r| r.get(0)).optional())
-        .map_err(sql("updating a process"))?;
-    let n = match found {
+    let n = match find_process(db, id, &row.process).map_err(sql("updating a process"))? {
         Some(n) => {
             update_process(db, n, id, row, steps)?;
             n
@@ -557,6 +553,13 @@ pub(super) fn write_process(db: &Db, id: &str, row: &ProcessRow, steps: &str) ->
     };
     db.remember_process(deployment, &row.process, n);
     Ok(deployment)
+}
+
+/// The number of `id`'s process `name`, looked up by its text keys.
+fn find_process(db: &Db, id: &str, name: &str) -> rusqlite::Result<Option<i64>> {
+    db.prepare_cached("SELECT n FROM processes WHERE deployment_id = ?1 AND process = ?2")?
+        .query_row([id, name], |r| r.get(0))
+        .optional()
 }
 
 /// Rewrites process row `n` and appends `steps` (lines) to its steps, if it is `id`'s
@@ -597,10 +600,7 @@ pub(super) fn append_step_row(db: &Db, id: &str, step: &StepRecord) -> Result<()
         let name = process.as_str();
         let n = match db.process_key(deployment, name) {
             Some(n) => Some(n),
-            None => db
-                .prepare_cached("SELECT n FROM processes WHERE deployment_id = ?1 AND process = ?2")
-                .and_then(|mut s| s.query_row([id, name], |r| r.get(0)).optional())
-                .map_err(sql("appending a step"))?,
+            None => find_process(db, id, name).map_err(sql("appending a step"))?,
         };
         if let Some(n) = n {
             let mut line = String::new();
