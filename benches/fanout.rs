@@ -7,6 +7,12 @@
 //!   ideal critical path (one process's deployment timed on a paused clock, where only the
 //!   simulated latencies take time; processes run concurrently, so that is the ideal for any N). The ratio and the peak heap are printed after each group.
 //!
+//! - `runtime_floor/N` and `runtime_floor_2us/N`: no engine at all, N bare tokio tasks that
+//!   wait out the same pattern of latencies as a process's deployment (two deployment-level
+//!   calls, then one pair of concurrent calls and five more, 10 ms each), doing nothing or
+//!   2 µs of busy work after each. What the runtime and its 1 ms timer cost by themselves at
+//!   that width, and how much work per process and call fits under 1.05×.
+//!
 //! Run: `cargo bench --bench fanout`
 
 #![allow(clippy::print_stdout, missing_docs)]
@@ -203,6 +209,78 @@ fn bench(c: &mut Criterion) {
         Arc::new(SqliteStore::open(path).expect("sqlite store"))
     });
     report("SQLite store (file, WAL)", &sqlite, &sizes, ideal);
+    for (name, work) in [
+        ("runtime_floor", Duration::ZERO),
+        ("runtime_floor_2us", Duration::from_micros(2)),
+    ] {
+        let floor = floor_group(c, &runtime, name, &sizes, work);
+        report(
+            &format!("the runtime alone, {work:?} of work per task and call (no engine)"),
+            &floor,
+            &sizes,
+            ideal,
+        );
+    }
+}
+
+/// Spins for `work` (0: returns at once), standing in for an engine's work between two
+/// calls.
+fn busy(work: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < work {
+        std::hint::spin_loop();
+    }
+}
+
+/// The engine's pattern of waits with none of its work: two calls for the whole deployment,
+/// then N tasks that each wait out two concurrent calls and five more in sequence, `work` of
+/// busy work after each (a process's deployment in the other groups, on the same runtime).
+fn floor_group(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    sizes: &[usize],
+    work: Duration,
+) -> Vec<Run> {
+    let mut summary = Vec::new();
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    for &n in sizes {
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    runtime.block_on(async {
+                        for _ in 0..2 {
+                            tokio::time::sleep(LATENCY).await;
+                            busy(work);
+                        }
+                        let mut tasks = tokio::task::JoinSet::new();
+                        for _ in 0..n {
+                            tasks.spawn(async move {
+                                tokio::join!(tokio::time::sleep(LATENCY), async {
+                                    tokio::time::sleep(LATENCY).await;
+                                });
+                                busy(work);
+                                for _ in 0..5 {
+                                    tokio::time::sleep(LATENCY).await;
+                                    busy(work);
+                                }
+                            });
+                        }
+                        while tasks.join_next().await.is_some() {}
+                    });
+                    let took = start.elapsed();
+                    summary.push((n, took, 0));
+                    total += took;
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+    summary
 }
 
 /// One run: processes, wall time, peak heap growth.
@@ -280,12 +358,17 @@ fn report(store: &str, summary: &[Run], sizes: &[usize], ideal: Duration) {
     let (single, _) = median_of(1);
     for &n in sizes {
         let (median, peak) = median_of(n);
+        // A group without a heap run (the runtime floor) has nothing to show there.
+        let heap = if peak == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1} MiB", peak as f64 / (1024.0 * 1024.0))
+        };
         println!(
-            "{n:>9} | {:>11.1?} | {:>7.3} | {:>11.3} | {:>6.1} MiB",
+            "{n:>9} | {:>11.1?} | {:>7.3} | {:>11.3} | {heap:>10}",
             median,
             median.as_secs_f64() / ideal.as_secs_f64(),
             median.as_secs_f64() / single.as_secs_f64(),
-            peak as f64 / (1024.0 * 1024.0)
         );
     }
 }

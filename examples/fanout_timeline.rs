@@ -1,7 +1,8 @@
 //! Where a wide deployment's time goes: deploys an app of N one-instance processes on the
 //! in-memory platform (10 ms per platform call, the fan-out benchmark's set-up), then prints,
-//! for every platform operation and every kind of event, when the first and the last process
-//! reached it. The spread between them is what the fan-out costs over one process.
+//! for every platform operation and every kind of event, when the first process reached it,
+//! the median one, the 90th percentile and the last. The spread between first and last is
+//! what the fan-out costs over one process.
 //!
 //! ```text
 //! cargo run --release --example fanout_timeline -- 1000          # in-memory store
@@ -29,29 +30,35 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RUNS: usize = 5;
 
-/// First and last time something was reached, and by how many.
+/// When each process reached something: the first, the median, the 90th percentile and the
+/// last. A median close to the last means the processes move as one bunch (a store that
+/// answers a whole batch at once), close to the first a few stragglers.
 #[derive(Default)]
 struct Span {
-    first: Option<Duration>,
-    last: Duration,
-    count: usize,
+    times: Vec<Duration>,
 }
 
 impl Span {
     fn add(&mut self, at: Duration) {
-        self.first = Some(self.first.map_or(at, |f| f.min(at)));
-        self.last = self.last.max(at);
-        self.count += 1;
+        self.times.push(at);
     }
 
-    fn print(&self, what: &str) {
-        let first = self.first.unwrap_or_default();
+    fn first(&self) -> Option<Duration> {
+        self.times.iter().min().copied()
+    }
+
+    fn print(&mut self, what: &str) {
+        self.times.sort();
+        let at = |q: usize| self.times[(self.times.len() - 1) * q / 100];
+        let (first, last) = (at(0), at(100));
         println!(
-            "{what:<36} {:>9.1?} {:>9.1?} {:>9.1?} {:>6}",
+            "{what:<36} {:>9.1?} {:>9.1?} {:>9.1?} {:>9.1?} {:>9.1?} {:>6}",
             first,
-            self.last,
-            self.last.saturating_sub(first),
-            self.count
+            at(50),
+            at(90),
+            last,
+            last - first,
+            self.times.len()
         );
     }
 }
@@ -153,9 +160,12 @@ fn main() {
                     .add(call.at.duration_since(clock));
             }
             let mut rows: Vec<(String, Span)> = calls.into_iter().chain(events).collect();
-            rows.sort_by_key(|(_, s)| s.first);
-            println!("\n{:<36} {:>9} {:>9} {:>9} {:>6}", "", "first", "last", "spread", "count");
-            for (what, span) in rows {
+            rows.sort_by_key(|(_, s)| s.first());
+            println!(
+                "\n{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+                "", "first", "median", "90%", "last", "spread", "count"
+            );
+            for (what, mut span) in rows {
                 span.print(&what);
             }
         });
