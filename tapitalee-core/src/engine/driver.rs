@@ -263,7 +263,8 @@ pub(super) async fn finish_recorded(
         return not_started(shared, recorded, reason).await;
     };
     let control = DeploymentControl::new();
-    let rollout = Rollout::new(shared.clone(), app, revision, recorded, control.subscribe());
+    let mut rollout = Rollout::new(shared.clone(), app, revision, recorded, control.subscribe());
+    rollout.rebuilt_from_history();
     match how {
         Finish::RollBack => rollout.roll_back(None, reason).await,
         Finish::Recover => rollout.recover(reason).await,

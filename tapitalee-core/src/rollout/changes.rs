@@ -18,6 +18,15 @@ impl Rollout {
         }
     }
 
+    /// The outcome of a change sent to the platform. A failed one may still have taken effect
+    /// (an answer lost or timed out): from then on the record may be one change behind.
+    fn sent<T>(&mut self, outcome: Result<T>) -> Result<T> {
+        if outcome.is_err() {
+            self.unsure = true;
+        }
+        outcome
+    }
+
     pub(super) fn fleet(&self, role: Role) -> Result<Fleet> {
         let fleet = match role {
             Role::Stable => self.record.state.live_stable(),
@@ -57,7 +66,7 @@ impl Rollout {
             .await;
         // A launch that failed in this process was answered: the backend owns its cleanup.
         self.record.state.launching = false;
-        let fleet = launched?;
+        let fleet = self.sent(launched)?;
         debug!(fleet = %fleet.id, count, "launched new fleet");
         self.record.state.candidate = Some(fleet.clone());
         self.record.state.candidate_count = count;
@@ -84,6 +93,11 @@ impl Rollout {
     }
 
     pub(super) async fn scale(&mut self, role: Role, count: u32) -> Result<()> {
+        self.scale_to(role, count, false).await
+    }
+
+    /// Scales a fleet; unless `always`, only if the record shows it at another size.
+    pub(super) async fn scale_to(&mut self, role: Role, count: u32, always: bool) -> Result<()> {
         self.check_abort()?;
         let fleet = self.fleet(role)?;
         let state = &self.record.state;
@@ -91,7 +105,7 @@ impl Rollout {
             Role::Stable => state.stable_count,
             Role::Candidate => state.candidate_count,
         };
-        if current == count {
+        if current == count && !always {
             return Ok(());
         }
         if state.platform_run {
@@ -105,7 +119,8 @@ impl Rollout {
                 ),
             ));
         }
-        self.platform().scale(&self.ctx, &fleet, count).await?;
+        let scaled = self.platform().scale(&self.ctx, &fleet, count).await;
+        self.sent(scaled)?;
         match role {
             Role::Stable => self.record.state.stable_count = count,
             Role::Candidate => self.record.state.candidate_count = count,
@@ -121,6 +136,11 @@ impl Rollout {
     /// Sends `percent` of traffic to the new fleet and the rest to the old one. Only for
     /// load-balanced processes; a process without an old fleet always sends 100% to the new.
     pub async fn route(&mut self, percent: u8) -> Result<()> {
+        self.route_to(percent, false).await
+    }
+
+    /// Routes traffic; unless `always`, only if the record shows another split.
+    pub(super) async fn route_to(&mut self, percent: u8, always: bool) -> Result<()> {
         self.check_abort()?;
         let state = &self.record.state;
         if !state.load_balanced {
@@ -141,7 +161,7 @@ impl Rollout {
                 "must be a percentage from 0 to 100",
             ));
         }
-        if percent == state.candidate_weight {
+        if percent == state.candidate_weight && !always {
             return Ok(());
         }
         let candidate = self.fleet(Role::Candidate)?;
@@ -163,7 +183,8 @@ impl Rollout {
             }
             None => {}
         }
-        self.platform().route(&self.ctx, &weights).await?;
+        let routed = self.platform().route(&self.ctx, &weights).await;
+        self.sent(routed)?;
         self.record.state.candidate_weight = percent;
         self.publish_change(format!("routed {percent}% of traffic to the new fleet"))
             .await;
@@ -173,20 +194,21 @@ impl Rollout {
     /// Makes the new fleet the process's live release.
     pub async fn make_primary(&mut self) -> Result<()> {
         self.check_abort()?;
-        self.set_primary(Role::Candidate).await
+        self.set_primary(Role::Candidate, false).await
     }
 
-    /// Makes a fleet primary, unless it already is.
-    pub(super) async fn set_primary(&mut self, role: Role) -> Result<()> {
+    /// Makes a fleet primary; unless `always`, only if the record shows the other one primary.
+    pub(super) async fn set_primary(&mut self, role: Role, always: bool) -> Result<()> {
         let already = match role {
             Role::Candidate => self.record.state.candidate_primary,
             Role::Stable => !self.record.state.candidate_primary,
         };
-        if already {
+        if already && !always {
             return Ok(());
         }
         let fleet = self.fleet(role)?;
-        self.platform().make_primary(&self.ctx, &fleet).await?;
+        let made = self.platform().make_primary(&self.ctx, &fleet).await;
+        self.sent(made)?;
         self.record.state.candidate_primary = role == Role::Candidate;
         self.publish_change(match role {
             Role::Candidate => "made the new fleet primary",
@@ -203,7 +225,8 @@ impl Rollout {
             Role::Candidate => self.record.state.candidate.clone(),
         };
         let Some(fleet) = fleet else { return Ok(()) };
-        self.platform().retire(&self.ctx, &fleet).await?;
+        let retired = self.platform().retire(&self.ctx, &fleet).await;
+        self.sent(retired)?;
         let state = &mut self.record.state;
         match role {
             Role::Stable => {

@@ -204,6 +204,11 @@ pub struct Rollout {
     phase: Phase,
     /// The new fleet's instances seen stopped, counted against the failure threshold.
     failed_instances: HashSet<String>,
+    /// Whether the platform may be one change ahead of the record: the rollout was rebuilt
+    /// from the history after its deployer died (which may have been mid-call), or a change
+    /// call failed (a timeout or a lost answer may hide a change the platform made). Its
+    /// rollback then sends every restoring change, whatever the record says is done.
+    unsure: bool,
     /// Steps that changed nothing on the platform, announced but not written yet: they are
     /// written with the next state change, or before the rollout waits, whichever comes
     /// first (one store write instead of several).
@@ -231,6 +236,7 @@ impl Rollout {
             promotions_seen: 0,
             phase: Phase::Running,
             failed_instances: HashSet::new(),
+            unsure: false,
             pending: std::sync::Mutex::new(Vec::new()),
         }
     }

@@ -88,8 +88,11 @@ impl Rollout {
             return Ok(());
         }
         let wanted = state.stable_desired;
-        if state.stable_count < wanted {
-            self.scale(Role::Stable, wanted).await?;
+        // Sent even at the recorded size when the record may lag: the platform may have
+        // scaled the old fleet down without the record showing it.
+        let always = self.resend_restores();
+        if state.stable_count < wanted || always {
+            self.scale_to(Role::Stable, wanted, always).await?;
         }
         self.wait_healthy(Role::Stable, wanted).await
     }
@@ -100,10 +103,26 @@ impl Rollout {
         if state.live_stable().is_none() {
             return Ok(());
         }
-        if state.load_balanced && state.candidate_weight > 0 && state.candidate.is_some() {
-            self.route(0).await?;
+        let always = self.resend_restores();
+        if state.load_balanced && state.candidate.is_some() && (state.candidate_weight > 0 || always)
+        {
+            self.route_to(0, always).await?;
         }
-        self.set_primary(Role::Stable).await
+        self.set_primary(Role::Stable, always).await
+    }
+
+    /// Whether the rollback sends its restoring changes even where the record says they are
+    /// not needed: when the platform may be one change ahead of the record, on a process
+    /// whose fleets the engine controls (a platform that runs the rollout restores its old
+    /// fleet itself when the new one is retired).
+    fn resend_restores(&self) -> bool {
+        self.unsure && !self.record.state.platform_run
+    }
+
+    /// Marks the record as possibly one change behind the platform: the rollout was rebuilt
+    /// from the history after its deployer died, maybe in the middle of a change.
+    pub(crate) fn rebuilt_from_history(&mut self) {
+        self.unsure = true;
     }
 
     /// The default completion: the new fleet at full size, all traffic and primary; then the
@@ -120,7 +139,7 @@ impl Rollout {
         if route_all {
             self.route(100).await?;
         }
-        self.set_primary(Role::Candidate).await?;
+        self.set_primary(Role::Candidate, false).await?;
         self.retire(Role::Stable).await
     }
 }

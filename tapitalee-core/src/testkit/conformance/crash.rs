@@ -77,17 +77,40 @@ impl Strategy for HangAfterCompleting {
     }
 }
 
-/// A backend's deployer that dies the moment the platform accepted a launch: the new fleet
-/// runs (ECS: `UpdateService` or `CreateTaskSet` done; Docker: containers started), and the
-/// deployer never returns to record it.
+/// The platform change a deployer dies right after, before it could record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DieAt {
+    /// The new fleet runs (ECS: `UpdateService` or `CreateTaskSet` done; Docker: containers
+    /// started).
+    Launch,
+    /// All traffic sent to the new fleet.
+    RouteAll,
+    /// The new fleet made primary.
+    MakePrimary,
+    /// The old fleet scaled down to nothing.
+    ScaleOldToZero,
+}
+
+/// A backend's deployer that dies the moment the platform accepted a change: the change took
+/// effect, and the deployer never returns to record it.
 #[derive(Debug)]
-struct DieAfterLaunch {
+struct DieAfter {
     inner: DynDeployer,
-    launched: Arc<AtomicBool>,
+    at: DieAt,
+    done: Arc<AtomicBool>,
+}
+
+impl DieAfter {
+    async fn die_if(&self, at: DieAt) {
+        if self.at == at {
+            self.done.store(true, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 #[async_trait]
-impl Deployer for DieAfterLaunch {
+impl Deployer for DieAfter {
     async fn processes(&self, app: &AppName) -> Result<Vec<ProcessSpec>> {
         self.inner.processes(app).await
     }
@@ -101,21 +124,36 @@ impl Deployer for DieAfterLaunch {
     }
 
     async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32) -> Result<Fleet> {
-        self.inner.launch(ctx, revision, count).await?;
-        self.launched.store(true, Ordering::SeqCst);
-        std::future::pending().await
+        let fleet = self.inner.launch(ctx, revision, count).await?;
+        self.die_if(DieAt::Launch).await;
+        Ok(fleet)
     }
 
     async fn scale(&self, ctx: &DeployContext, fleet: &Fleet, count: u32) -> Result<()> {
-        self.inner.scale(ctx, fleet, count).await
+        self.inner.scale(ctx, fleet, count).await?;
+        if count == 0 && ctx.stable.as_ref().is_some_and(|s| s.id == fleet.id) {
+            self.die_if(DieAt::ScaleOldToZero).await;
+        }
+        Ok(())
     }
 
     async fn route(&self, ctx: &DeployContext, weights: &[TrafficWeight]) -> Result<()> {
-        self.inner.route(ctx, weights).await
+        self.inner.route(ctx, weights).await?;
+        let all_new = weights
+            .iter()
+            .all(|w| (Some(&w.fleet) == ctx.stable.as_ref().map(|s| &s.id)) == (w.percent == 0));
+        if all_new {
+            self.die_if(DieAt::RouteAll).await;
+        }
+        Ok(())
     }
 
     async fn make_primary(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
-        self.inner.make_primary(ctx, fleet).await
+        self.inner.make_primary(ctx, fleet).await?;
+        if ctx.stable.as_ref().is_none_or(|s| s.id != fleet.id) {
+            self.die_if(DieAt::MakePrimary).await;
+        }
+        Ok(())
     }
 
     async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
@@ -144,13 +182,14 @@ fn engine_dying(
     store: &DynDeploymentStore,
     gate: HealthGate,
     halt: bool,
-    die_after_launch: Option<Arc<AtomicBool>>,
+    die_after: Option<(DieAt, Arc<AtomicBool>)>,
 ) -> Engine {
     let (mut deployer, registry) = backend();
-    if let Some(launched) = die_after_launch {
-        deployer = Arc::new(DieAfterLaunch {
+    if let Some((at, done)) = die_after {
+        deployer = Arc::new(DieAfter {
             inner: deployer,
-            launched,
+            at,
+            done,
         });
     }
     let strategy: Arc<dyn Strategy> = if halt {
@@ -189,19 +228,22 @@ async fn kill_after_launch(
     store: &DynDeploymentStore,
     fx: &Fixture,
 ) -> DeploymentId {
-    let launched = Arc::new(AtomicBool::new(false));
-    let seen = launched.clone();
+    kill_after(backend, store, fx, DieAt::Launch, holding_gate()).await
+}
+
+/// Kills the deployer the moment the platform accepted the change `at`, before it is
+/// recorded.
+async fn kill_after(
+    backend: &Backend,
+    store: &DynDeploymentStore,
+    fx: &Fixture,
+    at: DieAt,
+    gate: HealthGate,
+) -> DeploymentId {
+    let done = Arc::new(AtomicBool::new(false));
+    let seen = done.clone();
     let reached = Box::new(move |_: &DeploymentRecord| seen.load(Ordering::SeqCst));
-    kill_at(
-        backend,
-        store,
-        fx,
-        holding_gate(),
-        false,
-        Some(launched),
-        reached,
-    )
-    .await
+    kill_at(backend, store, fx, gate, false, Some((at, done)), reached).await
 }
 
 type Reached = Box<dyn Fn(&DeploymentRecord) -> bool + Send>;
@@ -212,7 +254,7 @@ async fn kill_at(
     fx: &Fixture,
     gate: HealthGate,
     halt: bool,
-    die_after_launch: Option<Arc<AtomicBool>>,
+    die_after: Option<(DieAt, Arc<AtomicBool>)>,
     reached: Reached,
 ) -> DeploymentId {
     let (backend, store, fx) = (backend.clone(), store.clone(), fx.clone());
@@ -223,7 +265,7 @@ async fn kill_at(
             .build()
             .expect("a runtime for the deployer that will die");
         let (id, handle): (DeploymentId, DeploymentHandle) = runtime.block_on(async {
-            let engine = engine_dying(&backend, &store, gate, halt, die_after_launch);
+            let engine = engine_dying(&backend, &store, gate, halt, die_after);
             let request = DeployRequest::new()
                 .docker_tag(fx.tag.clone())
                 .process(fx.process.clone())
@@ -267,7 +309,7 @@ async fn live_fleet(deployer: &DynDeployer, fx: &Fixture) -> Option<crate::Fleet
     deployer.current(&ctx).await.expect("current").fleet
 }
 
-/// Runs the five crash cases against a backend: killed mid-rollout then `recover` +
+/// Runs the crash cases against a backend: killed mid-rollout then `recover` +
 /// `rollback` (back on the old fleet, the new one gone), killed mid-rollout then `recover` +
 /// `resume` (on the new revision), killed between the platform accepting the launch and the
 /// store recording it then `rollback` (the platform is asked for the fleet,
@@ -401,6 +443,62 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
     let (deployer, _) = backend();
     let live = live_fleet(&deployer, fx).await.expect("a live fleet");
     assert_eq!(live.revision.image.digest, record.image.digest);
+
+    // 6–8. Killed right after the platform took a change the record does not show yet (all
+    //    traffic to the new fleet, the new fleet primary, the old fleet scaled to nothing):
+    //    the rollback must not trust the record for it, and brings the old fleet back, live,
+    //    at its size and healthy.
+    let load_balanced = specs
+        .iter()
+        .any(|s| s.name == fx.process && s.load_balanced);
+    let mut points = vec![DieAt::MakePrimary, DieAt::ScaleOldToZero];
+    if load_balanced {
+        points.insert(0, DieAt::RouteAll);
+    }
+    for at in points {
+        let old = live_fleet(&deployer, fx).await.expect("a live fleet");
+        let ctx = DeployContext::new(
+            DeploymentId::new(),
+            Initiator::new("conformance-crash").expect("initiator"),
+            fx.target(),
+        );
+        let size = deployer
+            .status(&ctx, &old)
+            .await
+            .expect("the old fleet's status")
+            .desired;
+        let id = kill_after(backend, &store, fx, at, quick_gate()).await;
+        let fresh = engine(backend, &store, quick_gate(), false);
+        recover(&fresh, fx, id).await;
+        let new = fresh.get(&id).await.expect("the interrupted record").processes[0]
+            .state
+            .candidate
+            .clone()
+            .expect("the new fleet was recorded before the crash");
+        let record = fresh.rollback(&id).await.expect("rollback after a crash");
+        let p = &record.processes[0];
+        assert!(
+            matches!(p.status, ProcessStatus::RolledBack { .. }),
+            "killed after {at:?}: rolled back, got {}",
+            p.status
+        );
+        let (deployer, _) = backend();
+        assert_eq!(
+            live_fleet(&deployer, fx).await.map(|f| f.id),
+            Some(old.id.clone()),
+            "killed after {at:?}: the old fleet is live again"
+        );
+        let status = deployer
+            .status(&ctx, &old)
+            .await
+            .expect("the old fleet's status");
+        assert_eq!(
+            (status.desired, status.running()),
+            (size, size),
+            "killed after {at:?}: the old fleet is back at its size, healthy: {status:?}"
+        );
+        assert_gone(&deployer, fx, &new, &format!("after {at:?} and the rollback")).await;
+    }
 }
 
 /// The fleet the killed deployment launched without recording it, as the platform shows it
