@@ -102,7 +102,7 @@ async fn crash_recovery_on_an_external_service() {
         }],
     )
     .await;
-    let backends = fresh_backends(&env, "web", None, 24).await;
+    let backends = fresh_backends(&env, "web", None, 60).await;
     let store: DynDeploymentStore = Arc::new(MemoryStore::new());
     conformance::crash_recovery(&backends, store, &fixture(&env, "web")).await;
     assert!(
@@ -123,7 +123,7 @@ async fn crash_recovery_on_an_ecs_controller_service() {
         }],
     )
     .await;
-    let backends = fresh_backends(&env, "wrk", None, 24).await;
+    let backends = fresh_backends(&env, "wrk", None, 60).await;
     let store: DynDeploymentStore = Arc::new(MemoryStore::new());
     conformance::crash_recovery(&backends, store, &fixture(&env, "wrk")).await;
     assert!(
