@@ -1370,3 +1370,114 @@ async fn a_platform_bake_extends_the_progress_deadline() {
         }
     }
 }
+
+/// A platform that makes a change and then loses the answer (a connection reset after the
+/// request was sent): the change took effect, the engine sees an error.
+#[derive(Debug)]
+struct AnswerLost {
+    inner: InMemoryPlatform,
+    op: Op,
+}
+
+impl AnswerLost {
+    /// The change made, its answer lost.
+    fn after(&self, made: Result<()>) -> Result<()> {
+        made?;
+        Err(Error::Transient {
+            operation: format!("{:?}", self.op),
+            source: "connection reset after the request was sent".into(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Deployer for AnswerLost {
+    async fn processes(&self, app: &AppName) -> Result<Vec<ProcessSpec>> {
+        self.inner.processes(app).await
+    }
+    async fn current(&self, ctx: &DeployContext) -> Result<Release> {
+        self.inner.current(ctx).await
+    }
+    async fn prepare(&self, ctx: &DeployContext, image: &ImageRef) -> Result<Revision> {
+        self.inner.prepare(ctx, image).await
+    }
+    async fn launch(&self, ctx: &DeployContext, revision: &Revision, count: u32) -> Result<Fleet> {
+        self.inner.launch(ctx, revision, count).await
+    }
+    async fn scale(&self, ctx: &DeployContext, fleet: &Fleet, count: u32) -> Result<()> {
+        let made = self.inner.scale(ctx, fleet, count).await;
+        let old = ctx.stable.as_ref().is_some_and(|s| s.id == fleet.id);
+        if self.op == Op::Scale && old && count == 0 {
+            return self.after(made);
+        }
+        made
+    }
+    async fn route(&self, ctx: &DeployContext, weights: &[TrafficWeight]) -> Result<()> {
+        let made = self.inner.route(ctx, weights).await;
+        let to_new = weights
+            .iter()
+            .any(|w| w.percent == 100 && ctx.stable.as_ref().is_none_or(|s| s.id != w.fleet));
+        if self.op == Op::Route && to_new {
+            return self.after(made);
+        }
+        made
+    }
+    async fn make_primary(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
+        let made = self.inner.make_primary(ctx, fleet).await;
+        let new = ctx.stable.as_ref().is_none_or(|s| s.id != fleet.id);
+        if self.op == Op::MakePrimary && new {
+            return self.after(made);
+        }
+        made
+    }
+    async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
+        self.inner.retire(ctx, fleet).await
+    }
+    async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
+        self.inner.status(ctx, fleet).await
+    }
+    async fn discover(&self, ctx: &DeployContext, revision: &Revision) -> Result<Option<Fleet>> {
+        self.inner.discover(ctx, revision).await
+    }
+    fn target_health(&self) -> Option<DynHealthProbe> {
+        self.inner.target_health()
+    }
+}
+
+/// A change the platform made whose answer was lost (all traffic to the new fleet, the new
+/// fleet primary, the old fleet scaled to nothing) fails the process, and its rollback must
+/// undo that change too although the record never showed it: the process ends on its old
+/// fleet, at full size and taking all traffic, reported rolled back.
+#[tokio::test(start_paused = true)]
+async fn a_change_made_but_not_confirmed_is_undone_by_the_rollback() {
+    for op in [Op::Route, Op::MakePrimary, Op::Scale] {
+        let fx = fixture();
+        let engine = Engine::builder()
+            .deployer(Arc::new(AnswerLost {
+                inner: fx.platform.clone(),
+                op,
+            }))
+            .registry(Arc::new(fx.platform.clone()))
+            .default_strategy(Arc::new(AllAtOnce))
+            .build()
+            .unwrap();
+        let record = deploy_and_wait(
+            &engine,
+            &fx.app,
+            DeployRequest::new()
+                .docker_tag(tag("v2"))
+                .process("default".parse().unwrap()),
+        )
+        .await;
+        assert!(
+            matches!(
+                status_of(&record, "default"),
+                ProcessStatus::RolledBack { .. }
+            ),
+            "answer lost after {op:?}: {}",
+            status_of(&record, "default")
+        );
+        fx.assert_tags(&[("default", "v1"), ("worker", "v1"), ("scheduler", "v1")]);
+        fx.assert_settled();
+    }
+}

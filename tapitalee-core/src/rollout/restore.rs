@@ -104,7 +104,9 @@ impl Rollout {
             return Ok(());
         }
         let always = self.resend_restores();
-        if state.load_balanced && state.candidate.is_some() && (state.candidate_weight > 0 || always)
+        if state.load_balanced
+            && state.candidate.is_some()
+            && (state.candidate_weight > 0 || always)
         {
             self.route_to(0, always).await?;
         }

@@ -470,7 +470,11 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
         let id = kill_after(backend, &store, fx, at, quick_gate()).await;
         let fresh = engine(backend, &store, quick_gate(), false);
         recover(&fresh, fx, id).await;
-        let new = fresh.get(&id).await.expect("the interrupted record").processes[0]
+        let new = fresh
+            .get(&id)
+            .await
+            .expect("the interrupted record")
+            .processes[0]
             .state
             .candidate
             .clone()
@@ -497,7 +501,13 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
             (size, size),
             "killed after {at:?}: the old fleet is back at its size, healthy: {status:?}"
         );
-        assert_gone(&deployer, fx, &new, &format!("after {at:?} and the rollback")).await;
+        assert_gone(
+            &deployer,
+            fx,
+            &new,
+            &format!("after {at:?} and the rollback"),
+        )
+        .await;
     }
 }
 
