@@ -1431,7 +1431,17 @@ impl Deployer for AnswerLost {
         made
     }
     async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
-        self.inner.retire(ctx, fleet).await
+        let new = ctx.stable.as_ref().is_none_or(|s| s.id != fleet.id);
+        if self.op != Op::Retire || !new {
+            return self.inner.retire(ctx, fleet).await;
+        }
+        // As ECS answers a DeleteTaskSet of a deleted task set: not found.
+        let gone = self.inner.fleets(&ctx.target.app, ctx.target.process.as_str());
+        if !gone.iter().any(|f| f.id == fleet.id) {
+            return Err(Error::not_found(Resource::Fleet, fleet.id.to_string(), "retired"));
+        }
+        let made = self.inner.retire(ctx, fleet).await;
+        self.after(made)
     }
     async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
         self.inner.status(ctx, fleet).await
@@ -1442,6 +1452,40 @@ impl Deployer for AnswerLost {
     fn target_health(&self) -> Option<DynHealthProbe> {
         self.inner.target_health()
     }
+}
+
+/// The rollback's last change, retiring the new fleet, made but its answer lost: the resend
+/// finds the fleet gone (as ECS says of a deleted task set), which is what the rollback
+/// wanted. Reported rolled back, not failed.
+#[tokio::test(start_paused = true)]
+async fn a_new_fleet_found_gone_when_the_rollback_retires_it_again_is_retired() {
+    let fx = fixture();
+    fx.platform
+        .set_behavior(&fx.app, "v2", "default", Behavior::never_healthy());
+    let engine = Engine::builder()
+        .deployer(Arc::new(AnswerLost {
+            inner: fx.platform.clone(),
+            op: Op::Retire,
+        }))
+        .registry(Arc::new(fx.platform.clone()))
+        .default_strategy(Arc::new(AllAtOnce))
+        .build()
+        .unwrap();
+    let record = deploy_and_wait(
+        &engine,
+        &fx.app,
+        DeployRequest::new()
+            .docker_tag(tag("v2"))
+            .process("default".parse().unwrap()),
+    )
+    .await;
+    assert!(
+        matches!(status_of(&record, "default"), ProcessStatus::RolledBack { .. }),
+        "{}",
+        status_of(&record, "default")
+    );
+    fx.assert_tags(&[("default", "v1"), ("worker", "v1"), ("scheduler", "v1")]);
+    fx.assert_settled();
 }
 
 /// A change the platform made whose answer was lost (all traffic to the new fleet, the new

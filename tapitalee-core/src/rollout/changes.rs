@@ -5,7 +5,7 @@
 use tracing::debug;
 
 use super::{Phase, Role, Rollout};
-use crate::error::{Error, Result};
+use crate::error::{Error, Resource, Result};
 use crate::fleet::{Fleet, TrafficWeight};
 use crate::traits::deployer::DynDeployer;
 
@@ -225,7 +225,17 @@ impl Rollout {
             Role::Candidate => self.record.state.candidate.clone(),
         };
         let Some(fleet) = fleet else { return Ok(()) };
-        let retired = self.platform().retire(&self.ctx, &fleet).await;
+        let retired = match self.platform().retire(&self.ctx, &fleet).await {
+            // Gone already: retired by a call whose answer was lost, or before a crash.
+            Err(Error::NotFound {
+                resource: Resource::Fleet,
+                ..
+            }) => {
+                debug!(fleet = %fleet.id, "fleet already gone");
+                Ok(())
+            }
+            other => other,
+        };
         self.sent(retired)?;
         let state = &mut self.record.state;
         match role {
