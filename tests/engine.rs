@@ -1436,9 +1436,15 @@ impl Deployer for AnswerLost {
             return self.inner.retire(ctx, fleet).await;
         }
         // As ECS answers a DeleteTaskSet of a deleted task set: not found.
-        let gone = self.inner.fleets(&ctx.target.app, ctx.target.process.as_str());
+        let gone = self
+            .inner
+            .fleets(&ctx.target.app, ctx.target.process.as_str());
         if !gone.iter().any(|f| f.id == fleet.id) {
-            return Err(Error::not_found(Resource::Fleet, fleet.id.to_string(), "retired"));
+            return Err(Error::not_found(
+                Resource::Fleet,
+                fleet.id.to_string(),
+                "retired",
+            ));
         }
         let made = self.inner.retire(ctx, fleet).await;
         self.after(made)
@@ -1480,7 +1486,10 @@ async fn a_new_fleet_found_gone_when_the_rollback_retires_it_again_is_retired() 
     )
     .await;
     assert!(
-        matches!(status_of(&record, "default"), ProcessStatus::RolledBack { .. }),
+        matches!(
+            status_of(&record, "default"),
+            ProcessStatus::RolledBack { .. }
+        ),
         "{}",
         status_of(&record, "default")
     );

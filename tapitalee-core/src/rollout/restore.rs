@@ -1,7 +1,7 @@
 //! The default rollback and completion of a [`Rollout`].
 
 use super::{Phase, Role, Rollout};
-use crate::error::{Error, Result};
+use crate::error::{Error, Resource, Result};
 
 impl Rollout {
     /// The default rollback, from any state: restore the old fleet's capacity and wait for it,
@@ -108,7 +108,15 @@ impl Rollout {
             && state.candidate.is_some()
             && (state.candidate_weight > 0 || always)
         {
-            self.route_to(0, always).await?;
+            match self.route_to(0, always).await {
+                // Resent on a hunch, and the new fleet is gone (retired before a crash): it
+                // takes no traffic.
+                Err(Error::NotFound {
+                    resource: Resource::Fleet,
+                    ..
+                }) if always => {}
+                other => other?,
+            }
         }
         self.set_primary(Role::Stable, always).await
     }

@@ -89,6 +89,8 @@ enum DieAt {
     MakePrimary,
     /// The old fleet scaled down to nothing.
     ScaleOldToZero,
+    /// The new fleet retired (by a rollback).
+    RetireNew,
 }
 
 /// A backend's deployer that dies the moment the platform accepted a change: the change took
@@ -157,7 +159,11 @@ impl Deployer for DieAfter {
     }
 
     async fn retire(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<()> {
-        self.inner.retire(ctx, fleet).await
+        self.inner.retire(ctx, fleet).await?;
+        if ctx.stable.as_ref().is_none_or(|s| s.id != fleet.id) {
+            self.die_if(DieAt::RetireNew).await;
+        }
+        Ok(())
     }
 
     async fn status(&self, ctx: &DeployContext, fleet: &Fleet) -> Result<FleetStatus> {
@@ -288,6 +294,40 @@ async fn kill_at(
     })
     .await
     .expect("the deployer's thread")
+}
+
+/// Rolls the interrupted deployment `id` back on a runtime of its own, and kills that
+/// deployer the moment the platform accepted the change `at`.
+async fn kill_rollback_after(
+    backend: &Backend,
+    store: &DynDeploymentStore,
+    id: DeploymentId,
+    at: DieAt,
+) {
+    let (backend, store) = (backend.clone(), store.clone());
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the deployer that will die");
+        let done = Arc::new(AtomicBool::new(false));
+        let seen = done.clone();
+        runtime.block_on(async move {
+            let engine = engine_dying(&backend, &store, quick_gate(), false, Some((at, done)));
+            let rollback = tokio::spawn(async move { engine.rollback(&id).await });
+            for _ in 0..600 {
+                if seen.load(Ordering::SeqCst) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the rollback of {id} never reached {at:?}: {rollback:?}");
+        });
+        drop(runtime); // the crash
+    })
+    .await
+    .expect("the deployer's thread");
 }
 
 /// Finds the killed deployment with a fresh engine once its lease lapsed.
@@ -509,6 +549,34 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
         )
         .await;
     }
+
+    // 9. Killed mid-rollout; the rollback's deployer killed in turn right after the platform
+    //    retired the new fleet; a third one rolls back again: back on the old fleet, the new
+    //    one found gone (a resent route or retire naming it is answered "not found").
+    let old = live_fleet(&deployer, fx).await.expect("a live fleet");
+    let id = kill_when(backend, &store, fx, holding_gate(), false, mid_rollout).await;
+    let checker = engine(backend, &store, quick_gate(), false);
+    recover(&checker, fx, id).await;
+    kill_rollback_after(backend, &store, id, DieAt::RetireNew).await;
+    let fresh = engine(backend, &store, quick_gate(), false);
+    tokio::time::sleep(LEASE * 2).await;
+    fresh.recover(&fx.app).await.expect("recover");
+    let record = fresh
+        .rollback(&id)
+        .await
+        .expect("rollback after two crashes");
+    let p = &record.processes[0];
+    assert!(
+        matches!(p.status, ProcessStatus::RolledBack { .. }),
+        "killed after the rollback retired the new fleet, then rolled back again: {}",
+        p.status
+    );
+    let (deployer, _) = backend();
+    assert_eq!(
+        live_fleet(&deployer, fx).await.map(|f| f.id),
+        Some(old.id.clone()),
+        "the old fleet is live after two crashes"
+    );
 }
 
 /// The fleet the killed deployment launched without recording it, as the platform shows it
