@@ -1460,6 +1460,32 @@ impl Deployer for AnswerLost {
     }
 }
 
+/// Deploys `v2` of the web process through a platform that loses the answer to `op`, and
+/// checks the outcome: rolled back, every process on its old fleet at full size with all
+/// traffic.
+async fn rolled_back_despite_a_lost_answer(fx: &Fixture, op: Op) {
+    let engine = Engine::builder()
+        .deployer(Arc::new(AnswerLost {
+            inner: fx.platform.clone(),
+            op,
+        }))
+        .registry(Arc::new(fx.platform.clone()))
+        .default_strategy(Arc::new(AllAtOnce))
+        .build()
+        .unwrap();
+    let request = DeployRequest::new()
+        .docker_tag(tag("v2"))
+        .process("default".parse().unwrap());
+    let record = deploy_and_wait(&engine, &fx.app, request).await;
+    let status = status_of(&record, "default");
+    assert!(
+        matches!(status, ProcessStatus::RolledBack { .. }),
+        "answer lost after {op:?}: {status}"
+    );
+    fx.assert_tags(&[("default", "v1"), ("worker", "v1"), ("scheduler", "v1")]);
+    fx.assert_settled();
+}
+
 /// The rollback's last change, retiring the new fleet, made but its answer lost: the resend
 /// finds the fleet gone (as ECS says of a deleted task set), which is what the rollback
 /// wanted. Reported rolled back, not failed.
@@ -1468,33 +1494,7 @@ async fn a_new_fleet_found_gone_when_the_rollback_retires_it_again_is_retired() 
     let fx = fixture();
     fx.platform
         .set_behavior(&fx.app, "v2", "default", Behavior::never_healthy());
-    let engine = Engine::builder()
-        .deployer(Arc::new(AnswerLost {
-            inner: fx.platform.clone(),
-            op: Op::Retire,
-        }))
-        .registry(Arc::new(fx.platform.clone()))
-        .default_strategy(Arc::new(AllAtOnce))
-        .build()
-        .unwrap();
-    let record = deploy_and_wait(
-        &engine,
-        &fx.app,
-        DeployRequest::new()
-            .docker_tag(tag("v2"))
-            .process("default".parse().unwrap()),
-    )
-    .await;
-    assert!(
-        matches!(
-            status_of(&record, "default"),
-            ProcessStatus::RolledBack { .. }
-        ),
-        "{}",
-        status_of(&record, "default")
-    );
-    fx.assert_tags(&[("default", "v1"), ("worker", "v1"), ("scheduler", "v1")]);
-    fx.assert_settled();
+    rolled_back_despite_a_lost_answer(&fx, Op::Retire).await;
 }
 
 /// A change the platform made whose answer was lost (all traffic to the new fleet, the new
@@ -1504,33 +1504,6 @@ async fn a_new_fleet_found_gone_when_the_rollback_retires_it_again_is_retired() 
 #[tokio::test(start_paused = true)]
 async fn a_change_made_but_not_confirmed_is_undone_by_the_rollback() {
     for op in [Op::Route, Op::MakePrimary, Op::Scale] {
-        let fx = fixture();
-        let engine = Engine::builder()
-            .deployer(Arc::new(AnswerLost {
-                inner: fx.platform.clone(),
-                op,
-            }))
-            .registry(Arc::new(fx.platform.clone()))
-            .default_strategy(Arc::new(AllAtOnce))
-            .build()
-            .unwrap();
-        let record = deploy_and_wait(
-            &engine,
-            &fx.app,
-            DeployRequest::new()
-                .docker_tag(tag("v2"))
-                .process("default".parse().unwrap()),
-        )
-        .await;
-        assert!(
-            matches!(
-                status_of(&record, "default"),
-                ProcessStatus::RolledBack { .. }
-            ),
-            "answer lost after {op:?}: {}",
-            status_of(&record, "default")
-        );
-        fx.assert_tags(&[("default", "v1"), ("worker", "v1"), ("scheduler", "v1")]);
-        fx.assert_settled();
+        rolled_back_despite_a_lost_answer(&fixture(), op).await;
     }
 }

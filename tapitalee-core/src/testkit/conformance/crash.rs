@@ -265,11 +265,7 @@ async fn kill_at(
 ) -> DeploymentId {
     let (backend, store, fx) = (backend.clone(), store.clone(), fx.clone());
     tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime for the deployer that will die");
+        let runtime = doomed_runtime();
         let (id, handle): (DeploymentId, DeploymentHandle) = runtime.block_on(async {
             let engine = engine_dying(&backend, &store, gate, halt, die_after);
             let request = DeployRequest::new()
@@ -296,6 +292,15 @@ async fn kill_at(
     .expect("the deployer's thread")
 }
 
+/// A runtime of its own for a deployer that will be killed by dropping it.
+fn doomed_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime for the deployer that will die")
+}
+
 /// Rolls the interrupted deployment `id` back on a runtime of its own, and kills that
 /// deployer the moment the platform accepted the change `at`.
 async fn kill_rollback_after(
@@ -306,11 +311,7 @@ async fn kill_rollback_after(
 ) {
     let (backend, store) = (backend.clone(), store.clone());
     tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime for the deployer that will die");
+        let runtime = doomed_runtime();
         let done = Arc::new(AtomicBool::new(false));
         let seen = done.clone();
         runtime.block_on(async move {
@@ -373,19 +374,8 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
     let fresh = engine(backend, &store, quick_gate(), false);
     recover(&fresh, fx, id).await;
     let record = fresh.rollback(&id).await.expect("rollback after a crash");
-    let p = &record.processes[0];
-    assert!(
-        matches!(p.status, ProcessStatus::RolledBack { .. }),
-        "rolled back after a crash, got {}",
-        p.status
-    );
+    rolled_back_to(backend, fx, &record, &old, "killed mid-rollout").await;
     assert_eq!(record.status, DeploymentStatus::Failed);
-    let (deployer, _) = backend();
-    assert_eq!(
-        live_fleet(&deployer, fx).await.map(|f| f.id),
-        Some(old.id.clone()),
-        "the old fleet is live again"
-    );
 
     // 2. Killed mid-rollout; a fresh deployer resumes it to the end.
     let id = kill_when(backend, &store, fx, holding_gate(), false, mid_rollout).await;
@@ -425,18 +415,8 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
         .rollback(&id)
         .await
         .expect("rollback after a crash before the launch was recorded");
-    let p = &record.processes[0];
-    assert!(
-        matches!(p.status, ProcessStatus::RolledBack { .. }),
-        "a new fleet launched but never recorded is rolled back, got {}",
-        p.status
-    );
-    let (deployer, _) = backend();
-    assert_eq!(
-        live_fleet(&deployer, fx).await.map(|f| f.id),
-        Some(old.id.clone()),
-        "the old fleet is live again"
-    );
+    let when = "a new fleet launched but never recorded";
+    let deployer = rolled_back_to(backend, fx, &record, &old, when).await;
     assert_gone(&deployer, fx, &orphan, "after the rollback").await;
 
     // 4. The same crash, then `resume`: the process ends on the new version, and the fleet
@@ -520,18 +500,8 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
             .clone()
             .expect("the new fleet was recorded before the crash");
         let record = fresh.rollback(&id).await.expect("rollback after a crash");
-        let p = &record.processes[0];
-        assert!(
-            matches!(p.status, ProcessStatus::RolledBack { .. }),
-            "killed after {at:?}: rolled back, got {}",
-            p.status
-        );
-        let (deployer, _) = backend();
-        assert_eq!(
-            live_fleet(&deployer, fx).await.map(|f| f.id),
-            Some(old.id.clone()),
-            "killed after {at:?}: the old fleet is live again"
-        );
+        let when = format!("killed after {at:?}");
+        let deployer = rolled_back_to(backend, fx, &record, &old, &when).await;
         let status = deployer
             .status(&ctx, &old)
             .await
@@ -565,18 +535,32 @@ pub async fn crash_recovery(backend: &Backend, store: DynDeploymentStore, fx: &F
         .rollback(&id)
         .await
         .expect("rollback after two crashes");
+    let when = "killed after the rollback retired the new fleet, then rolled back again";
+    rolled_back_to(backend, fx, &record, &old, when).await;
+}
+
+/// Checks a rollback's outcome: the process rolled back, `old` the live fleet again. Returns
+/// the fresh deployer it asked.
+async fn rolled_back_to(
+    backend: &Backend,
+    fx: &Fixture,
+    record: &DeploymentRecord,
+    old: &crate::Fleet,
+    when: &str,
+) -> DynDeployer {
     let p = &record.processes[0];
     assert!(
         matches!(p.status, ProcessStatus::RolledBack { .. }),
-        "killed after the rollback retired the new fleet, then rolled back again: {}",
+        "{when}: rolled back, got {}",
         p.status
     );
     let (deployer, _) = backend();
     assert_eq!(
         live_fleet(&deployer, fx).await.map(|f| f.id),
         Some(old.id.clone()),
-        "the old fleet is live after two crashes"
+        "{when}: the old fleet is live again"
     );
+    deployer
 }
 
 /// The fleet the killed deployment launched without recording it, as the platform shows it
