@@ -259,9 +259,10 @@ fn floor_group(
                         let mut tasks = tokio::task::JoinSet::new();
                         for _ in 0..n {
                             tasks.spawn(async move {
-                                tokio::join!(tokio::time::sleep(LATENCY), async {
-                                    tokio::time::sleep(LATENCY).await;
-                                });
+                                tokio::join!(
+                                    tokio::time::sleep(LATENCY),
+                                    tokio::time::sleep(LATENCY)
+                                );
                                 busy(work);
                                 for _ in 0..5 {
                                     tokio::time::sleep(LATENCY).await;

@@ -203,6 +203,17 @@ fn hint_suffix(hint: &str) -> String {
 }
 
 impl Error {
+    /// Whether this says a fleet does not exist (retired, or never launched).
+    pub(crate) fn is_fleet_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::NotFound {
+                resource: Resource::Fleet,
+                ..
+            }
+        )
+    }
+
     /// Whether retrying the same operation later can help.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Throttled { .. } | Error::Transient { .. })

@@ -5,7 +5,7 @@
 use tracing::debug;
 
 use super::{Phase, Role, Rollout};
-use crate::error::{Error, Resource, Result};
+use crate::error::{Error, Result};
 use crate::fleet::{Fleet, TrafficWeight};
 use crate::traits::deployer::DynDeployer;
 
@@ -227,10 +227,7 @@ impl Rollout {
         let Some(fleet) = fleet else { return Ok(()) };
         let retired = match self.platform().retire(&self.ctx, &fleet).await {
             // Gone already: retired by a call whose answer was lost, or before a crash.
-            Err(Error::NotFound {
-                resource: Resource::Fleet,
-                ..
-            }) => {
+            Err(e) if e.is_fleet_not_found() => {
                 debug!(fleet = %fleet.id, "fleet already gone");
                 Ok(())
             }

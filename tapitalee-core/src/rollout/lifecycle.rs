@@ -4,7 +4,6 @@
 use std::time::SystemTime;
 
 use super::{Phase, Rollout};
-use crate::error::{Error, Resource};
 use crate::event::EventKind;
 use crate::record::{ProcessRecord, ProcessStatus};
 use crate::strategy::DynStrategy;
@@ -115,10 +114,7 @@ impl Rollout {
             return state.stable_retired || state.candidate_live();
         };
         match self.shared.deployer.status(&self.ctx, &stable).await {
-            Err(Error::NotFound {
-                resource: Resource::Fleet,
-                ..
-            }) => {
+            Err(e) if e.is_fleet_not_found() => {
                 // Retired after the last write: the platform is the truth.
                 self.record.state.stable_retired = true;
                 self.record.state.stable_count = 0;

@@ -1,7 +1,7 @@
 //! The default rollback and completion of a [`Rollout`].
 
 use super::{Phase, Role, Rollout};
-use crate::error::{Error, Resource, Result};
+use crate::error::{Error, Result};
 
 impl Rollout {
     /// The default rollback, from any state: restore the old fleet's capacity and wait for it,
@@ -104,17 +104,12 @@ impl Rollout {
             return Ok(());
         }
         let always = self.resend_restores();
-        if state.load_balanced
-            && state.candidate.is_some()
-            && (state.candidate_weight > 0 || always)
-        {
+        // Routing skips a split the record already shows, unless `always`.
+        if state.load_balanced && state.candidate.is_some() {
             match self.route_to(0, always).await {
                 // Resent on a hunch, and the new fleet is gone (retired before a crash): it
                 // takes no traffic.
-                Err(Error::NotFound {
-                    resource: Resource::Fleet,
-                    ..
-                }) if always => {}
+                Err(e) if always && e.is_fleet_not_found() => {}
                 other => other?,
             }
         }
